@@ -1,0 +1,141 @@
+//! The cluster configuration admission reads: the KubeVirt CR's `spec.configuration` over upstream's defaults.
+
+use crate::v1::{KubeVirt, KubeVirtConfiguration};
+
+/// Feature gates that are on unless disabled (upstream's Beta and GA gates that admission consults).
+const ON_BY_DEFAULT: &[&str] =
+    &["DeclarativeHotplugVolumes", "PasstBinding", "RebootPolicy", "NUMA", "WorkloadEncryptionSEV", "DecentralizedLiveMigration"];
+
+/// Cluster-wide settings with upstream's defaults filled in.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterConfig {
+    cfg: KubeVirtConfiguration,
+}
+
+impl ClusterConfig {
+    /// Reads the configuration of a KubeVirt CR (or upstream's defaults for `None`).
+    #[must_use]
+    pub fn from_kubevirt(kv: Option<&KubeVirt>) -> Self {
+        Self { cfg: kv.and_then(|kv| kv.spec.configuration.clone()).unwrap_or_default() }
+    }
+
+    /// Whether a feature gate is enabled.
+    #[must_use]
+    pub fn gate(&self, name: &str) -> bool {
+        let dev = self.cfg.developer_configuration.as_ref();
+        let listed = |l: Option<&Vec<String>>| l.is_some_and(|l| l.iter().any(|g| g == name));
+        if listed(dev.and_then(|d| d.feature_gates.as_ref())) {
+            return true;
+        }
+        ON_BY_DEFAULT.contains(&name) && !listed(dev.and_then(|d| d.disabled_feature_gates.as_ref()))
+    }
+
+    /// `developerConfiguration.useEmulation`.
+    #[must_use]
+    pub fn use_emulation(&self) -> bool {
+        self.cfg.developer_configuration.as_ref().and_then(|d| d.use_emulation).unwrap_or(false)
+    }
+
+    /// The default architecture for new VMIs.
+    #[must_use]
+    pub fn default_architecture(&self) -> String {
+        self.cfg
+            .architecture_configuration
+            .as_ref()
+            .and_then(|a| a.default_architecture.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "amd64".to_string())
+    }
+
+    fn arch_config(&self, arch: &str) -> Option<&crate::v1::ArchSpecificConfiguration> {
+        let a = self.cfg.architecture_configuration.as_ref()?;
+        match arch {
+            "arm64" => a.arm64.as_ref(),
+            "s390x" => a.s390x.as_ref(),
+            _ => a.amd64.as_ref(),
+        }
+    }
+
+    /// Machine type for `arch` (`q35` on amd64).
+    #[must_use]
+    pub fn machine_type(&self, arch: &str) -> String {
+        if let Some(m) = self.cfg.machine_type.as_ref().filter(|m| !m.is_empty()) {
+            return m.clone();
+        }
+        if let Some(m) = self.arch_config(arch).and_then(|c| c.machine_type.clone()).filter(|m| !m.is_empty()) {
+            return m;
+        }
+        match arch {
+            "arm64" => "virt",
+            "s390x" => "s390-ccw-virtio",
+            _ => "q35",
+        }
+        .to_string()
+    }
+
+    /// Allowed machine-type globs for `arch`.
+    #[must_use]
+    pub fn emulated_machines(&self, arch: &str) -> Vec<String> {
+        if let Some(m) = self.cfg.emulated_machines.as_ref().filter(|m| !m.is_empty()) {
+            return m.clone();
+        }
+        if let Some(m) = self.arch_config(arch).and_then(|c| c.emulated_machines.clone()).filter(|m| !m.is_empty()) {
+            return m;
+        }
+        match arch {
+            "arm64" => vec!["virt*".to_string()],
+            "s390x" => vec!["s390-ccw-virtio*".to_string()],
+            _ => vec!["q35*".to_string(), "pc-q35*".to_string()],
+        }
+    }
+
+    /// `cpuModel`, empty when unset.
+    #[must_use]
+    pub fn cpu_model(&self) -> Option<&str> {
+        self.cfg.cpu_model.as_deref().filter(|m| !m.is_empty())
+    }
+
+    /// `cpuRequest` when it differs from upstream's default 100m.
+    #[must_use]
+    pub fn custom_cpu_request(&self) -> Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+        self.cfg.cpu_request.as_ref().filter(|q| q.0 != "100m")
+    }
+
+    /// The cluster eviction strategy (`None` by default).
+    #[must_use]
+    pub fn eviction_strategy(&self) -> String {
+        self.cfg.eviction_strategy.clone().unwrap_or_else(|| "None".to_string())
+    }
+
+    /// The binding of the automatically added pod interface (`bridge` unless configured).
+    #[must_use]
+    pub fn default_network_interface(&self) -> String {
+        self.cfg
+            .network
+            .as_ref()
+            .and_then(|n| n.default_network_interface.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "bridge".to_string())
+    }
+
+    /// `network.permitBridgeInterfaceOnPodNetwork` (true by default).
+    #[must_use]
+    pub fn permit_bridge_on_pod_network(&self) -> bool {
+        self.cfg.network.as_ref().and_then(|n| n.permit_bridge_interface_on_pod_network).unwrap_or(true)
+    }
+
+    /// Whether VM changes roll out live (`LiveUpdate`, the default) rather than staged.
+    #[must_use]
+    pub fn live_update(&self) -> bool {
+        self.cfg.vm_rollout_strategy.as_deref().is_none_or(|s| s == "LiveUpdate")
+    }
+
+    /// `liveUpdateConfiguration`: (maxHotplugRatio, maxCpuSockets, maxGuest).
+    #[must_use]
+    pub fn live_update_limits(&self) -> (i64, Option<i64>, Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) {
+        match self.cfg.live_update_configuration.as_ref() {
+            None => (4, None, None),
+            Some(l) => (l.max_hotplug_ratio.filter(|r| *r > 0).unwrap_or(4), l.max_cpu_sockets, l.max_guest.as_ref()),
+        }
+    }
+}

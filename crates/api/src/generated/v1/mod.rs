@@ -1,0 +1,30 @@
+//! Definitions named `v1.*` in upstream's OpenAPI document (generated; do not edit).
+
+mod disks;
+pub use disks::*;
+mod interfaces;
+pub use interfaces::*;
+mod devices;
+pub use devices::*;
+mod volumes;
+pub use volumes::*;
+mod domain;
+pub use domain::*;
+mod vmi_status;
+pub use vmi_status::*;
+mod vmi;
+pub use vmi::*;
+mod vm;
+pub use vm::*;
+mod replicaset;
+pub use replicaset::*;
+mod migration;
+pub use migration::*;
+mod kubevirt_1;
+pub use kubevirt_1::*;
+mod kubevirt_2;
+pub use kubevirt_2::*;
+mod export;
+pub use export::*;
+mod subresources;
+pub use subresources::*;

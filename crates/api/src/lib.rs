@@ -1,0 +1,18 @@
+//! kubevirt.io API types, defaults, validation and CRD manifests — pure data and functions, no I/O.
+
+#[allow(missing_docs, clippy::all)]
+pub mod generated;
+pub use generated::{v1, v1alpha1, v1beta1};
+pub mod cdi;
+mod kinds;
+mod error;
+pub mod object;
+pub use error::DecodeError;
+pub use object::Object;
+pub mod crd;
+pub mod config;
+pub mod defaults;
+pub mod quantity;
+pub mod selector;
+pub mod validate;
+pub mod admission;

@@ -1,0 +1,4 @@
+//! One module per `kvbox` subcommand.
+
+pub(crate) mod admit;
+pub(crate) mod crds;

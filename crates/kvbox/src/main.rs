@@ -1,0 +1,39 @@
+//! `kvbox`: the kubevirt-rs all-in-one binary. This subcommands: `admit` (offline admission) and `crds`.
+
+mod cmd;
+mod manifest;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kubevirt-rs in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "kvbox", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run defaulting and validation offline on manifests, as the API server would on `kubectl apply`.
+    Admit(cmd::admit::Args),
+    /// Print the CustomResourceDefinitions of every kubevirt-rs kind as multi-document YAML.
+    Crds,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Admit(args) => cmd::admit::run(&args),
+        Command::Crds => cmd::crds::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kvbox: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
