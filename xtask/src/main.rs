@@ -17,12 +17,14 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root()?;
     match task.as_str() {
         "gen-types" => {
-            let spec = args.next().map(PathBuf::from).unwrap_or_else(|| {
-                root.join("../shared/reference/kubevirt-openapi.json")
-            });
-            let text = std::fs::read_to_string(&spec)
-                .with_context(|| format!("reading {}", spec.display()))?;
-            let doc: serde_json::Value = serde_json::from_str(&text).context("parsing the OpenAPI document")?;
+            let spec = args
+                .next()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("../shared/reference/kubevirt-openapi.json"));
+            let text =
+                std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).context("parsing the OpenAPI document")?;
             let out = root.join("crates/api/src/generated");
             let files = codegen::generate(&doc)?;
             if out.exists() {
@@ -44,5 +46,8 @@ fn main() -> anyhow::Result<()> {
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).context("xtask has no parent directory")
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
 }

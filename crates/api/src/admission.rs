@@ -48,7 +48,10 @@ pub struct Cluster {
 }
 
 fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_string())
+    meta.namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -63,13 +66,15 @@ impl Cluster {
                 self.instancetypes.insert(key(&o.metadata), o.spec.clone());
             }
             Object::ClusterInstancetype(o) => {
-                self.cluster_instancetypes.insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
+                self.cluster_instancetypes
+                    .insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
             }
             Object::Preference(o) => {
                 self.preferences.insert(key(&o.metadata), o.spec.clone());
             }
             Object::ClusterPreference(o) => {
-                self.cluster_preferences.insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
+                self.cluster_preferences
+                    .insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
             }
             Object::Preset(o) => self.presets.push((**o).clone()),
             Object::Vmi(o) => {
@@ -81,7 +86,12 @@ impl Cluster {
         }
     }
 
-    fn instancetype(&self, namespace: &str, kind: Option<&str>, name: &str) -> Option<&VirtualMachineInstancetypeSpec> {
+    fn instancetype(
+        &self,
+        namespace: &str,
+        kind: Option<&str>,
+        name: &str,
+    ) -> Option<&VirtualMachineInstancetypeSpec> {
         match kind.map(str::to_ascii_lowercase).as_deref() {
             Some("virtualmachineinstancetype" | "virtualmachineinstancetypes") => {
                 self.instancetypes.get(&(namespace.to_string(), name.to_string()))
@@ -90,7 +100,12 @@ impl Cluster {
         }
     }
 
-    fn preference(&self, namespace: &str, kind: Option<&str>, name: &str) -> Option<&VirtualMachinePreferenceSpec> {
+    fn preference(
+        &self,
+        namespace: &str,
+        kind: Option<&str>,
+        name: &str,
+    ) -> Option<&VirtualMachinePreferenceSpec> {
         match kind.map(str::to_ascii_lowercase).as_deref() {
             Some("virtualmachinepreference" | "virtualmachinepreferences") => {
                 self.preferences.get(&(namespace.to_string(), name.to_string()))
@@ -104,7 +119,11 @@ impl Cluster {
     pub fn admit(&mut self, obj: Object, now: Time, new_uuid: &mut dyn FnMut() -> String) -> Outcome {
         let mut warnings = Vec::new();
         let config = self.config.clone();
-        let env = &mut Env { config: &config, now, new_uuid };
+        let env = &mut Env {
+            config: &config,
+            now,
+            new_uuid,
+        };
         let (obj, causes) = match obj {
             Object::Vmi(mut vmi) => {
                 match defaults::apply_presets(&mut vmi, &self.presets) {
@@ -119,7 +138,8 @@ impl Cluster {
             }
             Object::Vm(mut vm) => {
                 if vm.spec.running.is_some() {
-                    warnings.push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
+                    warnings
+                        .push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
                 }
                 defaults::default_vm(&mut vm, &config);
                 let namespace = ns(&vm.metadata);
@@ -129,7 +149,9 @@ impl Cluster {
                     let name = m.name.as_deref()?;
                     let found = self.instancetype(&namespace, m.kind.as_deref(), name);
                     if found.is_none() {
-                        warnings.push(format!("ignoring err \"instancetype {name:?} not found\" when looking for instance type"));
+                        warnings.push(format!(
+                            "ignoring err \"instancetype {name:?} not found\" when looking for instance type"
+                        ));
                     }
                     found
                 });
@@ -137,7 +159,9 @@ impl Cluster {
                     let name = m.name.as_deref()?;
                     let found = self.preference(&namespace, m.kind.as_deref(), name);
                     if found.is_none() {
-                        warnings.push(format!("ignoring err \"preference {name:?} not found\" when looking for preference"));
+                        warnings.push(format!(
+                            "ignoring err \"preference {name:?} not found\" when looking for preference"
+                        ));
                     }
                     found
                 });
@@ -211,5 +235,9 @@ impl Cluster {
 }
 
 fn bare_cause(message: String) -> StatusCause {
-    StatusCause { field: None, message: Some(message), reason: None }
+    StatusCause {
+        field: None,
+        message: Some(message),
+        reason: None,
+    }
 }

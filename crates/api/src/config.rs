@@ -3,8 +3,14 @@
 use crate::v1::{KubeVirt, KubeVirtConfiguration};
 
 /// Feature gates that are on unless disabled (upstream's Beta and GA gates that admission consults).
-const ON_BY_DEFAULT: &[&str] =
-    &["DeclarativeHotplugVolumes", "PasstBinding", "RebootPolicy", "NUMA", "WorkloadEncryptionSEV", "DecentralizedLiveMigration"];
+const ON_BY_DEFAULT: &[&str] = &[
+    "DeclarativeHotplugVolumes",
+    "PasstBinding",
+    "RebootPolicy",
+    "NUMA",
+    "WorkloadEncryptionSEV",
+    "DecentralizedLiveMigration",
+];
 
 /// Cluster-wide settings with upstream's defaults filled in.
 #[derive(Clone, Debug, Default)]
@@ -16,7 +22,11 @@ impl ClusterConfig {
     /// Reads the configuration of a KubeVirt CR (or upstream's defaults for `None`).
     #[must_use]
     pub fn from_kubevirt(kv: Option<&KubeVirt>) -> Self {
-        Self { cfg: kv.and_then(|kv| kv.spec.configuration.clone()).unwrap_or_default() }
+        Self {
+            cfg: kv
+                .and_then(|kv| kv.spec.configuration.clone())
+                .unwrap_or_default(),
+        }
     }
 
     /// Whether a feature gate is enabled.
@@ -33,7 +43,11 @@ impl ClusterConfig {
     /// `developerConfiguration.useEmulation`.
     #[must_use]
     pub fn use_emulation(&self) -> bool {
-        self.cfg.developer_configuration.as_ref().and_then(|d| d.use_emulation).unwrap_or(false)
+        self.cfg
+            .developer_configuration
+            .as_ref()
+            .and_then(|d| d.use_emulation)
+            .unwrap_or(false)
     }
 
     /// The default architecture for new VMIs.
@@ -62,7 +76,11 @@ impl ClusterConfig {
         if let Some(m) = self.cfg.machine_type.as_ref().filter(|m| !m.is_empty()) {
             return m.clone();
         }
-        if let Some(m) = self.arch_config(arch).and_then(|c| c.machine_type.clone()).filter(|m| !m.is_empty()) {
+        if let Some(m) = self
+            .arch_config(arch)
+            .and_then(|c| c.machine_type.clone())
+            .filter(|m| !m.is_empty())
+        {
             return m;
         }
         match arch {
@@ -79,7 +97,11 @@ impl ClusterConfig {
         if let Some(m) = self.cfg.emulated_machines.as_ref().filter(|m| !m.is_empty()) {
             return m.clone();
         }
-        if let Some(m) = self.arch_config(arch).and_then(|c| c.emulated_machines.clone()).filter(|m| !m.is_empty()) {
+        if let Some(m) = self
+            .arch_config(arch)
+            .and_then(|c| c.emulated_machines.clone())
+            .filter(|m| !m.is_empty())
+        {
             return m;
         }
         match arch {
@@ -104,7 +126,10 @@ impl ClusterConfig {
     /// The cluster eviction strategy (`None` by default).
     #[must_use]
     pub fn eviction_strategy(&self) -> String {
-        self.cfg.eviction_strategy.clone().unwrap_or_else(|| "None".to_string())
+        self.cfg
+            .eviction_strategy
+            .clone()
+            .unwrap_or_else(|| "None".to_string())
     }
 
     /// The binding of the automatically added pod interface (`bridge` unless configured).
@@ -121,21 +146,38 @@ impl ClusterConfig {
     /// `network.permitBridgeInterfaceOnPodNetwork` (true by default).
     #[must_use]
     pub fn permit_bridge_on_pod_network(&self) -> bool {
-        self.cfg.network.as_ref().and_then(|n| n.permit_bridge_interface_on_pod_network).unwrap_or(true)
+        self.cfg
+            .network
+            .as_ref()
+            .and_then(|n| n.permit_bridge_interface_on_pod_network)
+            .unwrap_or(true)
     }
 
     /// Whether VM changes roll out live (`LiveUpdate`, the default) rather than staged.
     #[must_use]
     pub fn live_update(&self) -> bool {
-        self.cfg.vm_rollout_strategy.as_deref().is_none_or(|s| s == "LiveUpdate")
+        self.cfg
+            .vm_rollout_strategy
+            .as_deref()
+            .is_none_or(|s| s == "LiveUpdate")
     }
 
     /// `liveUpdateConfiguration`: (maxHotplugRatio, maxCpuSockets, maxGuest).
     #[must_use]
-    pub fn live_update_limits(&self) -> (i64, Option<i64>, Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) {
+    pub fn live_update_limits(
+        &self,
+    ) -> (
+        i64,
+        Option<i64>,
+        Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    ) {
         match self.cfg.live_update_configuration.as_ref() {
             None => (4, None, None),
-            Some(l) => (l.max_hotplug_ratio.filter(|r| *r > 0).unwrap_or(4), l.max_cpu_sockets, l.max_guest.as_ref()),
+            Some(l) => (
+                l.max_hotplug_ratio.filter(|r| *r > 0).unwrap_or(4),
+                l.max_cpu_sockets,
+                l.max_guest.as_ref(),
+            ),
         }
     }
 }

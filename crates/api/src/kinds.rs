@@ -34,8 +34,22 @@ macro_rules! kind {
 type Ns = NamespaceResourceScope;
 type Cluster = ClusterResourceScope;
 
-kind!(v1::VirtualMachineInstance, "kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances", Ns);
-kind!(v1::VirtualMachine, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines", Ns);
+kind!(
+    v1::VirtualMachineInstance,
+    "kubevirt.io",
+    "v1",
+    "VirtualMachineInstance",
+    "virtualmachineinstances",
+    Ns
+);
+kind!(
+    v1::VirtualMachine,
+    "kubevirt.io",
+    "v1",
+    "VirtualMachine",
+    "virtualmachines",
+    Ns
+);
 kind!(
     v1::VirtualMachineInstanceReplicaSet,
     "kubevirt.io",
@@ -61,7 +75,14 @@ kind!(
     Ns
 );
 kind!(v1::KubeVirt, "kubevirt.io", "v1", "KubeVirt", "kubevirts", Ns);
-kind!(v1beta1::VirtualMachinePool, "pool.kubevirt.io", "v1beta1", "VirtualMachinePool", "virtualmachinepools", Ns);
+kind!(
+    v1beta1::VirtualMachinePool,
+    "pool.kubevirt.io",
+    "v1beta1",
+    "VirtualMachinePool",
+    "virtualmachinepools",
+    Ns
+);
 kind!(
     v1beta1::VirtualMachineInstancetype,
     "instancetype.kubevirt.io",
@@ -94,7 +115,14 @@ kind!(
     "virtualmachineclusterpreferences",
     Cluster
 );
-kind!(v1alpha1::MigrationPolicy, "migrations.kubevirt.io", "v1alpha1", "MigrationPolicy", "migrationpolicies", Cluster);
+kind!(
+    v1alpha1::MigrationPolicy,
+    "migrations.kubevirt.io",
+    "v1alpha1",
+    "MigrationPolicy",
+    "migrationpolicies",
+    Cluster
+);
 kind!(
     v1beta1::VirtualMachineSnapshot,
     "snapshot.kubevirt.io",
@@ -119,4 +147,11 @@ kind!(
     "virtualmachinerestores",
     Ns
 );
-kind!(DataVolume, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes", Ns);
+kind!(
+    DataVolume,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "DataVolume",
+    "datavolumes",
+    Ns
+);

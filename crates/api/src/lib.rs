@@ -4,15 +4,15 @@
 pub mod generated;
 pub use generated::{v1, v1alpha1, v1beta1};
 pub mod cdi;
-mod kinds;
 mod error;
+mod kinds;
 pub mod object;
 pub use error::DecodeError;
 pub use object::Object;
-pub mod crd;
+pub mod admission;
 pub mod config;
+pub mod crd;
 pub mod defaults;
 pub mod quantity;
 pub mod selector;
 pub mod validate;
-pub mod admission;

@@ -49,11 +49,13 @@ pub enum Object {
 }
 
 fn typed<T: DeserializeOwned>(value: Value, kind: &str) -> Result<Box<T>, DecodeError> {
-    serde_path_to_error::deserialize(value).map(Box::new).map_err(|e| DecodeError::Field {
-        kind: kind.to_string(),
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
-    })
+    serde_path_to_error::deserialize(value)
+        .map(Box::new)
+        .map_err(|e| DecodeError::Field {
+            kind: kind.to_string(),
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
 }
 
 fn untyped<T: Serialize>(obj: &T) -> Result<Value, DecodeError> {
@@ -66,8 +68,15 @@ impl Object {
     /// # Errors
     /// [`DecodeError::Field`] names the JSON path of the first field whose value has the wrong shape.
     pub fn from_value(value: Value) -> Result<Self, DecodeError> {
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or_default();
         let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
         let k = kind.as_str();
@@ -80,20 +89,28 @@ impl Object {
             ("kubevirt.io", "v1" | "v1alpha3", "VirtualMachineInstanceMigration") => {
                 Self::Migration(typed(value, k)?)
             }
-            ("kubevirt.io", "v1" | "v1alpha3", "VirtualMachineInstancePreset") => Self::Preset(typed(value, k)?),
+            ("kubevirt.io", "v1" | "v1alpha3", "VirtualMachineInstancePreset") => {
+                Self::Preset(typed(value, k)?)
+            }
             ("kubevirt.io", "v1" | "v1alpha3", "KubeVirt") => Self::KubeVirt(typed(value, k)?),
-            ("pool.kubevirt.io", "v1beta1" | "v1alpha1", "VirtualMachinePool") => Self::Pool(typed(value, k)?),
+            ("pool.kubevirt.io", "v1beta1" | "v1alpha1", "VirtualMachinePool") => {
+                Self::Pool(typed(value, k)?)
+            }
             ("instancetype.kubevirt.io", "v1beta1", "VirtualMachineInstancetype") => {
                 Self::Instancetype(typed(value, k)?)
             }
             ("instancetype.kubevirt.io", "v1beta1", "VirtualMachineClusterInstancetype") => {
                 Self::ClusterInstancetype(typed(value, k)?)
             }
-            ("instancetype.kubevirt.io", "v1beta1", "VirtualMachinePreference") => Self::Preference(typed(value, k)?),
+            ("instancetype.kubevirt.io", "v1beta1", "VirtualMachinePreference") => {
+                Self::Preference(typed(value, k)?)
+            }
             ("instancetype.kubevirt.io", "v1beta1", "VirtualMachineClusterPreference") => {
                 Self::ClusterPreference(typed(value, k)?)
             }
-            ("migrations.kubevirt.io", "v1alpha1", "MigrationPolicy") => Self::MigrationPolicy(typed(value, k)?),
+            ("migrations.kubevirt.io", "v1alpha1", "MigrationPolicy") => {
+                Self::MigrationPolicy(typed(value, k)?)
+            }
             ("snapshot.kubevirt.io", "v1beta1", "VirtualMachineSnapshot") => Self::Snapshot(typed(value, k)?),
             ("snapshot.kubevirt.io", "v1beta1", "VirtualMachineSnapshotContent") => {
                 Self::SnapshotContent(typed(value, k)?)

@@ -26,7 +26,9 @@ pub fn parse(text: &str) -> Result<Milli, QuantityError> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     if num.is_empty() || num == "." || num.matches('.').count() > 1 {
         return Err(QuantityError);
@@ -37,7 +39,11 @@ pub fn parse(text: &str) -> Result<Milli, QuantityError> {
     if digits.len() > 30 {
         return Err(QuantityError);
     }
-    let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| QuantityError)? };
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| QuantityError)?
+    };
     let mut exp10: i32 = -(frac_part.len() as i32) + 3;
     let mut exp2: u32 = 0;
     match suffix {
@@ -66,7 +72,9 @@ pub fn parse(text: &str) -> Result<Milli, QuantityError> {
     }
     let mut v = mantissa.checked_mul(1i128 << exp2).ok_or(QuantityError)?;
     if exp10 >= 0 {
-        v = v.checked_mul(10i128.checked_pow(exp10.unsigned_abs()).ok_or(QuantityError)?).ok_or(QuantityError)?;
+        v = v
+            .checked_mul(10i128.checked_pow(exp10.unsigned_abs()).ok_or(QuantityError)?)
+            .ok_or(QuantityError)?;
     } else {
         let d = 10i128.checked_pow(exp10.unsigned_abs()).ok_or(QuantityError)?;
         // Round up, as Kubernetes does for sub-milli precision.
@@ -82,7 +90,11 @@ impl Milli {
     /// The whole-unit value, rounded up (Kubernetes' `Quantity.Value()`).
     #[must_use]
     pub fn value(self) -> i128 {
-        if self.0 >= 0 { (self.0 + 999) / 1000 } else { self.0 / 1000 }
+        if self.0 >= 0 {
+            (self.0 + 999) / 1000
+        } else {
+            self.0 / 1000
+        }
     }
     /// Whether the quantity is a whole number of units.
     #[must_use]
@@ -117,7 +129,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in ["", "Mi", "1.2.3", "12Xi", "1e999", "99999999999999999999999999999999999Ei", "abc", "--1", "."] {
+        for bad in [
+            "",
+            "Mi",
+            "1.2.3",
+            "12Xi",
+            "1e999",
+            "99999999999999999999999999999999999Ei",
+            "abc",
+            "--1",
+            ".",
+        ] {
             assert_eq!(parse(bad), Err(QuantityError), "{bad}");
         }
     }

@@ -13,7 +13,10 @@ pub struct SelectorError(pub String);
 ///
 /// # Errors
 /// [`SelectorError`] for an unknown operator or a value list that does not fit it.
-pub fn matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> Result<bool, SelectorError> {
+pub fn matches(
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<bool, SelectorError> {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     for (k, v) in selector.match_labels.iter().flatten() {
@@ -26,16 +29,25 @@ pub fn matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String
         let have = labels.get(&e.key);
         let ok = match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
-                return Err(SelectorError(format!("for '{}', '{}' operator, values set can't be empty", e.key, e.operator)));
+                return Err(SelectorError(format!(
+                    "for '{}', '{}' operator, values set can't be empty",
+                    e.key, e.operator
+                )));
             }
             "In" => have.is_some_and(|h| values.contains(h)),
             "NotIn" => have.is_none_or(|h| !values.contains(h)),
             "Exists" | "DoesNotExist" if !values.is_empty() => {
-                return Err(SelectorError(format!("values: Invalid value: {values:?}: values set must be empty for exists and does not exist")));
+                return Err(SelectorError(format!(
+                    "values: Invalid value: {values:?}: values set must be empty for exists and does not exist"
+                )));
             }
             "Exists" => have.is_some(),
             "DoesNotExist" => have.is_none(),
-            other => return Err(SelectorError(format!("{other:?} is not a valid label selector operator"))),
+            other => {
+                return Err(SelectorError(format!(
+                    "{other:?} is not a valid label selector operator"
+                )));
+            }
         };
         if !ok {
             return Ok(false);

@@ -7,12 +7,15 @@ use kubevirt_api::Object;
 #[test]
 fn every_upstream_example_round_trips() {
     let files = common::example_files();
-    assert!(files.len() >= 20, "expected the 20 upstream examples, found {}", files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the 20 upstream examples, found {}",
+        files.len()
+    );
     let mut typed = 0;
     for path in files {
         for doc in common::load_docs(&path) {
-            let obj = Object::from_value(doc.clone())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let obj = Object::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if !matches!(obj, Object::Other(_)) {
                 typed += 1;
             }

@@ -31,9 +31,15 @@ pub(crate) enum ManifestError {
 pub(crate) fn load(path: &Path) -> Result<Vec<Value>, ManifestError> {
     let shown = path.display().to_string();
     let text = if shown == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|source| ManifestError::Read { path: shown.clone(), source })?
+        std::io::read_to_string(std::io::stdin()).map_err(|source| ManifestError::Read {
+            path: shown.clone(),
+            source,
+        })?
     } else {
-        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: shown.clone(), source })?
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: shown.clone(),
+            source,
+        })?
     };
     let mut docs = Vec::new();
     let trimmed = text.trim_start();
@@ -49,8 +55,14 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Value>, ManifestError> {
     } else {
         for doc in serde_norway::Deserializer::from_str(&text) {
             let v = Value::deserialize(doc).map_err(|e| {
-                let at = e.location().map(|l| format!("line {} column {}: ", l.line(), l.column())).unwrap_or_default();
-                ManifestError::Syntax { path: shown.clone(), message: format!("{at}{e}") }
+                let at = e
+                    .location()
+                    .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+                    .unwrap_or_default();
+                ManifestError::Syntax {
+                    path: shown.clone(),
+                    message: format!("{at}{e}"),
+                }
             })?;
             docs.push(v);
         }
@@ -66,7 +78,12 @@ fn expand(v: Value, out: &mut Vec<Value>) {
     match v {
         Value::Null => {}
         Value::Array(items) => items.into_iter().for_each(|i| expand(i, out)),
-        Value::Object(ref m) if m.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) && m.get("items").is_some_and(Value::is_array) => {
+        Value::Object(ref m)
+            if m.get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k == "List" || k.ends_with("List"))
+                && m.get("items").is_some_and(Value::is_array) =>
+        {
             if let Some(Value::Array(items)) = m.get("items").cloned() {
                 items.into_iter().for_each(|i| expand(i, out));
             }

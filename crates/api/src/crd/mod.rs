@@ -89,27 +89,58 @@ pub struct CrdInfo {
 }
 
 const fn col(name: &'static str, type_: &'static str, json_path: &'static str) -> Column {
-    Column { name, type_, json_path, priority: 0, description: None }
+    Column {
+        name,
+        type_,
+        json_path,
+        priority: 0,
+        description: None,
+    }
 }
 
 const AGE: Column = col("Age", "date", ".metadata.creationTimestamp");
 const V1_AND_ALPHA3: &[Version] = &[
-    Version { name: "v1", storage: true, deprecation_warning: None },
+    Version {
+        name: "v1",
+        storage: true,
+        deprecation_warning: None,
+    },
     Version {
         name: "v1alpha3",
         storage: false,
-        deprecation_warning: Some("kubevirt.io/v1alpha3 is now deprecated and will be removed in a future release."),
+        deprecation_warning: Some(
+            "kubevirt.io/v1alpha3 is now deprecated and will be removed in a future release.",
+        ),
     },
 ];
-const V1BETA1: &[Version] = &[Version { name: "v1beta1", storage: true, deprecation_warning: None }];
+const V1BETA1: &[Version] = &[Version {
+    name: "v1beta1",
+    storage: true,
+    deprecation_warning: None,
+}];
 const ALPHA1_AND_BETA1: &[Version] = &[
-    Version { name: "v1alpha1", storage: false, deprecation_warning: None },
-    Version { name: "v1beta1", storage: true, deprecation_warning: None },
+    Version {
+        name: "v1alpha1",
+        storage: false,
+        deprecation_warning: None,
+    },
+    Version {
+        name: "v1beta1",
+        storage: true,
+        deprecation_warning: None,
+    },
 ];
-const V1ALPHA1: &[Version] = &[Version { name: "v1alpha1", storage: true, deprecation_warning: None }];
+const V1ALPHA1: &[Version] = &[Version {
+    name: "v1alpha1",
+    storage: true,
+    deprecation_warning: None,
+}];
 const ALL: &[&str] = &["all"];
 const REPLICA_COLUMNS: &[Column] = &[
-    Column { description: Some("Number of desired VirtualMachineInstances"), ..col("Desired", "integer", ".spec.replicas") },
+    Column {
+        description: Some("Number of desired VirtualMachineInstances"),
+        ..col("Desired", "integer", ".spec.replicas")
+    },
     Column {
         description: Some("Number of managed and not final or deleted VirtualMachineInstances"),
         ..col("Current", "integer", ".status.replicas")
@@ -120,8 +151,11 @@ const REPLICA_COLUMNS: &[Column] = &[
     },
     AGE,
 ];
-const SCALE: Scale =
-    Scale { spec_replicas: ".spec.replicas", status_replicas: ".status.replicas", label_selector: ".status.labelSelector" };
+const SCALE: Scale = Scale {
+    spec_replicas: ".spec.replicas",
+    status_replicas: ".status.replicas",
+    label_selector: ".status.labelSelector",
+};
 
 /// Every CRD this crate defines, in install order.
 pub const CRDS: &[CrdInfo] = &[
@@ -142,8 +176,22 @@ pub const CRDS: &[CrdInfo] = &[
             col("IP", "string", ".status.interfaces[0].ipAddress"),
             col("NodeName", "string", ".status.nodeName"),
             col("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
-            Column { priority: 1, ..col("Live-Migratable", "string", ".status.conditions[?(@.type=='LiveMigratable')].status") },
-            Column { priority: 1, ..col("Paused", "string", ".status.conditions[?(@.type=='Paused')].status") },
+            Column {
+                priority: 1,
+                ..col(
+                    "Live-Migratable",
+                    "string",
+                    ".status.conditions[?(@.type=='LiveMigratable')].status",
+                )
+            },
+            Column {
+                priority: 1,
+                ..col(
+                    "Paused",
+                    "string",
+                    ".status.conditions[?(@.type=='Paused')].status",
+                )
+            },
         ],
         schema: structural_schema_for::<v1::VirtualMachineInstance>,
     },
@@ -160,7 +208,10 @@ pub const CRDS: &[CrdInfo] = &[
         scale: None,
         columns: &[
             AGE,
-            Column { description: Some("Human Readable Status"), ..col("Status", "string", ".status.printableStatus") },
+            Column {
+                description: Some("Human Readable Status"),
+                ..col("Status", "string", ".status.printableStatus")
+            },
             col("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
         ],
         schema: structural_schema_for::<v1::VirtualMachine>,
@@ -191,8 +242,14 @@ pub const CRDS: &[CrdInfo] = &[
         status: true,
         scale: None,
         columns: &[
-            Column { description: Some("The current phase of VM instance migration"), ..col("Phase", "string", ".status.phase") },
-            Column { description: Some("The name of the VMI to perform the migration on"), ..col("VMI", "string", ".spec.vmiName") },
+            Column {
+                description: Some("The current phase of VM instance migration"),
+                ..col("Phase", "string", ".status.phase")
+            },
+            Column {
+                description: Some("The name of the VMI to perform the migration on"),
+                ..col("VMI", "string", ".spec.vmiName")
+            },
         ],
         schema: structural_schema_for::<v1::VirtualMachineInstanceMigration>,
     },
@@ -251,9 +308,18 @@ pub const CRDS: &[CrdInfo] = &[
         status: true,
         scale: Some(SCALE),
         columns: &[
-            Column { description: Some("Number of desired VirtualMachines"), ..col("Desired", "integer", ".spec.replicas") },
-            Column { description: Some("Number of managed and not final or deleted VirtualMachines"), ..col("Current", "integer", ".status.replicas") },
-            Column { description: Some("Number of managed VirtualMachines which are ready to receive traffic"), ..col("Ready", "integer", ".status.readyReplicas") },
+            Column {
+                description: Some("Number of desired VirtualMachines"),
+                ..col("Desired", "integer", ".spec.replicas")
+            },
+            Column {
+                description: Some("Number of managed and not final or deleted VirtualMachines"),
+                ..col("Current", "integer", ".status.replicas")
+            },
+            Column {
+                description: Some("Number of managed VirtualMachines which are ready to receive traffic"),
+                ..col("Ready", "integer", ".status.readyReplicas")
+            },
             AGE,
         ],
         schema: structural_schema_for::<v1beta1::VirtualMachinePool>,
@@ -398,9 +464,18 @@ pub const CRDS: &[CrdInfo] = &[
         status: true,
         scale: None,
         columns: &[
-            Column { description: Some("The phase the data volume is in"), ..col("Phase", "string", ".status.phase") },
-            Column { description: Some("Transfer progress in percentage if known, N/A otherwise"), ..col("Progress", "string", ".status.progress") },
-            Column { description: Some("The number of times the transfer has been restarted."), ..col("Restarts", "integer", ".status.restartCount") },
+            Column {
+                description: Some("The phase the data volume is in"),
+                ..col("Phase", "string", ".status.phase")
+            },
+            Column {
+                description: Some("Transfer progress in percentage if known, N/A otherwise"),
+                ..col("Progress", "string", ".status.progress")
+            },
+            Column {
+                description: Some("The number of times the transfer has been restarted."),
+                ..col("Restarts", "integer", ".status.restartCount")
+            },
             AGE,
         ],
         schema: structural_schema_for::<DataVolume>,

@@ -43,7 +43,16 @@ fn structural(schema: Value) -> Value {
         Value::Object(m) => m,
         other => return other,
     };
-    for key in ["$schema", "title", "description", "default", "nullable", "examples", "definitions", "$defs"] {
+    for key in [
+        "$schema",
+        "title",
+        "description",
+        "default",
+        "nullable",
+        "examples",
+        "definitions",
+        "$defs",
+    ] {
         obj.remove(key);
     }
     // 1. Option wrappers.
@@ -60,7 +69,11 @@ fn structural(schema: Value) -> Value {
         obj.insert("anyOf".into(), Value::Array(non_null));
     }
     if let Some(Value::Array(types)) = obj.get("type") {
-        let kept: Vec<Value> = types.iter().filter(|t| t.as_str() != Some("null")).cloned().collect();
+        let kept: Vec<Value> = types
+            .iter()
+            .filter(|t| t.as_str() != Some("null"))
+            .cloned()
+            .collect();
         if kept.len() == 1 {
             obj.insert("type".into(), kept[0].clone());
         }
@@ -133,7 +146,10 @@ mod tests {
         let bs = &s["properties"]["blockSize"];
         assert_eq!(bs["type"], "object");
         assert!(bs.get("anyOf").is_none());
-        assert_eq!(bs["properties"]["custom"]["properties"]["logical"]["type"], "integer");
+        assert_eq!(
+            bs["properties"]["custom"]["properties"]["logical"]["type"],
+            "integer"
+        );
         assert_eq!(s["required"], json!(["name"]));
     }
 

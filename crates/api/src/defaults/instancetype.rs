@@ -18,7 +18,11 @@ pub struct Conflict {
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VM field(s) {} conflicts with selected instance type", self.path)
+        write!(
+            f,
+            "VM field(s) {} conflicts with selected instance type",
+            self.path
+        )
     }
 }
 
@@ -61,7 +65,11 @@ fn apply_instancetype(
     pref: Option<&VirtualMachinePreferenceSpec>,
     conflicts: &mut Vec<Conflict>,
 ) {
-    let mut conflict = |p: &str| conflicts.push(Conflict { path: format!("{base}.{p}") });
+    let mut conflict = |p: &str| {
+        conflicts.push(Conflict {
+            path: format!("{base}.{p}"),
+        })
+    };
     if let Some(ns) = it.node_selector.as_ref() {
         if spec.node_selector.is_some() {
             conflict("nodeSelector");
@@ -133,7 +141,10 @@ fn apply_instancetype(
         if it.memory.max_guest.is_some() {
             memory.max_guest.clone_from(&it.memory.max_guest);
         }
-        if let (Some(pct), Ok(g)) = (it.memory.overcommit_percent.filter(|p| *p > 0), quantity::parse(&it.memory.guest.0)) {
+        if let (Some(pct), Ok(g)) = (
+            it.memory.overcommit_percent.filter(|p| *p > 0),
+            quantity::parse(&it.memory.guest.0),
+        ) {
             let bytes = g.value() * i128::from(100 - pct) / 100;
             domain
                 .resources
@@ -172,7 +183,12 @@ fn apply_instancetype(
         }
     }
     if let Some(h) = it.host_devices.as_ref() {
-        if domain.devices.host_devices.as_ref().is_some_and(|x| !x.is_empty()) {
+        if domain
+            .devices
+            .host_devices
+            .as_ref()
+            .is_some_and(|x| !x.is_empty())
+        {
             conflict("domain.devices.hostDevices");
         } else {
             domain.devices.host_devices = Some(h.clone());
@@ -180,7 +196,9 @@ fn apply_instancetype(
     }
     for (k, v) in it.annotations.iter().flatten() {
         match annotations.get(k) {
-            Some(existing) if existing != v => conflicts.push(Conflict { path: format!("annotations.{k}") }),
+            Some(existing) if existing != v => conflicts.push(Conflict {
+                path: format!("annotations.{k}"),
+            }),
             Some(_) => {}
             None => {
                 annotations.insert(k.clone(), v.clone());
@@ -236,7 +254,9 @@ pub fn topology(guest: i64, pref: Option<&VirtualMachinePreferenceSpec>) -> (i64
         return (1, 1, 1);
     }
     let cpu = pref.and_then(|p| p.cpu.as_ref());
-    let preferred = cpu.and_then(|c| c.preferred_cpu_topology.as_deref()).unwrap_or("sockets");
+    let preferred = cpu
+        .and_then(|c| c.preferred_cpu_topology.as_deref())
+        .unwrap_or("sockets");
     match preferred {
         "cores" | "preferCores" => (1, n, 1),
         "threads" | "preferThreads" => (1, 1, n),
@@ -244,7 +264,10 @@ pub fn topology(guest: i64, pref: Option<&VirtualMachinePreferenceSpec>) -> (i64
             let spread = cpu.and_then(|c| c.spread_options.as_ref());
             let ratio = spread
                 .and_then(|s| s.ratio)
-                .or_else(|| pref.and_then(|p| p.prefer_spread_socket_to_core_ratio).filter(|r| *r != 0))
+                .or_else(|| {
+                    pref.and_then(|p| p.prefer_spread_socket_to_core_ratio)
+                        .filter(|r| *r != 0)
+                })
                 .unwrap_or(2)
                 .max(1);
             match spread.and_then(|s| s.across.as_deref()).unwrap_or("SocketsCores") {
@@ -290,24 +313,48 @@ fn apply_preference(
     }
     if let Some(d) = p.devices.as_ref() {
         let dev = &mut domain.devices;
-        fill(&mut dev.use_virtio_transitional, d.preferred_use_virtio_transitional.as_ref());
+        fill(
+            &mut dev.use_virtio_transitional,
+            d.preferred_use_virtio_transitional.as_ref(),
+        );
         fill(&mut dev.block_multi_queue, d.preferred_block_multi_queue.as_ref());
-        fill(&mut dev.network_interface_multiqueue, d.preferred_network_interface_multi_queue.as_ref());
+        fill(
+            &mut dev.network_interface_multiqueue,
+            d.preferred_network_interface_multi_queue.as_ref(),
+        );
         if d.preferred_disable_hotplug.is_some() {
             dev.disable_hotplug = d.preferred_disable_hotplug;
         }
         fill(&mut dev.rng, d.preferred_rng.as_ref());
         fill(&mut dev.tpm, d.preferred_tpm.as_ref());
-        fill(&mut dev.autoattach_graphics_device, d.preferred_autoattach_graphics_device.as_ref());
-        fill(&mut dev.autoattach_mem_balloon, d.preferred_autoattach_mem_balloon.as_ref());
-        fill(&mut dev.autoattach_pod_interface, d.preferred_autoattach_pod_interface.as_ref());
-        fill(&mut dev.autoattach_serial_console, d.preferred_autoattach_serial_console.as_ref());
-        fill(&mut dev.autoattach_input_device, d.preferred_autoattach_input_device.as_ref());
+        fill(
+            &mut dev.autoattach_graphics_device,
+            d.preferred_autoattach_graphics_device.as_ref(),
+        );
+        fill(
+            &mut dev.autoattach_mem_balloon,
+            d.preferred_autoattach_mem_balloon.as_ref(),
+        );
+        fill(
+            &mut dev.autoattach_pod_interface,
+            d.preferred_autoattach_pod_interface.as_ref(),
+        );
+        fill(
+            &mut dev.autoattach_serial_console,
+            d.preferred_autoattach_serial_console.as_ref(),
+        );
+        fill(
+            &mut dev.autoattach_input_device,
+            d.preferred_autoattach_input_device.as_ref(),
+        );
         if let Some(sound) = dev.sound.as_mut() {
             fill_str(&mut sound.model, d.preferred_sound_model.as_ref());
         }
         if let Some(v) = d.preferred_video_type.as_ref() {
-            fill_str(&mut dev.video.get_or_insert_with(Default::default).r#type, Some(v));
+            fill_str(
+                &mut dev.video.get_or_insert_with(Default::default).r#type,
+                Some(v),
+            );
         }
         for disk in dev.disks.iter_mut().flatten() {
             prefer_disk(disk, d);
@@ -345,11 +392,17 @@ fn apply_preference(
                 bl.efi = Some(efi.clone());
             }
         } else if f.preferred_use_efi == Some(true) && bl.bios.is_none() && bl.efi.is_none() {
-            bl.efi = Some(EFI { secure_boot: f.preferred_use_secure_boot, ..EFI::default() });
+            bl.efi = Some(EFI {
+                secure_boot: f.preferred_use_secure_boot,
+                ..EFI::default()
+            });
         }
     }
     if let Some(m) = p.machine.as_ref().and_then(|m| m.preferred_machine_type.as_ref()) {
-        fill_str(&mut domain.machine.get_or_insert_with(Default::default).r#type, Some(m));
+        fill_str(
+            &mut domain.machine.get_or_insert_with(Default::default).r#type,
+            Some(m),
+        );
     }
     if let Some(c) = p.clock.as_ref() {
         let clock = domain.clock.get_or_insert_with(Default::default);
@@ -363,7 +416,10 @@ fn apply_preference(
     }
     fill(&mut domain.launch_security, p.preferred_launch_security.as_ref());
     fill_str(&mut spec.subdomain, p.preferred_subdomain.as_ref());
-    fill(&mut spec.termination_grace_period_seconds, p.preferred_termination_grace_period_seconds.as_ref());
+    fill(
+        &mut spec.termination_grace_period_seconds,
+        p.preferred_termination_grace_period_seconds.as_ref(),
+    );
     fill_str(&mut spec.architecture, p.preferred_architecture.as_ref());
     for (k, v) in p.annotations.iter().flatten() {
         annotations.entry(k.clone()).or_insert_with(|| v.clone());
@@ -380,7 +436,10 @@ fn prefer_disk(disk: &mut Disk, d: &crate::v1beta1::DevicePreferences) {
         fill_str(&mut disk.cache, d.preferred_disk_cache.as_ref());
         fill_str(&mut disk.io, d.preferred_disk_io.as_ref());
         if t.bus.as_deref() == Some("virtio") {
-            fill(&mut disk.dedicated_io_thread, d.preferred_disk_dedicated_io_thread.as_ref());
+            fill(
+                &mut disk.dedicated_io_thread,
+                d.preferred_disk_dedicated_io_thread.as_ref(),
+            );
         }
     }
     if let Some(c) = disk.cdrom.as_mut() {

@@ -28,7 +28,9 @@ pub struct Env<'a> {
 
 impl std::fmt::Debug for Env<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env").field("now", &self.now).finish_non_exhaustive()
+        f.debug_struct("Env")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +59,10 @@ pub fn vm_firmware_uuid(name: &str) -> String {
 pub fn default_vm(vm: &mut VirtualMachine, config: &ClusterConfig) {
     let name = vm.metadata.name.clone().unwrap_or_default();
     let spec = vm.spec.template.spec.get_or_insert_with(Default::default);
-    let arch = spec.architecture.get_or_insert_with(|| config.default_architecture()).clone();
+    let arch = spec
+        .architecture
+        .get_or_insert_with(|| config.default_architecture())
+        .clone();
     let machine = spec.domain.machine.get_or_insert_with(Default::default);
     if machine.r#type.as_deref().is_none_or(str::is_empty) {
         machine.r#type = Some(config.machine_type(&arch));
@@ -67,7 +72,9 @@ pub fn default_vm(vm: &mut VirtualMachine, config: &ClusterConfig) {
         firmware.uuid = Some(vm_firmware_uuid(&name));
     }
     let machine_type = machine_type_of(spec);
-    if matches!(arch.as_str(), "amd64" | "arm64" | "") && (machine_type.contains("q35") || machine_type.starts_with("virt")) {
+    if matches!(arch.as_str(), "amd64" | "arm64" | "")
+        && (machine_type.contains("q35") || machine_type.starts_with("virt"))
+    {
         vm.spec
             .template
             .metadata
@@ -80,7 +87,11 @@ pub fn default_vm(vm: &mut VirtualMachine, config: &ClusterConfig) {
 }
 
 fn machine_type_of(spec: &crate::v1::VirtualMachineInstanceSpec) -> String {
-    spec.domain.machine.as_ref().and_then(|m| m.r#type.clone()).unwrap_or_default()
+    spec.domain
+        .machine
+        .as_ref()
+        .and_then(|m| m.r#type.clone())
+        .unwrap_or_default()
 }
 
 /// Finalizer upstream puts on every migration.
@@ -89,6 +100,12 @@ pub const MIGRATION_FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
 /// Migration create defaults: the `kubevirt.io/vmi-name` label and the migration finalizer.
 pub fn default_migration(m: &mut VirtualMachineInstanceMigration) {
     let vmi = m.spec.vmi_name.clone().unwrap_or_default();
-    m.metadata.labels.get_or_insert_with(BTreeMap::new).insert("kubevirt.io/vmi-name".into(), vmi);
-    m.metadata.finalizers.get_or_insert_with(Vec::new).push(MIGRATION_FINALIZER.to_string());
+    m.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert("kubevirt.io/vmi-name".into(), vmi);
+    m.metadata
+        .finalizers
+        .get_or_insert_with(Vec::new)
+        .push(MIGRATION_FINALIZER.to_string());
 }

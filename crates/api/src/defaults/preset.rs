@@ -10,7 +10,8 @@ use crate::v1::{DomainSpec, VirtualMachineInstance, VirtualMachineInstancePreset
 /// Annotation that opts a VMI out of presets.
 pub const EXCLUDE_ANNOTATION: &str = "virtualmachineinstancepresets.admission.kubevirt.io/exclude";
 /// Warning returned whenever a preset was applied.
-pub const DEPRECATION_WARNING: &str = "kubevirt.io/v1 VirtualMachineInstancePresets is now deprecated and will be removed in v2.";
+pub const DEPRECATION_WARNING: &str =
+    "kubevirt.io/v1 VirtualMachineInstancePresets is now deprecated and will be removed in v2.";
 
 /// What preset application did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -62,17 +63,21 @@ pub fn apply_presets(
         }
     }
     if !errors.is_empty() {
-        let agg = if errors.len() == 1 { errors.remove(0) } else { format!("[{}]", errors.join(", ")) };
+        let agg = if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            format!("[{}]", errors.join(", "))
+        };
         return Err(DefaultsError::PresetConflict(agg));
     }
     for p in matching {
         let Some(domain) = domain_of(p) else { continue };
         if merge(domain, &mut vmi.spec.domain) {
             let name = p.metadata.name.clone().unwrap_or_default();
-            vmi.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(format!("virtualmachinepreset.kubevirt.io/{name}"), "kubevirt.io/v1".into());
+            vmi.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(
+                format!("virtualmachinepreset.kubevirt.io/{name}"),
+                "kubevirt.io/v1".into(),
+            );
             out.applied.push(name);
         }
     }
@@ -101,10 +106,19 @@ fn conflict(a: &DomainSpec, b: &DomainSpec) -> Option<String> {
         ("spec.cpu", both(a.cpu.as_ref(), b.cpu.as_ref())),
         ("spec.firmware", both(a.firmware.as_ref(), b.firmware.as_ref())),
         ("spec.features", both(a.features.as_ref(), b.features.as_ref())),
-        ("spec.devices.watchdog", both(a.devices.watchdog.as_ref(), b.devices.watchdog.as_ref())),
-        ("spec.ioThreadsPolicy", both(a.io_threads_policy.as_ref(), b.io_threads_policy.as_ref())),
+        (
+            "spec.devices.watchdog",
+            both(a.devices.watchdog.as_ref(), b.devices.watchdog.as_ref()),
+        ),
+        (
+            "spec.ioThreadsPolicy",
+            both(a.io_threads_policy.as_ref(), b.io_threads_policy.as_ref()),
+        ),
     ];
-    checks.iter().find(|(_, c)| *c).map(|(p, _)| format!("{p}: sections differ"))
+    checks
+        .iter()
+        .find(|(_, c)| *c)
+        .map(|(p, _)| format!("{p}: sections differ"))
 }
 
 /// Copies whole sections the VMI lacks; true when the VMI ended up with the preset's settings.

@@ -13,9 +13,10 @@ use super::{DefaultsError, Env};
 use crate::config::ClusterConfig;
 use crate::quantity;
 use crate::v1::{
-    CPUFeature, CPUTopology, Devices, Disk, DiskTarget, DomainSpec, FeatureState, Features, Firmware, Interface,
-    InterfaceBridge, InterfaceMasquerade, Memory, MemoryStatus, Network, PodNetwork, Probe, VirtualMachineInstance,
-    VirtualMachineInstancePhaseTransitionTimestamp, VirtualMachineInstanceSpec, VirtualMachineInstanceStatus,
+    CPUFeature, CPUTopology, Devices, Disk, DiskTarget, DomainSpec, FeatureState, Features, Firmware,
+    Interface, InterfaceBridge, InterfaceMasquerade, Memory, MemoryStatus, Network, PodNetwork, Probe,
+    VirtualMachineInstance, VirtualMachineInstancePhaseTransitionTimestamp, VirtualMachineInstanceSpec,
+    VirtualMachineInstanceStatus,
 };
 
 /// Finalizer upstream puts on every VMI.
@@ -32,7 +33,9 @@ pub fn default_vmi(vmi: &mut VirtualMachineInstance, env: &mut Env<'_>) -> Resul
     api_defaults(&mut vmi.spec, env);
     hyperv_dependencies(&mut vmi.spec.domain);
     arch_defaults(&mut vmi.spec, env.config);
-    let status = vmi.status.get_or_insert_with(VirtualMachineInstanceStatus::default);
+    let status = vmi
+        .status
+        .get_or_insert_with(VirtualMachineInstanceStatus::default);
     if let Some(guest) = vmi.spec.domain.memory.as_ref().and_then(|m| m.guest.clone()) {
         status.memory = Some(MemoryStatus {
             guest_at_boot: Some(guest.clone()),
@@ -42,7 +45,11 @@ pub fn default_vmi(vmi: &mut VirtualMachineInstance, env: &mut Env<'_>) -> Resul
         });
     }
     if let (Some(cpu), None) = (vmi.spec.domain.cpu.as_ref(), status.current_cpu_topology.as_ref()) {
-        status.current_cpu_topology = Some(CPUTopology { sockets: cpu.sockets, cores: cpu.cores, threads: cpu.threads });
+        status.current_cpu_topology = Some(CPUTopology {
+            sockets: cpu.sockets,
+            cores: cpu.cores,
+            threads: cpu.threads,
+        });
     }
     hotplug_maxima(&mut vmi.spec, env.config);
     if supports_pcie_hotplug(&vmi.spec) {
@@ -55,14 +62,18 @@ pub fn default_vmi(vmi: &mut VirtualMachineInstance, env: &mut Env<'_>) -> Resul
     if !env.config.gate("Root") {
         status.runtime_user = Some(107);
     }
-    vmi.metadata.finalizers.get_or_insert_with(Vec::new).push(VMI_FINALIZER.to_string());
+    vmi.metadata
+        .finalizers
+        .get_or_insert_with(Vec::new)
+        .push(VMI_FINALIZER.to_string());
     status.phase = Some("Pending".to_string());
-    status.phase_transition_timestamps.get_or_insert_with(Vec::new).push(
-        VirtualMachineInstancePhaseTransitionTimestamp {
+    status
+        .phase_transition_timestamps
+        .get_or_insert_with(Vec::new)
+        .push(VirtualMachineInstancePhaseTransitionTimestamp {
             phase: Some("Pending".to_string()),
             phase_transition_timestamp: Some(env.now.clone()),
-        },
-    );
+        });
     Ok(())
 }
 
@@ -70,8 +81,14 @@ pub fn default_vmi(vmi: &mut VirtualMachineInstance, env: &mut Env<'_>) -> Resul
 ///
 /// # Errors
 /// [`DefaultsError`] when the cluster configuration forbids the default pod interface.
-pub fn default_spec(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig) -> Result<(), DefaultsError> {
-    let arch = spec.architecture.get_or_insert_with(|| config.default_architecture()).clone();
+pub fn default_spec(
+    spec: &mut VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+) -> Result<(), DefaultsError> {
+    let arch = spec
+        .architecture
+        .get_or_insert_with(|| config.default_architecture())
+        .clone();
     let domain = &mut spec.domain;
     let machine = domain.machine.get_or_insert_with(Default::default);
     if machine.r#type.as_deref().is_none_or(str::is_empty) {
@@ -99,7 +116,11 @@ pub fn default_spec(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfi
 #[must_use]
 pub fn pull_policy_for(image: &str) -> &'static str {
     let tail = image.rsplit('/').next().unwrap_or(image);
-    if image.ends_with(":latest") || (!tail.contains(':') && !image.contains('@')) { "Always" } else { "IfNotPresent" }
+    if image.ends_with(":latest") || (!tail.contains(':') && !image.contains('@')) {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
 }
 
 fn is_zero(q: Option<&Quantity>) -> bool {
@@ -112,12 +133,20 @@ fn default_cpu_request(domain: &mut DomainSpec, config: &ClusterConfig) {
     let has_request = res.requests.as_ref().is_some_and(|r| r.contains_key("cpu"));
     if let Some(limit) = limit.filter(|l| !is_zero(Some(l))) {
         if is_zero(res.requests.as_ref().and_then(|r| r.get("cpu"))) {
-            res.requests.get_or_insert_with(BTreeMap::new).insert("cpu".into(), limit);
+            res.requests
+                .get_or_insert_with(BTreeMap::new)
+                .insert("cpu".into(), limit);
         }
     } else if let Some(req) = config.custom_cpu_request() {
-        let dedicated = domain.cpu.as_ref().and_then(|c| c.dedicated_cpu_placement).unwrap_or(false);
+        let dedicated = domain
+            .cpu
+            .as_ref()
+            .and_then(|c| c.dedicated_cpu_placement)
+            .unwrap_or(false);
         if !has_request && !dedicated {
-            res.requests.get_or_insert_with(BTreeMap::new).insert("cpu".into(), req.clone());
+            res.requests
+                .get_or_insert_with(BTreeMap::new)
+                .insert("cpu".into(), req.clone());
         }
     }
 }
@@ -128,8 +157,16 @@ fn default_guest_memory(domain: &mut DomainSpec) {
     if memory.guest.is_some() {
         return;
     }
-    let req = res.requests.as_ref().and_then(|r| r.get("memory")).filter(|q| !is_zero(Some(q)));
-    let lim = res.limits.as_ref().and_then(|r| r.get("memory")).filter(|q| !is_zero(Some(q)));
+    let req = res
+        .requests
+        .as_ref()
+        .and_then(|r| r.get("memory"))
+        .filter(|q| !is_zero(Some(q)));
+    let lim = res
+        .limits
+        .as_ref()
+        .and_then(|r| r.get("memory"))
+        .filter(|q| !is_zero(Some(q)));
     memory.guest = req.or(lim).cloned().or_else(|| {
         let page = memory.hugepages.as_ref()?.page_size.clone()?;
         quantity::parse(&page).ok().map(|_| Quantity(page))
@@ -145,16 +182,22 @@ fn default_cpu_topology(domain: &mut DomainSpec) {
     }
     let res = domain.resources.clone().unwrap_or_default();
     let from = |m: Option<&BTreeMap<String, Quantity>>| {
-        m.and_then(|m| m.get("cpu")).map(|q| quantity::parse(&q.0).map(|v| v.value()).unwrap_or(1))
+        m.and_then(|m| m.get("cpu"))
+            .map(|q| quantity::parse(&q.0).map(|v| v.value()).unwrap_or(1))
     };
-    let sockets = from(res.limits.as_ref()).or_else(|| from(res.requests.as_ref())).unwrap_or(1);
+    let sockets = from(res.limits.as_ref())
+        .or_else(|| from(res.requests.as_ref()))
+        .unwrap_or(1);
     let cpu = domain.cpu.get_or_insert_with(Default::default);
     cpu.cores = Some(1);
     cpu.threads = Some(1);
     cpu.sockets = Some(i64::try_from(sockets).unwrap_or(1).max(1));
 }
 
-fn default_pod_network(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig) -> Result<(), DefaultsError> {
+fn default_pod_network(
+    spec: &mut VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+) -> Result<(), DefaultsError> {
     let devices = &mut spec.domain.devices;
     if devices.autoattach_pod_interface == Some(false)
         || spec.networks.as_ref().is_some_and(|n| !n.is_empty())
@@ -163,7 +206,10 @@ fn default_pod_network(spec: &mut VirtualMachineInstanceSpec, config: &ClusterCo
         return Ok(());
     }
     let binding = config.default_network_interface();
-    let mut iface = Interface { name: "default".into(), ..Interface::default() };
+    let mut iface = Interface {
+        name: "default".into(),
+        ..Interface::default()
+    };
     match binding.as_str() {
         "bridge" => {
             if !config.permit_bridge_on_pod_network() {
@@ -179,7 +225,11 @@ fn default_pod_network(spec: &mut VirtualMachineInstanceSpec, config: &ClusterCo
         "slirp" => return Err(DefaultsError::SlirpDiscontinued),
         _ => {}
     }
-    spec.networks = Some(vec![Network { name: "default".into(), pod: Some(PodNetwork::default()), ..Network::default() }]);
+    spec.networks = Some(vec![Network {
+        name: "default".into(),
+        pod: Some(PodNetwork::default()),
+        ..Network::default()
+    }]);
     Ok(())
 }
 
@@ -190,7 +240,10 @@ pub fn default_volume_disks(spec: &mut VirtualMachineInstanceSpec) {
         let used = devices.disks.iter().flatten().any(|d| d.name == vol.name)
             || devices.filesystems.iter().flatten().any(|f| f.name == vol.name);
         if !used {
-            devices.disks.get_or_insert_with(Vec::new).push(Disk { name: vol.name.clone(), ..Disk::default() });
+            devices.disks.get_or_insert_with(Vec::new).push(Disk {
+                name: vol.name.clone(),
+                ..Disk::default()
+            });
         }
     }
 }
@@ -213,7 +266,11 @@ fn api_defaults(spec: &mut VirtualMachineInstanceSpec, env: &mut Env<'_>) {
         }
     }
     for gpu in domain.devices.gpus.iter_mut().flatten() {
-        if let Some(fs) = gpu.virtual_gpu_options.as_mut().and_then(|o| o.display.as_mut()).and_then(|d| d.ram_fb.as_mut())
+        if let Some(fs) = gpu
+            .virtual_gpu_options
+            .as_mut()
+            .and_then(|o| o.display.as_mut())
+            .and_then(|d| d.ram_fb.as_mut())
         {
             fs.enabled.get_or_insert(true);
         }
@@ -235,7 +292,10 @@ fn api_defaults(spec: &mut VirtualMachineInstanceSpec, env: &mut Env<'_>) {
             t.present.get_or_insert(true);
         }
     }
-    for probe in [spec.readiness_probe.as_mut(), spec.liveness_probe.as_mut()].into_iter().flatten() {
+    for probe in [spec.readiness_probe.as_mut(), spec.liveness_probe.as_mut()]
+        .into_iter()
+        .flatten()
+    {
         default_probe(probe);
     }
 }
@@ -247,7 +307,11 @@ fn enable(f: &mut Option<FeatureState>) {
 }
 
 fn default_features(features: &mut Features) {
-    features.acpi.get_or_insert_with(FeatureState::default).enabled.get_or_insert(true);
+    features
+        .acpi
+        .get_or_insert_with(FeatureState::default)
+        .enabled
+        .get_or_insert(true);
     if let Some(apic) = features.apic.as_mut() {
         apic.enabled.get_or_insert(true);
     }
@@ -323,7 +387,9 @@ fn default_probe(p: &mut Probe) {
 
 /// Turns on the Hyper-V features others depend on, and requires `vmx` for `evmcs`.
 fn hyperv_dependencies(domain: &mut DomainSpec) {
-    let Some(h) = domain.features.as_mut().and_then(|f| f.hyperv.as_mut()) else { return };
+    let Some(h) = domain.features.as_mut().and_then(|f| f.hyperv.as_mut()) else {
+        return;
+    };
     let on = |f: &Option<FeatureState>| f.as_ref().is_some_and(|f| f.enabled != Some(false));
     let unset = |f: &Option<FeatureState>| f.as_ref().is_none_or(|f| f.enabled.is_none());
     let mut vmx = false;
@@ -345,10 +411,17 @@ fn hyperv_dependencies(domain: &mut DomainSpec) {
         h.vpindex = Some(FeatureState { enabled: Some(true) });
     }
     if vmx {
-        let features = domain.cpu.get_or_insert_with(Default::default).features.get_or_insert_with(Vec::new);
+        let features = domain
+            .cpu
+            .get_or_insert_with(Default::default)
+            .features
+            .get_or_insert_with(Vec::new);
         match features.iter_mut().find(|f| f.name == "vmx") {
             Some(f) => f.policy = Some("require".into()),
-            None => features.push(CPUFeature { name: "vmx".into(), policy: Some("require".into()) }),
+            None => features.push(CPUFeature {
+                name: "vmx".into(),
+                policy: Some("require".into()),
+            }),
         }
     }
 }
@@ -356,7 +429,11 @@ fn hyperv_dependencies(domain: &mut DomainSpec) {
 fn arch_defaults(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig) {
     let arch = spec.architecture.clone().unwrap_or_default();
     let domain = &mut spec.domain;
-    let bus = if arch == "arm64" || arch == "s390x" { "virtio" } else { "sata" };
+    let bus = if arch == "arm64" || arch == "s390x" {
+        "virtio"
+    } else {
+        "sata"
+    };
     for disk in domain.devices.disks.iter_mut().flatten() {
         let slot = if let Some(d) = disk.disk.as_mut() {
             &mut d.bus
@@ -427,23 +504,40 @@ fn hotplug_maxima(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig)
             if max == 0 {
                 max = sockets.saturating_mul(ratio);
             }
-            let per = cpu.cores.unwrap_or(1).max(1).saturating_mul(cpu.threads.unwrap_or(1).max(1));
+            let per = cpu
+                .cores
+                .unwrap_or(1)
+                .max(1)
+                .saturating_mul(cpu.threads.unwrap_or(1).max(1));
             if max.saturating_mul(per) > 512 {
                 max = (512 / per).max(sockets);
             }
-            cpu.max_sockets = Some(max);
+            if max != 0 {
+                cpu.max_sockets = Some(max);
+            }
         }
     }
     let domain = &mut spec.domain;
-    let Some(memory) = domain.memory.as_mut() else { return };
-    if memory.max_guest.is_some() || domain.cpu.as_ref().is_some_and(|c| c.realtime.is_some()) || domain.launch_security.is_some()
+    let Some(memory) = domain.memory.as_mut() else {
+        return;
+    };
+    if memory.max_guest.is_some()
+        || domain.cpu.as_ref().is_some_and(|c| c.realtime.is_some())
+        || domain.launch_security.is_some()
     {
         return;
     }
-    if domain.cpu.as_ref().and_then(|c| c.numa.as_ref()).is_some_and(|n| n.guest_mapping_passthrough.is_some()) {
+    if domain
+        .cpu
+        .as_ref()
+        .and_then(|c| c.numa.as_ref())
+        .is_some_and(|n| n.guest_mapping_passthrough.is_some())
+    {
         return;
     }
-    let Some(guest) = memory.guest.as_ref().and_then(|g| quantity::parse(&g.0).ok()) else { return };
+    let Some(guest) = memory.guest.as_ref().and_then(|g| quantity::parse(&g.0).ok()) else {
+        return;
+    };
     let candidate = match max_guest {
         Some(q) => quantity::parse(&q.0).ok().map(|m| (m, q.0.clone())),
         None => {
@@ -452,7 +546,11 @@ fn hotplug_maxima(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig)
         }
     };
     let Some((cand, text)) = candidate else { return };
-    let align = if memory.hugepages.as_ref().and_then(|h| h.page_size.as_deref()) == Some("1Gi") { GIB } else { MIB2 };
+    let align = if memory.hugepages.as_ref().and_then(|h| h.page_size.as_deref()) == Some("1Gi") {
+        GIB
+    } else {
+        MIB2
+    };
     if spec.architecture.as_deref().unwrap_or("amd64") != "amd64"
         || guest > cand
         || guest.0 % align != 0
@@ -467,7 +565,14 @@ fn hotplug_maxima(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig)
 /// Renders a byte count the way Kubernetes prints a BinarySI quantity (`4Gi`, `512Mi`, `1536Ki`).
 #[must_use]
 pub fn binary_si(bytes: i128) -> String {
-    for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
         let unit = 1i128 << shift;
         if bytes != 0 && bytes % unit == 0 {
             return format!("{}{suffix}", bytes / unit);
@@ -478,6 +583,11 @@ pub fn binary_si(bytes: i128) -> String {
 
 fn supports_pcie_hotplug(spec: &VirtualMachineInstanceSpec) -> bool {
     let arch = spec.architecture.as_deref().unwrap_or("");
-    let machine = spec.domain.machine.as_ref().and_then(|m| m.r#type.as_deref()).unwrap_or("");
+    let machine = spec
+        .domain
+        .machine
+        .as_ref()
+        .and_then(|m| m.r#type.as_deref())
+        .unwrap_or("");
     matches!(arch, "amd64" | "arm64" | "") && (machine.contains("q35") || machine.starts_with("virt"))
 }

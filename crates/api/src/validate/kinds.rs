@@ -11,7 +11,10 @@ use crate::cdi::DataVolume;
 use crate::config::ClusterConfig;
 use crate::defaults::instancetype;
 use crate::selector;
-use crate::v1::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration, VirtualMachineInstanceReplicaSet, VirtualMachineSpec};
+use crate::v1::{
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration,
+    VirtualMachineInstanceReplicaSet, VirtualMachineSpec,
+};
 use crate::v1alpha1::MigrationPolicy;
 use crate::v1beta1::{VirtualMachineInstancetypeSpec, VirtualMachinePool, VirtualMachinePreferenceSpec};
 
@@ -33,7 +36,11 @@ pub fn vm(vm: &VirtualMachine, config: &ClusterConfig, create: bool) -> Vec<Stat
     if let Some(ns) = vm.metadata.namespace.as_deref() {
         for (i, t) in vm.spec.data_volume_templates.iter().flatten().enumerate() {
             if let Some(tns) = t.metadata.namespace.as_deref().filter(|t| *t != ns) {
-                c.push(INVALID, format!("spec.dataVolumeTemplates[{i}]"), format!("Embedded DataVolume namespace {tns} differs from VM namespace {ns}"));
+                c.push(
+                    INVALID,
+                    format!("spec.dataVolumeTemplates[{i}]"),
+                    format!("Embedded DataVolume namespace {tns} differs from VM namespace {ns}"),
+                );
             }
         }
     }
@@ -42,7 +49,11 @@ pub fn vm(vm: &VirtualMachine, config: &ClusterConfig, create: bool) -> Vec<Stat
 
 fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mut Causes) {
     let Some(tspec) = spec.template.spec.as_ref() else {
-        c.push(REQUIRED, format!("{root}.template"), "missing virtual machine template.");
+        c.push(
+            REQUIRED,
+            format!("{root}.template"),
+            "missing virtual machine template.",
+        );
         return;
     };
     match (spec.running, spec.run_strategy.as_deref()) {
@@ -62,22 +73,47 @@ fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mu
         let f = format!("{root}.dataVolumeTemplate[{i}]");
         let name = t.metadata.name.clone().unwrap_or_default();
         if name.is_empty() {
-            c.push(REQUIRED, format!("{f}.name"), format!("'name' field must not be empty for DataVolumeTemplate entry {f}.name."));
+            c.push(
+                REQUIRED,
+                format!("{f}.name"),
+                format!("'name' field must not be empty for DataVolumeTemplate entry {f}.name."),
+            );
             continue;
         }
         let s = &t.spec;
         match (s.pvc.is_some(), s.storage.is_some()) {
-            (false, false) => c.push(INVALID, format!("{f}.PVC.Storage"), "Missing Data volume PVC or Storage"),
-            (true, true) => c.push(INVALID, format!("{f}.PVC.Storage"), "Duplicate storage definition, both target storage and target pvc defined"),
+            (false, false) => c.push(
+                INVALID,
+                format!("{f}.PVC.Storage"),
+                "Missing Data volume PVC or Storage",
+            ),
+            (true, true) => c.push(
+                INVALID,
+                format!("{f}.PVC.Storage"),
+                "Duplicate storage definition, both target storage and target pvc defined",
+            ),
             _ => {}
         }
-        let external = s.pvc.as_ref().is_some_and(|p| p.data_source.is_some() || p.data_source_ref.is_some())
-            || s.storage.as_ref().is_some_and(|p| p.data_source.is_some() || p.data_source_ref.is_some());
+        let external = s
+            .pvc
+            .as_ref()
+            .is_some_and(|p| p.data_source.is_some() || p.data_source_ref.is_some())
+            || s.storage
+                .as_ref()
+                .is_some_and(|p| p.data_source.is_some() || p.data_source_ref.is_some());
         let sourced = s.source.is_some() || s.source_ref.is_some();
         if external && sourced {
-            c.push(INVALID, format!("{f}.source"), "External population is incompatible with Source and SourceRef");
+            c.push(
+                INVALID,
+                format!("{f}.source"),
+                "External population is incompatible with Source and SourceRef",
+            );
         } else if !external && !sourced {
-            c.push(INVALID, format!("{f}.source.sourceRef"), "Data volume should have either Source, SourceRef, or be externally populated");
+            c.push(
+                INVALID,
+                format!("{f}.source.sourceRef"),
+                "Data volume should have either Source, SourceRef, or be externally populated",
+            );
         }
         if let Some(src) = s.source.as_ref() {
             match dv_source_count(src) {
@@ -88,14 +124,26 @@ fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mu
         }
         let referenced = tspec.volumes.iter().flatten().any(|v| {
             v.data_volume.as_ref().is_some_and(|d| d.name == name)
-                || v.persistent_volume_claim.as_ref().is_some_and(|p| p.claim_name == name)
+                || v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|p| p.claim_name == name)
         });
         if !referenced {
-            c.push(REQUIRED, &f, format!("DataVolumeTemplate entry {f} must be referenced in the VMI template's 'volumes' list"));
+            c.push(
+                REQUIRED,
+                &f,
+                format!(
+                    "DataVolumeTemplate entry {f} must be referenced in the VMI template's 'volumes' list"
+                ),
+            );
         }
     }
     let troot = format!("{root}.template.spec");
-    spec::reserved_labels(spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()), &format!("{root}.template.metadata.labels"), c);
+    spec::reserved_labels(
+        spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+        &format!("{root}.template.metadata.labels"),
+        c,
+    );
     spec::vmi_spec(&troot, tspec, config, c);
 }
 
@@ -128,7 +176,11 @@ pub fn vm_instancetype(
     let mut spec = vm.spec.template.spec.clone().unwrap_or_default();
     let mut ann = BTreeMap::new();
     if let (Some(it), Some(p)) = (it, pref) {
-        let spread = p.cpu.as_ref().and_then(|c| c.preferred_cpu_topology.as_deref()).is_some_and(|t| t == "spread" || t == "preferSpread");
+        let spread = p
+            .cpu
+            .as_ref()
+            .and_then(|c| c.preferred_cpu_topology.as_deref())
+            .is_some_and(|t| t == "spread" || t == "preferSpread");
         let (s, cores, t) = instancetype::topology(it.cpu.guest, pref);
         if spread && s * cores * t != it.cpu.guest {
             c.push(INVALID, "instancetype.spec.cpu.guest", format!("{} vCPUs provided by the instance type are not divisible by the Spec.PreferSpreadSocketToCoreRatio or Spec.CPU.PreferSpreadOptions.Ratio of {cores} provided by the preference", it.cpu.guest));
@@ -170,7 +222,11 @@ pub fn pool(p: &VirtualMachinePool, config: &ClusterConfig) -> Vec<StatusCause> 
     let t = &p.spec.virtual_machine_template;
     match t.spec.as_ref() {
         Some(s) => vm_spec("spec.virtualMachineTemplate.spec", s, config, &mut c),
-        None => c.push(REQUIRED, "spec.virtualMachineTemplate.spec", "missing virtual machine template."),
+        None => c.push(
+            REQUIRED,
+            "spec.virtualMachineTemplate.spec",
+            "missing virtual machine template.",
+        ),
     }
     let labels = t.metadata.as_ref().and_then(|m| m.labels.as_ref());
     match selector::matches(&p.spec.selector, labels) {
@@ -179,15 +235,35 @@ pub fn pool(p: &VirtualMachinePool, config: &ClusterConfig) -> Vec<StatusCause> 
         Ok(true) => {}
     }
     if let Some(r) = p.spec.replicas.filter(|r| *r < 0) {
-        c.push(INVALID, "spec.replicas", format!("spec.replicas in body should be greater than or equal to 0, got {r}"));
+        c.push(
+            INVALID,
+            "spec.replicas",
+            format!("spec.replicas in body should be greater than or equal to 0, got {r}"),
+        );
     }
     match p.spec.max_unavailable.as_ref() {
-        Some(IntOrString::Int(n)) if *n <= 0 => c.push(INVALID, "spec.maxUnavailable", "maxUnavailable must be greater than 0"),
+        Some(IntOrString::Int(n)) if *n <= 0 => c.push(
+            INVALID,
+            "spec.maxUnavailable",
+            "maxUnavailable must be greater than 0",
+        ),
         Some(IntOrString::String(s)) => match s.strip_suffix('%') {
-            None => c.push(INVALID, "spec.maxUnavailable", "maxUnavailable percentage must end with %"),
+            None => c.push(
+                INVALID,
+                "spec.maxUnavailable",
+                "maxUnavailable percentage must end with %",
+            ),
             Some(n) => match n.parse::<i64>() {
-                Err(e) => c.push(INVALID, "spec.maxUnavailable", format!("maxUnavailable percentage value {n:?} is invalid: {e}")),
-                Ok(v) if !(1..=100).contains(&v) => c.push(INVALID, "spec.maxUnavailable", format!("maxUnavailable percentage value {v} must be between 1 and 100")),
+                Err(e) => c.push(
+                    INVALID,
+                    "spec.maxUnavailable",
+                    format!("maxUnavailable percentage value {n:?} is invalid: {e}"),
+                ),
+                Ok(v) if !(1..=100).contains(&v) => c.push(
+                    INVALID,
+                    "spec.maxUnavailable",
+                    format!("maxUnavailable percentage value {v} must be between 1 and 100"),
+                ),
                 Ok(_) => {}
             },
         },
@@ -212,16 +288,27 @@ pub fn migration_create(
         return Ok(c.0);
     }
     if m.spec.priority.is_some() {
-        c.push(FORBIDDEN, "spec.migrationPriority", "Migration priority queue, only virt-controller is allowed to set priority field");
+        c.push(
+            FORBIDDEN,
+            "spec.migrationPriority",
+            "Migration priority queue, only virt-controller is allowed to set priority field",
+        );
         return Ok(c.0);
     }
     let ns = m.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let Some(vmi) = vmi else { return Err(format!("the VMI \"{ns}/{name}\" does not exist")) };
+    let Some(vmi) = vmi else {
+        return Err(format!("the VMI \"{ns}/{name}\" does not exist"));
+    };
     let status = vmi.status.clone().unwrap_or_default();
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return Err("Cannot migrate VMI in finalized state.".into());
     }
-    if let Some(cond) = status.conditions.iter().flatten().find(|c| c.r#type == "LiveMigratable" && c.status == "False") {
+    if let Some(cond) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == "LiveMigratable" && c.status == "False")
+    {
         return Err(format!(
             "Cannot migrate VMI, Reason: {}, Message: {}",
             cond.reason.clone().unwrap_or_default(),
@@ -229,12 +316,21 @@ pub fn migration_create(
         ));
     }
     for o in others {
-        let same = o.spec.vmi_name.as_deref() == Some(name.as_str()) && o.metadata.namespace.clone().unwrap_or_else(|| "default".into()) == ns;
-        let done = o.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let same = o.spec.vmi_name.as_deref() == Some(name.as_str())
+            && o.metadata.namespace.clone().unwrap_or_else(|| "default".into()) == ns;
+        let done = o
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
         if same && !done {
             return Err(format!(
                 "in-flight migration detected. Active migration job ({}) is currently already in progress for VMI {name}.",
-                o.metadata.uid.clone().or_else(|| o.metadata.name.clone()).unwrap_or_default()
+                o.metadata
+                    .uid
+                    .clone()
+                    .or_else(|| o.metadata.name.clone())
+                    .unwrap_or_default()
             ));
         }
     }
@@ -247,17 +343,43 @@ pub fn instancetype(spec: &VirtualMachineInstancetypeSpec) -> Vec<StatusCause> {
     let mut c = Causes::default();
     if let Some(p) = spec.memory.overcommit_percent {
         if !(0..=100).contains(&p) {
-            c.push(INVALID, "spec.memory.overcommitPercent", format!("spec.memory.overcommitPercent '{p}': must be in range between 0 and 100."));
+            c.push(
+                INVALID,
+                "spec.memory.overcommitPercent",
+                format!("spec.memory.overcommitPercent '{p}': must be in range between 0 and 100."),
+            );
         } else if p != 0 && spec.memory.hugepages.is_some() {
-            c.push(INVALID, "spec.memory.overcommitPercent", "spec.memory.overcommitPercent and spec.memory.hugepages should not be requested together.");
+            c.push(
+                INVALID,
+                "spec.memory.overcommitPercent",
+                "spec.memory.overcommitPercent and spec.memory.hugepages should not be requested together.",
+            );
         }
     }
     if spec.cpu.guest < 1 {
-        c.push(INVALID, "spec.cpu.guest", format!("spec.cpu.guest in body should be greater than or equal to 1, got {}", spec.cpu.guest));
+        c.push(
+            INVALID,
+            "spec.cpu.guest",
+            format!(
+                "spec.cpu.guest in body should be greater than or equal to 1, got {}",
+                spec.cpu.guest
+            ),
+        );
     }
     match crate::quantity::parse(&spec.memory.guest.0) {
-        Err(e) => c.push(INVALID, "spec.memory.guest", format!("spec.memory.guest '{}': {e}", spec.memory.guest.0)),
-        Ok(m) if m.0 <= 0 => c.push(INVALID, "spec.memory.guest", format!("spec.memory.guest '{}': must be greater than 0.", spec.memory.guest.0)),
+        Err(e) => c.push(
+            INVALID,
+            "spec.memory.guest",
+            format!("spec.memory.guest '{}': {e}", spec.memory.guest.0),
+        ),
+        Ok(m) if m.0 <= 0 => c.push(
+            INVALID,
+            "spec.memory.guest",
+            format!(
+                "spec.memory.guest '{}': must be greater than 0.",
+                spec.memory.guest.0
+            ),
+        ),
         Ok(_) => {}
     }
     c.0
@@ -269,16 +391,37 @@ pub fn preference(spec: &VirtualMachinePreferenceSpec) -> Vec<StatusCause> {
     let mut c = Causes::default();
     let Some(cpu) = spec.cpu.as_ref() else { return c.0 };
     if let Some(t) = cpu.preferred_cpu_topology.as_deref() {
-        const OK: &[&str] = &["preferSockets", "preferCores", "preferThreads", "preferSpread", "preferAny", "sockets", "cores", "threads", "spread", "any"];
+        const OK: &[&str] = &[
+            "preferSockets",
+            "preferCores",
+            "preferThreads",
+            "preferSpread",
+            "preferAny",
+            "sockets",
+            "cores",
+            "threads",
+            "spread",
+            "any",
+        ];
         if !OK.contains(&t) {
-            c.push(INVALID, "spec.cpu.preferredCPUTopology", format!("unknown preferredCPUTopology {t}"));
+            c.push(
+                INVALID,
+                "spec.cpu.preferredCPUTopology",
+                format!("unknown preferredCPUTopology {t}"),
+            );
         }
         if t == "spread" || t == "preferSpread" {
             let so = cpu.spread_options.clone().unwrap_or_default();
             let across = so.across.as_deref().unwrap_or("SocketsCores");
             if !matches!(across, "SocketsCores" | "CoresThreads" | "SocketsCoresThreads") {
-                c.push(INVALID, "spec.cpu.spreadOptions.across", format!("across {across} is not supported"));
-            } else if across == "CoresThreads" && so.ratio.or(spec.prefer_spread_socket_to_core_ratio).unwrap_or(2) != 2 {
+                c.push(
+                    INVALID,
+                    "spec.cpu.spreadOptions.across",
+                    format!("across {across} is not supported"),
+                );
+            } else if across == "CoresThreads"
+                && so.ratio.or(spec.prefer_spread_socket_to_core_ratio).unwrap_or(2) != 2
+            {
                 c.push(INVALID, "spec.cpu.spreadOptions.ratio", "only a ratio of 2 (1 core 2 threads) is allowed when spreading vCPUs over cores and threads");
             }
         }
@@ -301,7 +444,10 @@ pub fn migration_policy(p: &MigrationPolicy, config: &ClusterConfig) -> Vec<Stat
             Ok(_) => {}
         }
     }
-    if s.max_downtime_ms.is_some() && !config.gate("MigrationStallDetection") && !config.gate("MigrationDowntimeTuning") {
+    if s.max_downtime_ms.is_some()
+        && !config.gate("MigrationStallDetection")
+        && !config.gate("MigrationDowntimeTuning")
+    {
         c.push(INVALID, "spec.maxDowntimeMs", "maxDowntimeMs cannot be modified without enabling the MigrationStallDetection or MigrationDowntimeTuning feature gate");
     }
     c.0
@@ -321,13 +467,21 @@ pub fn datavolume(dv: &DataVolume) -> Vec<StatusCause> {
             return c.0;
         }
         (Some(_), Some(_)) => {
-            c.push(INVALID, "spec.PVC.Storage", "Duplicate storage definition, both target storage and target pvc defined");
+            c.push(
+                INVALID,
+                "spec.PVC.Storage",
+                "Duplicate storage definition, both target storage and target pvc defined",
+            );
             return c.0;
         }
         (Some(p), None) => {
             let modes = p.access_modes.clone().unwrap_or_default();
             if modes.is_empty() {
-                c.push(INVALID, "spec.PVC.accessModes", "Required value: at least 1 access mode is required");
+                c.push(
+                    INVALID,
+                    "spec.PVC.accessModes",
+                    "Required value: at least 1 access mode is required",
+                );
             } else if modes.len() > 1 {
                 c.push(INVALID, "spec.PVC.accessModes", "PVC multiple accessModes");
             }
@@ -335,25 +489,49 @@ pub fn datavolume(dv: &DataVolume) -> Vec<StatusCause> {
         }
         (None, Some(st)) => ("Storage", st.resources.as_ref().and_then(|r| r.requests.clone())),
     };
-    let clone_source = s.source_ref.is_some() || s.source.as_ref().is_some_and(|x| x.pvc.is_some() || x.snapshot.is_some());
+    let clone_source = s.source_ref.is_some()
+        || s.source
+            .as_ref()
+            .is_some_and(|x| x.pvc.is_some() || x.snapshot.is_some());
     let size_field = format!("spec.{label}.resources.requests.size");
     match requests.as_ref().and_then(|r| r.get("storage")) {
         Some(q) => match crate::quantity::parse(&q.0) {
             Err(e) => c.push(INVALID, &size_field, e.to_string()),
-            Ok(v) if v.0 <= 0 => c.push(INVALID, &size_field, format!("{label} size can't be equal or less than zero")),
-            Ok(v) if v.value() < 1_048_576 => c.push(INVALID, &size_field, format!("{label} size should be at least 1MiB")),
+            Ok(v) if v.0 <= 0 => c.push(
+                INVALID,
+                &size_field,
+                format!("{label} size can't be equal or less than zero"),
+            ),
+            Ok(v) if v.value() < 1_048_576 => c.push(
+                INVALID,
+                &size_field,
+                format!("{label} size should be at least 1MiB"),
+            ),
             Ok(_) => {}
         },
-        None if !(label == "Storage" && clone_source) => c.push(INVALID, &size_field, format!("{label} size is missing")),
+        None if !(label == "Storage" && clone_source) => {
+            c.push(INVALID, &size_field, format!("{label} size is missing"))
+        }
         None => {}
     }
     if s.source.is_some() == s.source_ref.is_some() {
-        c.push(INVALID, "spec.source", "Data volume should have either Source or SourceRef, or be externally populated");
+        c.push(
+            INVALID,
+            "spec.source",
+            "Data volume should have either Source or SourceRef, or be externally populated",
+        );
         return c.0;
     }
     if let Some(r) = s.source_ref.as_ref() {
         if r.kind != "DataSource" {
-            c.push(INVALID, "spec.sourceRef.Kind", format!("Unsupported sourceRef kind {}, currently only DataSource is supported", r.kind));
+            c.push(
+                INVALID,
+                "spec.sourceRef.Kind",
+                format!(
+                    "Unsupported sourceRef kind {}, currently only DataSource is supported",
+                    r.kind
+                ),
+            );
         }
         if r.name.is_empty() {
             c.push(INVALID, "spec.sourceRef.Name", "Missing sourceRef name");
@@ -365,8 +543,15 @@ pub fn datavolume(dv: &DataVolume) -> Vec<StatusCause> {
             1 => {}
             _ => c.push(INVALID, "spec.source", "Multiple Data volume sources"),
         }
-        if !matches!(s.content_type.as_deref().unwrap_or(""), "" | "kubevirt" | "archive") {
-            c.push(INVALID, "spec.contentType", "ContentType not one of: kubevirt, archive");
+        if !matches!(
+            s.content_type.as_deref().unwrap_or(""),
+            "" | "kubevirt" | "archive"
+        ) {
+            c.push(
+                INVALID,
+                "spec.contentType",
+                "ContentType not one of: kubevirt, archive",
+            );
         }
         for (url, f) in [
             (src.http.as_ref().map(|h| h.url.as_str()), "spec.source.HTTP.url"),
@@ -378,7 +563,11 @@ pub fn datavolume(dv: &DataVolume) -> Vec<StatusCause> {
                 c.push(INVALID, f, "spec.source source URL is empty");
             } else if let Some((scheme, _)) = url.split_once("://") {
                 if !matches!(scheme, "http" | "https" | "gs" | "s3") {
-                    c.push(INVALID, f, format!("spec.source Invalid source URL scheme: {scheme}"));
+                    c.push(
+                        INVALID,
+                        f,
+                        format!("spec.source Invalid source URL scheme: {scheme}"),
+                    );
                 }
             } else {
                 c.push(INVALID, f, format!("spec.source Invalid source URL: {url}"));
@@ -389,21 +578,48 @@ pub fn datavolume(dv: &DataVolume) -> Vec<StatusCause> {
                 (Some(u), None) => {
                     let scheme = u.split_once("://").map(|(s, _)| s);
                     if !matches!(scheme, Some("docker" | "oci-archive")) {
-                        c.push(INVALID, "spec.source.Registry.URL", format!("Illegal registry source URL scheme {}", scheme.unwrap_or(u)));
+                        c.push(
+                            INVALID,
+                            "spec.source.Registry.URL",
+                            format!("Illegal registry source URL scheme {}", scheme.unwrap_or(u)),
+                        );
                     }
                 }
                 (None, Some(_)) => {}
-                _ => c.push(INVALID, "spec.source.Registry", "Source registry should have either URL or ImageStream"),
+                _ => c.push(
+                    INVALID,
+                    "spec.source.Registry",
+                    "Source registry should have either URL or ImageStream",
+                ),
             }
-            if s.content_type.as_deref().is_some_and(|t| !t.is_empty() && t != "kubevirt") {
-                c.push(INVALID, "spec.contentType", "ContentType must be kubevirt when Source is Registry");
+            if s.content_type
+                .as_deref()
+                .is_some_and(|t| !t.is_empty() && t != "kubevirt")
+            {
+                c.push(
+                    INVALID,
+                    "spec.contentType",
+                    "ContentType must be kubevirt when Source is Registry",
+                );
             }
         }
         if src.blank.is_some() && s.content_type.as_deref() == Some("archive") {
-            c.push(INVALID, "spec.contentType", "SourceType cannot be blank and the contentType be archive");
+            c.push(
+                INVALID,
+                "spec.contentType",
+                "SourceType cannot be blank and the contentType be archive",
+            );
         }
-        if src.pvc.as_ref().is_some_and(|p| p.name.is_empty() || p.namespace.is_empty()) {
-            c.push(INVALID, "spec.source.PVC", "spec.source.PVC source PVC is not valid");
+        if src
+            .pvc
+            .as_ref()
+            .is_some_and(|p| p.name.is_empty() || p.namespace.is_empty())
+        {
+            c.push(
+                INVALID,
+                "spec.source.PVC",
+                "spec.source.PVC source PVC is not valid",
+            );
         }
     }
     let _ = NOT_FOUND;

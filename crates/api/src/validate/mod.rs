@@ -12,7 +12,8 @@ use crate::config::ClusterConfig;
 use crate::v1::VirtualMachineInstance;
 
 pub use kinds::{
-    datavolume, instancetype, migration_create, migration_policy, pool, preference, replicaset, vm, vm_instancetype,
+    datavolume, instancetype, migration_create, migration_policy, pool, preference, replicaset, vm,
+    vm_instancetype,
 };
 
 /// `FieldValueInvalid`.
@@ -95,7 +96,8 @@ pub(crate) fn dns1123_label(s: &str) -> Result<(), String> {
 fn label_ok(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Causes, FORBIDDEN, INVALID, NOT_SUPPORTED, REQUIRED, dns1123_label, dns1123_subdomain, network, storage};
+use super::{
+    Causes, FORBIDDEN, INVALID, NOT_SUPPORTED, REQUIRED, dns1123_label, dns1123_subdomain, network, storage,
+};
 use crate::config::ClusterConfig;
 use crate::quantity::{self, Milli};
 use crate::v1::{Probe, VirtualMachineInstanceSpec};
@@ -19,24 +21,43 @@ const RESERVED_LABELS: &[&str] = &[
 /// Users may not set labels KubeVirt reserves for itself.
 pub(super) fn reserved_labels(labels: Option<&BTreeMap<String, String>>, field: &str, c: &mut Causes) {
     if labels.is_some_and(|l| l.keys().any(|k| RESERVED_LABELS.contains(&k.as_str()))) {
-        c.push(NOT_SUPPORTED, field, "creation of the following reserved kubevirt.io/ labels on a VMI object is prohibited");
+        c.push(
+            NOT_SUPPORTED,
+            field,
+            "creation of the following reserved kubevirt.io/ labels on a VMI object is prohibited",
+        );
     }
 }
 
 /// Annotations that only work with a feature gate on.
-pub(super) fn gated_annotations(ann: Option<&BTreeMap<String, String>>, config: &ClusterConfig, c: &mut Causes) {
+pub(super) fn gated_annotations(
+    ann: Option<&BTreeMap<String, String>>,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
     let Some(ann) = ann else { return };
-    if ann.get("kubevirt.io/ignitiondata").is_some_and(|v| !v.is_empty()) && !config.gate("ExperimentalIgnitionSupport") {
+    if ann.get("kubevirt.io/ignitiondata").is_some_and(|v| !v.is_empty())
+        && !config.gate("ExperimentalIgnitionSupport")
+    {
         c.push(INVALID, "metadata.annotations", "ExperimentalIgnitionSupport feature gate is not enabled in kubevirt-config, invalid entry metadata.annotations.kubevirt.io/ignitiondata");
     }
-    if ann.get("hooks.kubevirt.io/hookSidecars").is_some_and(|v| !v.is_empty()) && !config.gate("Sidecar") {
+    if ann
+        .get("hooks.kubevirt.io/hookSidecars")
+        .is_some_and(|v| !v.is_empty())
+        && !config.gate("Sidecar")
+    {
         c.push(INVALID, "metadata.annotations", "sidecar feature gate is not enabled in kubevirt-config, invalid entry metadata.annotations.hooks.kubevirt.io/hookSidecars");
     }
 }
 
 /// One of guest memory, hugepages or a memory request must be given (VMI create only).
 pub(super) fn memory_required(spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
-    let req = spec.domain.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory"));
+    let req = spec
+        .domain
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("memory"));
     if quantity::of(req).ok().flatten().is_some_and(|m| m.0 != 0) {
         return;
     }
@@ -47,26 +68,47 @@ pub(super) fn memory_required(spec: &VirtualMachineInstanceSpec, c: &mut Causes)
 }
 
 /// Parses a resource quantity, reporting a malformed one at `field`.
-fn qty(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>, field: &str, c: &mut Causes) -> Option<Milli> {
+fn qty(
+    q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    field: &str,
+    c: &mut Causes,
+) -> Option<Milli> {
     match quantity::of(q) {
         Ok(v) => v,
         Err(e) => {
-            c.push(INVALID, field, format!("{field} '{}': {e}", q.map(|q| q.0.as_str()).unwrap_or_default()));
+            c.push(
+                INVALID,
+                field,
+                format!("{field} '{}': {e}", q.map(|q| q.0.as_str()).unwrap_or_default()),
+            );
             None
         }
     }
 }
 
 /// Every rule over a VMI spec rooted at `root` (`spec`, `spec.template.spec`, ...).
-pub(super) fn vmi_spec(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig, c: &mut Causes) {
+pub(super) fn vmi_spec(
+    root: &str,
+    spec: &VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
     if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
         if let Err(e) = dns1123_label(h) {
-            c.push(INVALID, format!("{root}.hostname"), format!("{h} does not conform to the kubernetes DNS_LABEL rules : {e}"));
+            c.push(
+                INVALID,
+                format!("{root}.hostname"),
+                format!("{h} does not conform to the kubernetes DNS_LABEL rules : {e}"),
+            );
         }
     }
     if let Some(s) = spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
         if let Err(e) = dns1123_subdomain(s) {
-            c.push(INVALID, format!("{root}.subdomain"), format!("{s} does not conform to the kubernetes DNS_SUBDOMAIN rules : {e}"));
+            c.push(
+                INVALID,
+                format!("{root}.subdomain"),
+                format!("{s} does not conform to the kubernetes DNS_SUBDOMAIN rules : {e}"),
+            );
         }
     }
     resources(root, spec, config, c);
@@ -75,7 +117,11 @@ pub(super) fn vmi_spec(root: &str, spec: &VirtualMachineInstanceSpec, config: &C
     if let Some(s) = spec.start_strategy.as_deref() {
         let f = format!("{root}.startStrategy");
         if s != "Paused" {
-            c.push(INVALID, &f, format!("{f} is set with an unrecognized option: {s}"));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} is set with an unrecognized option: {s}"),
+            );
         } else if spec.liveness_probe.is_some() {
             c.push(INVALID, &f, format!("either {f} or {root}.livenessProbe should be provided.Pausing VMI with LivenessProbe is not supported"));
         }
@@ -85,19 +131,40 @@ pub(super) fn vmi_spec(root: &str, spec: &VirtualMachineInstanceSpec, config: &C
     for (i, input) in spec.domain.devices.inputs.iter().flatten().enumerate() {
         let f = format!("{root}.domain.devices.inputs[{i}]");
         if !matches!(input.bus.as_deref().unwrap_or(""), "" | "virtio" | "usb") {
-            c.push(INVALID, format!("{f}.bus"), "Input device can have only virtio or usb bus.");
+            c.push(
+                INVALID,
+                format!("{f}.bus"),
+                "Input device can have only virtio or usb bus.",
+            );
         }
         if input.r#type != "tablet" {
-            c.push(INVALID, format!("{f}.type"), "Input device can have only tablet type.");
+            c.push(
+                INVALID,
+                format!("{f}.type"),
+                "Input device can have only tablet type.",
+            );
         }
     }
     if let Some(p) = spec.domain.io_threads_policy.as_deref() {
         if !matches!(p, "shared" | "auto" | "supplementalPool") {
-            c.push(INVALID, format!("{root}.domain.ioThreadsPolicy"), format!("Invalid IOThreadsPolicy ({p})"));
+            c.push(
+                INVALID,
+                format!("{root}.domain.ioThreadsPolicy"),
+                format!("Invalid IOThreadsPolicy ({p})"),
+            );
         } else if p == "supplementalPool"
-            && spec.domain.io_threads.as_ref().and_then(|t| t.supplemental_pool_thread_count).is_none_or(|n| n < 1)
+            && spec
+                .domain
+                .io_threads
+                .as_ref()
+                .and_then(|t| t.supplemental_pool_thread_count)
+                .is_none_or(|n| n < 1)
         {
-            c.push(INVALID, format!("{root}.domain.ioThreads.count"), "the number of iothreads needs to be set and positive for the dedicated policy");
+            c.push(
+                INVALID,
+                format!("{root}.domain.ioThreads.count"),
+                "the number of iothreads needs to be set and positive for the dedicated policy",
+            );
         }
     }
     let has_pod = spec.networks.iter().flatten().any(|n| n.pod.is_some());
@@ -108,15 +175,28 @@ pub(super) fn vmi_spec(root: &str, spec: &VirtualMachineInstanceSpec, config: &C
     if let Some(e) = spec.eviction_strategy.as_deref() {
         if !matches!(e, "LiveMigrate" | "LiveMigrateIfPossible" | "None" | "External") {
             let f = format!("{root}.evictionStrategy");
-            c.push(INVALID, &f, format!("{f} is set with an unrecognized option: {e}"));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} is set with an unrecognized option: {e}"),
+            );
         }
     }
     devices(root, spec, config, c);
+    scheduling(root, spec, c);
     if let Some(sa) = spec.service_account_name.as_deref().filter(|s| !s.is_empty()) {
         if let Err(e) = dns1123_subdomain(sa) {
-            c.push(INVALID, format!("{root}.serviceAccountName"), format!("{sa} is not a valid service account name: {e}"));
+            c.push(
+                INVALID,
+                format!("{root}.serviceAccountName"),
+                format!("{sa} is not a valid service account name: {e}"),
+            );
         }
-        let vol = spec.volumes.iter().flatten().find_map(|v| v.service_account.as_ref()?.service_account_name.clone());
+        let vol = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.service_account.as_ref()?.service_account_name.clone());
         if let Some(v) = vol.filter(|v| v != sa) {
             c.push(INVALID, format!("{root}.serviceAccountName"), format!("spec.serviceAccountName {sa:?} and serviceAccount volume {v:?} must reference the same service account"));
         }
@@ -127,40 +207,78 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
     let res = spec.domain.resources.clone().unwrap_or_default();
     let rp = format!("{root}.domain.resources.requests");
     let lp = format!("{root}.domain.resources.limits");
-    let get = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| m.as_ref().and_then(|m| m.get(k)).cloned();
+    let get = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+               k: &str| m.as_ref().and_then(|m| m.get(k)).cloned();
     let (req_mem_q, lim_mem_q) = (get(&res.requests, "memory"), get(&res.limits, "memory"));
     let (req_cpu_q, lim_cpu_q) = (get(&res.requests, "cpu"), get(&res.limits, "cpu"));
     let req_mem = qty(req_mem_q.as_ref(), &format!("{rp}.memory"), c);
     let lim_mem = qty(lim_mem_q.as_ref(), &format!("{lp}.memory"), c);
     let req_cpu = qty(req_cpu_q.as_ref(), &format!("{rp}.cpu"), c);
     let lim_cpu = qty(lim_cpu_q.as_ref(), &format!("{lp}.cpu"), c);
-    let text = |q: &Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>| q.as_ref().map(|q| q.0.clone()).unwrap_or_default();
+    let text = |q: &Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.as_ref().map(|q| q.0.clone()).unwrap_or_default()
+    };
     if let Some(m) = req_mem {
         let f = format!("{rp}.memory");
         if m.0 < 0 {
-            c.push(INVALID, &f, format!("{f} '{}': must be greater than or equal to 0.", text(&req_mem_q)));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} '{}': must be greater than or equal to 0.", text(&req_mem_q)),
+            );
         } else if m.0 > 0 && m.0 < 1_000_000_000 {
-            c.push(INVALID, &f, format!("{f} '{}': must be greater than or equal to 1M.", text(&req_mem_q)));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} '{}': must be greater than or equal to 1M.", text(&req_mem_q)),
+            );
         }
     }
     if let Some(m) = lim_mem {
         let f = format!("{lp}.memory");
         if m.0 < 0 {
-            c.push(INVALID, &f, format!("{f} '{}': must be greater than or equal to 0.", text(&lim_mem_q)));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} '{}': must be greater than or equal to 0.", text(&lim_mem_q)),
+            );
         }
         if let Some(r) = req_mem.filter(|r| m.0 > 0 && *r > m) {
             let _ = r;
-            c.push(INVALID, format!("{rp}.memory"), format!("{rp}.memory '{}' is greater than {lp}.memory '{}'", text(&req_mem_q), text(&lim_mem_q)));
+            c.push(
+                INVALID,
+                format!("{rp}.memory"),
+                format!(
+                    "{rp}.memory '{}' is greater than {lp}.memory '{}'",
+                    text(&req_mem_q),
+                    text(&lim_mem_q)
+                ),
+            );
         }
     }
-    for (v, f, q) in [(req_cpu, format!("{rp}.cpu"), &req_cpu_q), (lim_cpu, format!("{lp}.cpu"), &lim_cpu_q)] {
+    for (v, f, q) in [
+        (req_cpu, format!("{rp}.cpu"), &req_cpu_q),
+        (lim_cpu, format!("{lp}.cpu"), &lim_cpu_q),
+    ] {
         if v.is_some_and(|v| v.0 < 0) {
-            c.push(INVALID, &f, format!("{f} '{}': must be greater than or equal to 0.", text(q)));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} '{}': must be greater than or equal to 0.", text(q)),
+            );
         }
     }
     if let (Some(r), Some(l)) = (req_cpu, lim_cpu) {
         if l.0 > 0 && r > l {
-            c.push(INVALID, format!("{rp}.cpu"), format!("{rp}.cpu '{}' is greater than {lp}.cpu '{}'", text(&req_cpu_q), text(&lim_cpu_q)));
+            c.push(
+                INVALID,
+                format!("{rp}.cpu"),
+                format!(
+                    "{rp}.cpu '{}' is greater than {lp}.cpu '{}'",
+                    text(&req_cpu_q),
+                    text(&lim_cpu_q)
+                ),
+            );
         }
     }
     let mem = spec.domain.memory.clone().unwrap_or_default();
@@ -170,13 +288,30 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
         match quantity::parse(&page) {
             Err(e) => c.push(INVALID, &pf, format!("{pf} '{page}': {e}")),
             Ok(size) => {
-                let vm_mem = req_mem.filter(|m| m.0 != 0).or(guest.filter(|m| m.0 != 0)).or(lim_mem.filter(|m| m.0 != 0));
+                let vm_mem = req_mem
+                    .filter(|m| m.0 != 0)
+                    .or(guest.filter(|m| m.0 != 0))
+                    .or(lim_mem.filter(|m| m.0 != 0));
                 if let Some(v) = vm_mem.filter(|_| size.0 > 0) {
                     let f = format!("{rp}.memory");
                     if v < size {
-                        c.push(INVALID, &f, format!("{f} '{}' must be equal to or larger than page size {pf} '{page}'", text(&req_mem_q)));
+                        c.push(
+                            INVALID,
+                            &f,
+                            format!(
+                                "{f} '{}' must be equal to or larger than page size {pf} '{page}'",
+                                text(&req_mem_q)
+                            ),
+                        );
                     } else if v.0 % size.0 != 0 {
-                        c.push(INVALID, &f, format!("{f} '{}' is not a multiple of the page size {pf} '{page}'", text(&req_mem_q)));
+                        c.push(
+                            INVALID,
+                            &f,
+                            format!(
+                                "{f} '{}' is not a multiple of the page size {pf} '{page}'",
+                                text(&req_mem_q)
+                            ),
+                        );
                     }
                 }
             }
@@ -186,34 +321,80 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
         if let (Some(g), Some(l)) = (guest, lim_mem) {
             if l.0 != 0 && l < g {
                 let gf = format!("{root}.domain.memory.guest");
-                c.push(INVALID, &gf, format!("{gf} '{}' must be equal to or less than the memory limit {lp}.memory '{}'", mem.guest.map(|q| q.0).unwrap_or_default(), text(&lim_mem_q)));
+                c.push(
+                    INVALID,
+                    &gf,
+                    format!(
+                        "{gf} '{}' must be equal to or less than the memory limit {lp}.memory '{}'",
+                        mem.guest.map(|q| q.0).unwrap_or_default(),
+                        text(&lim_mem_q)
+                    ),
+                );
             }
         }
     }
-    if let Some(cpu) = spec.domain.cpu.as_ref().filter(|c| c.dedicated_cpu_placement == Some(true)) {
+    if let Some(cpu) = spec
+        .domain
+        .cpu
+        .as_ref()
+        .filter(|c| c.dedicated_cpu_placement == Some(true))
+    {
         let df = format!("{root}.domain.cpu.dedicatedCpuPlacement");
-        if lim_mem.is_none() && req_mem.is_none() && mem.hugepages.is_none() && guest.is_none_or(|g| g.0 == 0) {
+        if lim_mem.is_none() && req_mem.is_none() && mem.hugepages.is_none() && guest.is_none_or(|g| g.0 == 0)
+        {
             c.push(INVALID, format!("{lp}.memory"), format!("{rp}.memory, {lp}.memory, {root}.domain.memory.hugepages or {root}.domain.memory.guest should be provided"));
         }
         if req_cpu.is_some_and(|v| v.0 > 0 && !v.is_whole()) {
-            c.push(INVALID, format!("{rp}.cpu"), "provided resources CPU requests must be an interger");
+            c.push(
+                INVALID,
+                format!("{rp}.cpu"),
+                "provided resources CPU requests must be an interger",
+            );
         }
         if lim_cpu.is_some_and(|v| v.0 > 0 && !v.is_whole()) {
-            c.push(INVALID, format!("{lp}.cpu"), "provided resources CPU limits must be an interger");
+            c.push(
+                INVALID,
+                format!("{lp}.cpu"),
+                "provided resources CPU limits must be an interger",
+            );
         }
         if let (Some(r), Some(l)) = (req_mem, lim_mem) {
             if r.0 > 0 && l.0 > 0 && r != l {
-                c.push(INVALID, format!("{rp}.memory"), format!("{rp}.memory must be equal to {lp}.memory"));
+                c.push(
+                    INVALID,
+                    format!("{rp}.memory"),
+                    format!("{rp}.memory must be equal to {lp}.memory"),
+                );
             }
         }
-        let vcpus: i64 = [cpu.cores, cpu.sockets, cpu.threads].iter().flatten().filter(|v| **v != 0).product::<i64>();
-        let vcpus = if [cpu.cores, cpu.sockets, cpu.threads].iter().flatten().all(|v| *v == 0) { 0 } else { vcpus };
+        let vcpus: i64 = [cpu.cores, cpu.sockets, cpu.threads]
+            .iter()
+            .flatten()
+            .filter(|v| **v != 0)
+            .product::<i64>();
+        let vcpus = if [cpu.cores, cpu.sockets, cpu.threads]
+            .iter()
+            .flatten()
+            .all(|v| *v == 0)
+        {
+            0
+        } else {
+            vcpus
+        };
         let (r, l) = (req_cpu.map_or(0, |v| v.0), lim_cpu.map_or(0, |v| v.0));
         if r == 0 && l == 0 && vcpus == 0 {
             c.push(INVALID, &df, format!("either {rp}.cpu or {lp}.cpu or {root}.domain.cpu.cores must be provided when DedicatedCPUPlacement is true "));
         } else if r > 0 && l > 0 && r != l {
-            c.push(INVALID, &df, format!("{rp}.cpu or {lp}.cpu must be equal when DedicatedCPUPlacement is true "));
-        } else if (r > 0 || l > 0) && vcpus > 0 && r != i128::from(vcpus) * 1000 && l != i128::from(vcpus) * 1000 {
+            c.push(
+                INVALID,
+                &df,
+                format!("{rp}.cpu or {lp}.cpu must be equal when DedicatedCPUPlacement is true "),
+            );
+        } else if (r > 0 || l > 0)
+            && vcpus > 0
+            && r != i128::from(vcpus) * 1000
+            && l != i128::from(vcpus) * 1000
+        {
             c.push(INVALID, &df, format!("{rp}.cpu or {lp}.cpu must not be provided at the same time with {root}.domain.cpu.cores when DedicatedCPUPlacement is true "));
         }
         if cpu.threads.unwrap_or(0) > 2 {
@@ -223,12 +404,30 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
 }
 
 fn machine_type(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig, c: &mut Causes) {
-    let Some(t) = spec.domain.machine.as_ref().and_then(|m| m.r#type.as_deref()).filter(|t| !t.is_empty()) else { return };
-    let arch = spec.architecture.clone().unwrap_or_else(|| config.default_architecture());
+    let Some(t) = spec
+        .domain
+        .machine
+        .as_ref()
+        .and_then(|m| m.r#type.as_deref())
+        .filter(|t| !t.is_empty())
+    else {
+        return;
+    };
+    let arch = spec
+        .architecture
+        .clone()
+        .unwrap_or_else(|| config.default_architecture());
     let allowed = config.emulated_machines(&arch);
     if !allowed.iter().any(|g| glob(g, t)) {
         let f = format!("{root}.domain.machine.type");
-        c.push(INVALID, &f, format!("{f} is not supported: {t} (allowed values: [{}])", allowed.join(" ")));
+        c.push(
+            INVALID,
+            &f,
+            format!(
+                "{f} is not supported: {t} (allowed values: [{}])",
+                allowed.join(" ")
+            ),
+        );
     }
 }
 
@@ -256,38 +455,77 @@ pub(super) fn glob(pattern: &str, text: &str) -> bool {
 }
 
 fn cpu(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
-    let Some(cpu) = spec.domain.cpu.as_ref() else { return };
+    let Some(cpu) = spec.domain.cpu.as_ref() else {
+        return;
+    };
     let dedicated = cpu.dedicated_cpu_placement == Some(true);
-    if let Some(n) = cpu.numa.as_ref().filter(|n| n.guest_mapping_passthrough.is_some()) {
+    if let Some(n) = cpu
+        .numa
+        .as_ref()
+        .filter(|n| n.guest_mapping_passthrough.is_some())
+    {
         let _ = n;
         let g = format!("{root}.domain.cpu.numa.guestMappingPassthrough");
         if !dedicated {
             c.push(INVALID, &g, format!("{root}.domain.cpu.dedicatedCpuPlacement must be set to true when NUMA topology strategy is set in {g}"));
         }
-        if spec.domain.memory.as_ref().and_then(|m| m.hugepages.as_ref()).is_none() {
+        if spec
+            .domain
+            .memory
+            .as_ref()
+            .and_then(|m| m.hugepages.as_ref())
+            .is_none()
+        {
             c.push(INVALID, &g, format!("{root}.domain.memory.hugepages must be requested when NUMA topology strategy is set in {g}"));
         }
     }
     if cpu.isolate_emulator_thread == Some(true) && !dedicated {
-        c.push(INVALID, format!("{root}.domain.cpu.isolateEmulatorThread"), "IsolateEmulatorThread should be only set in combination with DedicatedCPUPlacement");
+        c.push(
+            INVALID,
+            format!("{root}.domain.cpu.isolateEmulatorThread"),
+            "IsolateEmulatorThread should be only set in combination with DedicatedCPUPlacement",
+        );
     }
     for (i, f) in cpu.features.iter().flatten().enumerate() {
         let policy = f.policy.as_deref().unwrap_or("");
-        if !matches!(policy, "" | "force" | "require" | "optional" | "disable" | "forbid") {
-            c.push(NOT_SUPPORTED, format!("{root}.domain.cpu.features[{i}].policy"), format!("CPU feature {} uses policy {policy} that is not supported.", f.name));
+        if !matches!(
+            policy,
+            "" | "force" | "require" | "optional" | "disable" | "forbid"
+        ) {
+            c.push(
+                NOT_SUPPORTED,
+                format!("{root}.domain.cpu.features[{i}].policy"),
+                format!(
+                    "CPU feature {} uses policy {policy} that is not supported.",
+                    f.name
+                ),
+            );
         }
     }
     if let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets) {
         if max != 0 && s > max {
-            c.push(INVALID, format!("{root}.domain.cpu.sockets"), "Number of sockets in CPU topology is greater than the maximum sockets allowed");
+            c.push(
+                INVALID,
+                format!("{root}.domain.cpu.sockets"),
+                "Number of sockets in CPU topology is greater than the maximum sockets allowed",
+            );
         }
     }
     if cpu.realtime.is_some() {
         let rt = format!("{root}.domain.cpu.realtime");
         if !dedicated {
-            c.push(REQUIRED, format!("{root}.domain.cpu.dedicatedCpuPlacement"), format!("{root}.domain.cpu.dedicatedCpuPlacement must be set to true when {rt} is used"));
+            c.push(
+                REQUIRED,
+                format!("{root}.domain.cpu.dedicatedCpuPlacement"),
+                format!("{root}.domain.cpu.dedicatedCpuPlacement must be set to true when {rt} is used"),
+            );
         }
-        if cpu.numa.as_ref().and_then(|n| n.guest_mapping_passthrough.as_ref()).is_none() {
+        if cpu
+            .numa
+            .as_ref()
+            .and_then(|n| n.guest_mapping_passthrough.as_ref())
+            .is_none()
+        {
             let g = format!("{root}.domain.cpu.numa.guestMappingPassthrough");
             c.push(REQUIRED, &g, format!("{g} must be defined when {rt} is used"));
         }
@@ -297,32 +535,67 @@ fn cpu(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
 fn probe(root: &str, name: &str, p: Option<&Probe>, has_pod: bool, c: &mut Causes) {
     let Some(p) = p else { return };
     let f = format!("{root}.{name}");
-    let n = [p.http_get.is_some(), p.tcp_socket.is_some(), p.exec.is_some(), p.guest_agent_ping.is_some()].iter().filter(|x| **x).count();
+    let n = [
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+        p.exec.is_some(),
+        p.guest_agent_ping.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if n > 1 {
         c.push(INVALID, &f, format!("{f} must have exactly one probe type set"));
     } else if n == 0 {
-        c.push(REQUIRED, &f, format!("either {f}.tcpSocket, {f}.exec or {f}.httpGet must be set if a {f} is specified"));
+        c.push(
+            REQUIRED,
+            &f,
+            format!("either {f}.tcpSocket, {f}.exec or {f}.httpGet must be set if a {f} is specified"),
+        );
     }
     if !has_pod {
         if p.http_get.is_some() {
-            c.push(INVALID, format!("{f}.httpGet"), format!("{f}.httpGet is only allowed if the Pod Network is attached"));
+            c.push(
+                INVALID,
+                format!("{f}.httpGet"),
+                format!("{f}.httpGet is only allowed if the Pod Network is attached"),
+            );
         }
         if p.tcp_socket.is_some() {
-            c.push(INVALID, format!("{f}.tcpSocket"), format!("{f}.tcpSocket is only allowed if the Pod Network is attached"));
+            c.push(
+                INVALID,
+                format!("{f}.tcpSocket"),
+                format!("{f}.tcpSocket is only allowed if the Pod Network is attached"),
+            );
         }
     }
 }
 
 fn firmware(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
-    let Some(fw) = spec.domain.firmware.as_ref() else { return };
+    let Some(fw) = spec.domain.firmware.as_ref() else {
+        return;
+    };
     if let Some(bl) = fw.bootloader.as_ref() {
         if bl.bios.is_some() && bl.efi.is_some() {
             let f = format!("{root}.domain.firmware.bootloader");
-            c.push(INVALID, &f, format!("{f} has both EFI and BIOS configured, but they are mutually exclusive."));
+            c.push(
+                INVALID,
+                &f,
+                format!("{f} has both EFI and BIOS configured, but they are mutually exclusive."),
+            );
         }
         if let Some(efi) = bl.efi.as_ref() {
-            let smm_on = spec.domain.features.as_ref().and_then(|f| f.smm.as_ref()).is_some_and(|s| s.enabled != Some(false));
-            let tdx = spec.domain.launch_security.as_ref().is_some_and(|l| l.tdx.is_some());
+            let smm_on = spec
+                .domain
+                .features
+                .as_ref()
+                .and_then(|f| f.smm.as_ref())
+                .is_some_and(|s| s.enabled != Some(false));
+            let tdx = spec
+                .domain
+                .launch_security
+                .as_ref()
+                .is_some_and(|l| l.tdx.is_some());
             if efi.secure_boot != Some(false) && !smm_on && !tdx {
                 let f = format!("{root}.domain");
                 c.push(INVALID, &f, format!("{f} has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently disabled."));
@@ -334,12 +607,20 @@ fn firmware(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
         match kb.container.as_ref() {
             None => {
                 if kb.kernel_args.as_deref().is_some_and(|a| !a.is_empty()) {
-                    c.push(INVALID, format!("{k}.kernelArgs"), "kernel arguments cannot be provided without an external kernel");
+                    c.push(
+                        INVALID,
+                        format!("{k}.kernelArgs"),
+                        "kernel arguments cannot be provided without an external kernel",
+                    );
                 }
             }
             Some(ct) => {
                 if ct.image.is_empty() {
-                    c.push(REQUIRED, format!("{k}.container.image"), format!("{k}.container must be defined with an image"));
+                    c.push(
+                        REQUIRED,
+                        format!("{k}.container.image"),
+                        format!("{k}.container must be defined with an image"),
+                    );
                 }
                 let kp = ct.kernel_path.as_deref().unwrap_or("");
                 let ip = ct.initrd_path.as_deref().unwrap_or("");
@@ -356,15 +637,32 @@ fn firmware(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
         }
     }
     if let Some(acpi) = fw.acpi.as_ref() {
-        let refs = [("slicNameRef", acpi.slic_name_ref.as_deref()), ("msdmNameRef", acpi.msdm_name_ref.as_deref())];
+        let refs = [
+            ("slicNameRef", acpi.slic_name_ref.as_deref()),
+            ("msdmNameRef", acpi.msdm_name_ref.as_deref()),
+        ];
         if refs.iter().all(|(_, r)| r.is_none_or(str::is_empty)) {
-            c.push(INVALID, format!("{root}.acpi"), "ACPI was set but no SLIC nor MSDM volume reference was set");
+            c.push(
+                INVALID,
+                format!("{root}.acpi"),
+                "ACPI was set but no SLIC nor MSDM volume reference was set",
+            );
         }
         for (name, r) in refs {
-            let Some(r) = r.filter(|r| !r.is_empty()) else { continue };
+            let Some(r) = r.filter(|r| !r.is_empty()) else {
+                continue;
+            };
             match spec.volumes.iter().flatten().find(|v| v.name == r) {
-                None => c.push(INVALID, format!("{root}.acpi.{name}"), format!("{root}.acpi does not have a matching Volume.")),
-                Some(v) if v.secret.is_none() => c.push(INVALID, format!("{root}.acpi.{name}"), format!("{root}.acpi refers to Volume of unsupported type.")),
+                None => c.push(
+                    INVALID,
+                    format!("{root}.acpi.{name}"),
+                    format!("{root}.acpi does not have a matching Volume."),
+                ),
+                Some(v) if v.secret.is_none() => c.push(
+                    INVALID,
+                    format!("{root}.acpi.{name}"),
+                    format!("{root}.acpi refers to Volume of unsupported type."),
+                ),
                 Some(_) => {}
             }
         }
@@ -373,15 +671,26 @@ fn firmware(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
 
 fn dns(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
     let policy = spec.dns_policy.as_deref().unwrap_or("");
-    if !matches!(policy, "" | "ClusterFirstWithHostNet" | "ClusterFirst" | "Default" | "None") {
+    if !matches!(
+        policy,
+        "" | "ClusterFirstWithHostNet" | "ClusterFirst" | "Default" | "None"
+    ) {
         c.push(NOT_SUPPORTED, format!("{root}.dnsPolicy"), format!("DNSPolicy: {policy} is not supported, valid values: [ClusterFirstWithHostNet ClusterFirst Default None ]"));
     }
     let cfg = spec.dns_config.as_ref();
     if policy == "None" {
         match cfg {
-            None => c.push(REQUIRED, format!("{root}.dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None"),
+            None => c.push(
+                REQUIRED,
+                format!("{root}.dnsConfig"),
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ),
             Some(d) if d.nameservers.as_ref().is_none_or(Vec::is_empty) => {
-                c.push(REQUIRED, "nameservers", "must provide at least one DNS nameserver when `dnsPolicy` is None");
+                c.push(
+                    REQUIRED,
+                    "nameservers",
+                    "must provide at least one DNS nameserver when `dnsPolicy` is None",
+                );
             }
             Some(_) => {}
         }
@@ -389,7 +698,11 @@ fn dns(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
     let Some(d) = cfg else { return };
     let ns = d.nameservers.clone().unwrap_or_default();
     if ns.len() > 3 {
-        c.push(INVALID, "nameservers", format!("must not have more than 3 nameservers: [{}]", ns.join(" ")));
+        c.push(
+            INVALID,
+            "nameservers",
+            format!("must not have more than 3 nameservers: [{}]", ns.join(" ")),
+        );
     }
     for n in &ns {
         if n.parse::<std::net::IpAddr>().is_err() {
@@ -401,7 +714,11 @@ fn dns(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
         c.push(INVALID, "searchDomains", "must not have more than 6 search paths");
     }
     if search.join(" ").len() > 256 {
-        c.push(INVALID, "searchDomains", "must not have more than 256 characters (including spaces) in the search list");
+        c.push(
+            INVALID,
+            "searchDomains",
+            "must not have more than 256 characters (including spaces) in the search list",
+        );
     }
     for s in &search {
         if let Err(e) = dns1123_subdomain(s.trim_end_matches('.')) {
@@ -422,90 +739,270 @@ fn devices(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig
         .iter()
         .flatten()
         .filter_map(|g| g.virtual_gpu_options.as_ref()?.display.as_ref())
-        .filter(|disp| disp.enabled != Some(false) && disp.ram_fb.as_ref().is_none_or(|r| r.enabled != Some(false)))
+        .filter(|disp| {
+            disp.enabled != Some(false) && disp.ram_fb.as_ref().is_none_or(|r| r.enabled != Some(false))
+        })
         .count();
     if ramfb > 1 {
-        c.push(INVALID, format!("{root}.GPUs"), "configuring multiple displays with ramfb is not valid ");
+        c.push(
+            INVALID,
+            format!("{root}.GPUs"),
+            "configuring multiple displays with ramfb is not valid ",
+        );
     }
     if d.host_devices.is_some() && !config.gate("HostDevices") {
-        c.push(INVALID, format!("{root}.HostDevices"), "Host Devices feature gate is not enabled in kubevirt-config");
+        c.push(
+            INVALID,
+            format!("{root}.HostDevices"),
+            "Host Devices feature gate is not enabled in kubevirt-config",
+        );
     }
     if let Some(s) = d.sound.as_ref() {
         if !matches!(s.model.as_deref().unwrap_or(""), "" | "ich9" | "ac97") {
-            c.push(INVALID, format!("{root}.Sound"), "Sound device type is not supported. Options: 'ich9' or 'ac97'");
+            c.push(
+                INVALID,
+                format!("{root}.Sound"),
+                "Sound device type is not supported. Options: 'ich9' or 'ac97'",
+            );
         }
         if s.name.is_empty() {
-            c.push(INVALID, format!("{root}.Sound"), "Sound device requires a name field.");
+            c.push(
+                INVALID,
+                format!("{root}.Sound"),
+                "Sound device requires a name field.",
+            );
         }
     }
     if d.autoattach_vsock == Some(true) && !config.gate("VSOCK") {
-        c.push(INVALID, format!("{root}.domain.devices.autoattachVSOCK"), "VSOCK feature gate is not enabled in kubevirt-config");
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.autoattachVSOCK"),
+            "VSOCK feature gate is not enabled in kubevirt-config",
+        );
     }
     if d.downward_metrics.is_some() && !config.gate("DownwardMetrics") {
-        c.push(INVALID, format!("{root}.domain.devices.downwardMetrics"), "downwardMetrics virtio serial is not allowed: DownwardMetrics feature gate is not enabled");
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.downwardMetrics"),
+            "downwardMetrics virtio serial is not allowed: DownwardMetrics feature gate is not enabled",
+        );
     }
     if d.video.is_some() && d.autoattach_graphics_device == Some(false) {
-        c.push(INVALID, format!("{root}.video"), "Video configuration is not allowed when autoattachGraphicsDevice is set to false");
+        c.push(
+            INVALID,
+            format!("{root}.video"),
+            "Video configuration is not allowed when autoattachGraphicsDevice is set to false",
+        );
     }
     for (i, p) in d.panic_devices.iter().flatten().enumerate() {
         if let Some(m) = p.model.as_deref() {
             if !matches!(m, "hyperv" | "isa" | "pvpanic") {
-                c.push(INVALID, format!("{root}.domain.devices.panicDevices[{i}].model"), format!("invalid PanicDeviceModel({m})"));
+                c.push(
+                    INVALID,
+                    format!("{root}.domain.devices.panicDevices[{i}].model"),
+                    format!("invalid PanicDeviceModel({m})"),
+                );
             }
         }
     }
     if spec.domain.reboot_policy.is_some() && !config.gate("RebootPolicy") {
-        c.push(INVALID, format!("{root}.domain.rebootPolicy"), "RebootPolicy is specified but the RebootPolicy feature gate is not enabled");
+        c.push(
+            INVALID,
+            format!("{root}.domain.rebootPolicy"),
+            "RebootPolicy is specified but the RebootPolicy feature gate is not enabled",
+        );
     }
-    if spec.domain.memory.as_ref().and_then(|m| m.reserved_overhead.as_ref()).is_some() && !config.gate("ReservedOverheadMemlock") {
-        c.push(INVALID, format!("{root}.domain.memory.reservedOverhead"), "Reserved overhead memlock feature gate is not enabled in kubevirt-config");
+    if spec
+        .domain
+        .memory
+        .as_ref()
+        .and_then(|m| m.reserved_overhead.as_ref())
+        .is_some()
+        && !config.gate("ReservedOverheadMemlock")
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.memory.reservedOverhead"),
+            "Reserved overhead memlock feature gate is not enabled in kubevirt-config",
+        );
     }
     if let Some(ls) = spec.domain.launch_security.as_ref() {
-        let n = [ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()].iter().filter(|x| **x).count();
+        let n = [ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
         if n != 1 {
-            c.push(FORBIDDEN, format!("{root}.launchSecurity"), "One and only one launchSecurity type can be set");
+            c.push(
+                FORBIDDEN,
+                format!("{root}.launchSecurity"),
+                "One and only one launchSecurity type can be set",
+            );
         } else if (ls.sev.is_some() || ls.snp.is_some()) && !config.gate("WorkloadEncryptionSEV") {
-            c.push(INVALID, format!("{root}.launchSecurity"), "WorkloadEncryptionSEV feature gate is not enabled in kubevirt-config");
+            c.push(
+                INVALID,
+                format!("{root}.launchSecurity"),
+                "WorkloadEncryptionSEV feature gate is not enabled in kubevirt-config",
+            );
         } else if ls.tdx.is_some() && !config.gate("WorkloadEncryptionTDX") {
-            c.push(INVALID, format!("{root}.launchSecurity"), "WorkloadEncryptionTDX feature gate is not enabled in kubevirt-config");
+            c.push(
+                INVALID,
+                format!("{root}.launchSecurity"),
+                "WorkloadEncryptionTDX feature gate is not enabled in kubevirt-config",
+            );
         }
     }
     if let Some(u) = spec.utility_volumes.as_ref() {
         let _ = u;
-        c.push(INVALID, format!("{root}.utilityVolumes"), "cannot create VMI with utility volumes in spec, utility volumes can only be added via hotplug");
+        c.push(
+            INVALID,
+            format!("{root}.utilityVolumes"),
+            "cannot create VMI with utility volumes in spec, utility volumes can only be added via hotplug",
+        );
     }
 }
 
 /// Architecture-specific device rules (VMI create only).
-pub(super) fn per_arch(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig, c: &mut Causes) {
-    let arch = spec.architecture.clone().unwrap_or_else(|| config.default_architecture());
+pub(super) fn per_arch(
+    root: &str,
+    spec: &VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
+    let arch = spec
+        .architecture
+        .clone()
+        .unwrap_or_else(|| config.default_architecture());
     let d = &spec.domain.devices;
     let video = d.video.as_ref().and_then(|v| v.r#type.as_deref());
     match arch.as_str() {
         "amd64" => {
             if d.watchdog.as_ref().is_some_and(|w| w.i6300esb.is_none()) {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.devices.watchdog"), "amd64 only supports I6300ESB watchdog device");
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.devices.watchdog"),
+                    "amd64 only supports I6300ESB watchdog device",
+                );
             }
-            if let Some(v) = video.filter(|v| !matches!(*v, "vga" | "cirrus" | "virtio" | "ramfb" | "bochs")) {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.devices.video.type"), format!("video model '{v}' is not supported on amd64 architecture"));
+            if let Some(v) = video.filter(|v| !matches!(*v, "vga" | "cirrus" | "virtio" | "ramfb" | "bochs"))
+            {
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.devices.video.type"),
+                    format!("video model '{v}' is not supported on amd64 architecture"),
+                );
             }
         }
         "arm64" => {
-            if spec.domain.cpu.as_ref().and_then(|c| c.model.as_deref()).is_some_and(|m| !m.is_empty() && m != "host-passthrough") {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.cpu.model"), "currently, host-passthrough is the only model supported on Arm64");
+            if spec
+                .domain
+                .cpu
+                .as_ref()
+                .and_then(|c| c.model.as_deref())
+                .is_some_and(|m| !m.is_empty() && m != "host-passthrough")
+            {
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.cpu.model"),
+                    "currently, host-passthrough is the only model supported on Arm64",
+                );
             }
             if d.watchdog.is_some() {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.devices.watchdog"), "Arm64 not support Watchdog device");
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.devices.watchdog"),
+                    "Arm64 not support Watchdog device",
+                );
             }
             if d.sound.is_some() {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.devices.sound"), "Arm64 not support sound device");
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.devices.sound"),
+                    "Arm64 not support sound device",
+                );
             }
         }
         "s390x" => {
             if d.watchdog.as_ref().is_some_and(|w| w.diag288.is_none()) {
-                c.push(NOT_SUPPORTED, format!("{root}.domain.devices.watchdog"), "s390x only supports Diag288 watchdog device");
+                c.push(
+                    NOT_SUPPORTED,
+                    format!("{root}.domain.devices.watchdog"),
+                    "s390x only supports Diag288 watchdog device",
+                );
             }
         }
-        other => c.push(INVALID, format!("{root}.architecture"), format!("unsupported architecture: {other}")),
+        other => c.push(
+            INVALID,
+            format!("{root}.architecture"),
+            format!("unsupported architecture: {other}"),
+        ),
+    }
+}
+
+/// Affinity and topology spread, checked as for pods (upstream roots affinity errors at `spec`, not `spec.affinity`).
+fn scheduling(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
+    if let Some(na) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
+        if let Some(req) = na.required_during_scheduling_ignored_during_execution.as_ref() {
+            if req.node_selector_terms.is_empty() {
+                let f = format!(
+                    "{root}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+                );
+                c.push(
+                    INVALID,
+                    &f,
+                    format!("{f}: Required value: must have at least one node selector term"),
+                );
+            }
+        }
+        for (i, t) in na
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            if !(1..=100).contains(&t.weight) {
+                let f = format!(
+                    "{root}.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].weight"
+                );
+                c.push(
+                    INVALID,
+                    &f,
+                    format!("{f}: Invalid value: {}: must be in the range 1-100", t.weight),
+                );
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in spec.topology_spread_constraints.iter().flatten().enumerate() {
+        let f = format!("{root}.topologySpreadConstraints[{i}]");
+        if t.max_skew <= 0 {
+            c.push(
+                INVALID,
+                format!("{f}.maxSkew"),
+                format!(
+                    "{f}.maxSkew: Invalid value: {}: must be greater than zero",
+                    t.max_skew
+                ),
+            );
+        }
+        if t.topology_key.is_empty() {
+            c.push(
+                INVALID,
+                format!("{f}.topologyKey"),
+                format!("{f}.topologyKey: Required value: can not be empty"),
+            );
+        }
+        if !matches!(t.when_unsatisfiable.as_str(), "DoNotSchedule" | "ScheduleAnyway") {
+            c.push(INVALID, format!("{f}.whenUnsatisfiable"), format!("{f}.whenUnsatisfiable: Unsupported value: {:?}: supported values: \"DoNotSchedule\", \"ScheduleAnyway\"", t.when_unsatisfiable));
+        }
+        if !seen.insert((t.topology_key.clone(), t.when_unsatisfiable.clone())) {
+            c.push(
+                INVALID,
+                format!("{f}"),
+                format!(
+                    "{f}: Duplicate value: {{{:?}, {:?}}}",
+                    t.topology_key, t.when_unsatisfiable
+                ),
+            );
+        }
     }
 }

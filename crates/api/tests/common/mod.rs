@@ -18,7 +18,11 @@ pub fn shared_dir() -> PathBuf {
         if sibling.join("fixtures").is_dir() {
             return sibling;
         }
-        assert!(dir.pop(), "cannot find shared/ above {}", env!("CARGO_MANIFEST_DIR"));
+        assert!(
+            dir.pop(),
+            "cannot find shared/ above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
     }
 }
 

@@ -89,6 +89,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         crate::manifest::to_yaml_stream(&admitted).context("encoding YAML")?
     };
-    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,9 @@ use anyhow::Context as _;
 
 pub(crate) fn run() -> anyhow::Result<ExitCode> {
     let text = crate::manifest::to_yaml_stream(&kubevirt_api::crd::all())?;
-    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

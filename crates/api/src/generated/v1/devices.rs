@@ -2,8 +2,7 @@
 
 /// Upstream `v1.ClientPassthroughDevices`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct ClientPassthroughDevices {
-}
+pub struct ClientPassthroughDevices {}
 
 /// Upstream `v1.Devices`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -42,7 +41,10 @@ pub struct Devices {
     pub interfaces: Option<Vec<super::Interface>>,
     #[serde(rename = "logSerialConsole", skip_serializing_if = "Option::is_none")]
     pub log_serial_console: Option<bool>,
-    #[serde(rename = "networkInterfaceMultiqueue", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaceMultiqueue",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interface_multiqueue: Option<bool>,
     #[serde(rename = "panicDevices", skip_serializing_if = "Option::is_none")]
     pub panic_devices: Option<Vec<super::PanicDevice>>,
@@ -69,8 +71,7 @@ pub struct Diag288Watchdog {
 
 /// Upstream `v1.DownwardMetrics`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DownwardMetrics {
-}
+pub struct DownwardMetrics {}
 
 /// Upstream `v1.Filesystem`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -81,8 +82,7 @@ pub struct Filesystem {
 
 /// Upstream `v1.FilesystemVirtiofs`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct FilesystemVirtiofs {
-}
+pub struct FilesystemVirtiofs {}
 
 /// Upstream `v1.GPU`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -139,8 +139,7 @@ pub struct PanicDevice {
 
 /// Upstream `v1.Rng`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct Rng {
-}
+pub struct Rng {}
 
 /// Upstream `v1.SoundDevice`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -191,4 +190,3 @@ pub struct Watchdog {
     pub i6300esb: Option<super::I6300ESBWatchdog>,
     pub name: String,
 }
-

@@ -91,4 +91,3 @@ pub struct LunTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation: Option<bool>,
 }
-

@@ -94,7 +94,10 @@ pub struct ClockOffsetUTC {
 /// Upstream `v1.DiskIOThreads`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct DiskIOThreads {
-    #[serde(rename = "supplementalPoolThreadCount", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "supplementalPoolThreadCount",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub supplemental_pool_thread_count: Option<i64>,
 }
 
@@ -338,8 +341,7 @@ pub struct NUMA {
 
 /// Upstream `v1.NUMAGuestMappingPassthrough`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct NUMAGuestMappingPassthrough {
-}
+pub struct NUMAGuestMappingPassthrough {}
 
 /// Upstream `v1.PITTimer`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -381,11 +383,13 @@ pub struct ReservedOverhead {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ResourceRequirements {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub limits:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     #[serde(rename = "overcommitGuestOverhead", skip_serializing_if = "Option::is_none")]
     pub overcommit_guest_overhead: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub requests:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
 }
 
 /// Upstream `v1.SEV`.
@@ -403,8 +407,7 @@ pub struct SEV {
 
 /// Upstream `v1.SEVAttestation`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct SEVAttestation {
-}
+pub struct SEVAttestation {}
 
 /// Upstream `v1.SEVPolicy`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -415,8 +418,7 @@ pub struct SEVPolicy {
 
 /// Upstream `v1.SEVSNP`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct SEVSNP {
-}
+pub struct SEVSNP {}
 
 /// Upstream `v1.SyNICTimer`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -429,8 +431,7 @@ pub struct SyNICTimer {
 
 /// Upstream `v1.TDX`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct TDX {
-}
+pub struct TDX {}
 
 /// Upstream `v1.TLBFlush`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -457,4 +458,3 @@ pub struct Timer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtc: Option<super::RTCTimer>,
 }
-

@@ -126,4 +126,3 @@ pub struct VirtualMachineExportVolumeFormat {
     pub format: String,
     pub url: String,
 }
-

@@ -31,18 +31,15 @@ pub struct DHCPPrivateOptions {
 
 /// Upstream `v1.DeprecatedInterfaceMacvtap`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DeprecatedInterfaceMacvtap {
-}
+pub struct DeprecatedInterfaceMacvtap {}
 
 /// Upstream `v1.DeprecatedInterfacePasst`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DeprecatedInterfacePasst {
-}
+pub struct DeprecatedInterfacePasst {}
 
 /// Upstream `v1.DeprecatedInterfaceSlirp`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DeprecatedInterfaceSlirp {
-}
+pub struct DeprecatedInterfaceSlirp {}
 
 /// Upstream `v1.Interface`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -88,23 +85,19 @@ pub struct Interface {
 
 /// Upstream `v1.InterfaceBridge`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct InterfaceBridge {
-}
+pub struct InterfaceBridge {}
 
 /// Upstream `v1.InterfaceMasquerade`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct InterfaceMasquerade {
-}
+pub struct InterfaceMasquerade {}
 
 /// Upstream `v1.InterfacePasstBinding`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct InterfacePasstBinding {
-}
+pub struct InterfacePasstBinding {}
 
 /// Upstream `v1.InterfaceSRIOV`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct InterfaceSRIOV {
-}
+pub struct InterfaceSRIOV {}
 
 /// Upstream `v1.MultusNetwork`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -159,4 +152,3 @@ pub struct PortRange {
     pub protocol: String,
     pub start: i32,
 }
-

@@ -40,7 +40,10 @@ pub struct CertConfig {
 pub struct ChangedBlockTrackingSelectors {
     #[serde(rename = "namespaceLabelSelector", skip_serializing_if = "Option::is_none")]
     pub namespace_label_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    #[serde(rename = "virtualMachineLabelSelector", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineLabelSelector",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_label_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
@@ -113,13 +116,19 @@ pub struct DeveloperConfiguration {
     pub log_verbosity: Option<super::LogVerbosity>,
     #[serde(rename = "memoryOvercommit", skip_serializing_if = "Option::is_none")]
     pub memory_overcommit: Option<i32>,
-    #[serde(rename = "minimumClusterTSCFrequency", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minimumClusterTSCFrequency",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_cluster_tsc_frequency: Option<i64>,
     #[serde(rename = "minimumReservePVCBytes", skip_serializing_if = "Option::is_none")]
     pub minimum_reserve_pvc_bytes: Option<i64>,
     #[serde(rename = "nodeSelectors", skip_serializing_if = "Option::is_none")]
     pub node_selectors: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(rename = "pvcTolerateLessSpaceUpToPercent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pvcTolerateLessSpaceUpToPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pvc_tolerate_less_space_up_to_percent: Option<i32>,
     #[serde(rename = "useEmulation", skip_serializing_if = "Option::is_none")]
     pub use_emulation: Option<bool>,
@@ -127,13 +136,11 @@ pub struct DeveloperConfiguration {
 
 /// Upstream `v1.DisableFreePageReporting`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DisableFreePageReporting {
-}
+pub struct DisableFreePageReporting {}
 
 /// Upstream `v1.DisableSerialConsoleLog`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DisableSerialConsoleLog {
-}
+pub struct DisableSerialConsoleLog {}
 
 /// Upstream `v1.DiskVerification`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -199,7 +206,10 @@ pub struct InterfaceBindingPlugin {
     pub downward_api: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration: Option<super::InterfaceBindingMigration>,
-    #[serde(rename = "networkAttachmentDefinition", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkAttachmentDefinition",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_attachment_definition: Option<String>,
     #[serde(rename = "sidecarImage", skip_serializing_if = "Option::is_none")]
     pub sidecar_image: Option<String>,
@@ -251,17 +261,30 @@ pub struct KubeVirtCondition {
 /// Upstream `v1.KubeVirtConfiguration`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct KubeVirtConfiguration {
-    #[serde(rename = "additionalGuestMemoryOverheadRatio", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "additionalGuestMemoryOverheadRatio",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub additional_guest_memory_overhead_ratio: Option<String>,
     #[serde(rename = "apiConfiguration", skip_serializing_if = "Option::is_none")]
     pub api_configuration: Option<super::ReloadableComponentConfiguration>,
     #[serde(rename = "architectureConfiguration", skip_serializing_if = "Option::is_none")]
     pub architecture_configuration: Option<super::ArchConfiguration>,
-    #[serde(rename = "autoCPULimitNamespaceLabelSelector", skip_serializing_if = "Option::is_none")]
-    pub auto_cpu_limit_namespace_label_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    #[serde(rename = "changedBlockTrackingLabelSelectors", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoCPULimitNamespaceLabelSelector",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auto_cpu_limit_namespace_label_selector:
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    #[serde(
+        rename = "changedBlockTrackingLabelSelectors",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub changed_block_tracking_label_selectors: Option<super::ChangedBlockTrackingSelectors>,
-    #[serde(rename = "commonInstancetypesDeployment", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "commonInstancetypesDeployment",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub common_instancetypes_deployment: Option<super::CommonInstancetypesDeployment>,
     #[serde(rename = "confidentialCompute", skip_serializing_if = "Option::is_none")]
     pub confidential_compute: Option<super::ConfidentialComputeConfiguration>,
@@ -293,7 +316,10 @@ pub struct KubeVirtConfiguration {
     pub live_update_configuration: Option<super::LiveUpdateConfiguration>,
     #[serde(rename = "machineType", skip_serializing_if = "Option::is_none")]
     pub machine_type: Option<String>,
-    #[serde(rename = "mediatedDevicesConfiguration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mediatedDevicesConfiguration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mediated_devices_configuration: Option<super::MediatedDevicesConfiguration>,
     #[serde(rename = "memBalloonStatsPeriod", skip_serializing_if = "Option::is_none")]
     pub mem_balloon_stats_period: Option<i64>,
@@ -309,7 +335,10 @@ pub struct KubeVirtConfiguration {
     pub ovmf_path: Option<String>,
     #[serde(rename = "permittedHostDevices", skip_serializing_if = "Option::is_none")]
     pub permitted_host_devices: Option<super::PermittedHostDevices>,
-    #[serde(rename = "persistentReservationConfiguration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "persistentReservationConfiguration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub persistent_reservation_configuration: Option<super::PersistentReservationConfiguration>,
     #[serde(rename = "roleAggregationStrategy", skip_serializing_if = "Option::is_none")]
     pub role_aggregation_strategy: Option<String>,
@@ -321,13 +350,19 @@ pub struct KubeVirtConfiguration {
     pub smbios: Option<super::SMBiosConfiguration>,
     #[serde(rename = "supportContainerResources", skip_serializing_if = "Option::is_none")]
     pub support_container_resources: Option<Vec<super::SupportContainerResources>>,
-    #[serde(rename = "supportedGuestAgentVersions", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "supportedGuestAgentVersions",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub supported_guest_agent_versions: Option<Vec<String>>,
     #[serde(rename = "tlsConfiguration", skip_serializing_if = "Option::is_none")]
     pub tls_configuration: Option<super::TLSConfiguration>,
     #[serde(rename = "virtTemplateDeployment", skip_serializing_if = "Option::is_none")]
     pub virt_template_deployment: Option<super::VirtTemplateDeployment>,
-    #[serde(rename = "virtualMachineInstancesPerNode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineInstancesPerNode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_instances_per_node: Option<i32>,
     #[serde(rename = "virtualMachineOptions", skip_serializing_if = "Option::is_none")]
     pub virtual_machine_options: Option<super::VirtualMachineOptions>,
@@ -428,7 +463,10 @@ pub struct KubeVirtStatus {
     pub observed_kube_virt_version: Option<String>,
     #[serde(rename = "operatorVersion", skip_serializing_if = "Option::is_none")]
     pub operator_version: Option<String>,
-    #[serde(rename = "outdatedVirtualMachineInstanceWorkloads", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "outdatedVirtualMachineInstanceWorkloads",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub outdated_virtual_machine_instance_workloads: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
@@ -481,7 +519,10 @@ pub struct LogVerbosity {
     pub virt_launcher: Option<i32>,
     #[serde(rename = "virtOperator", skip_serializing_if = "Option::is_none")]
     pub virt_operator: Option<i32>,
-    #[serde(rename = "virtSynchronizationController", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtSynchronizationController",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virt_synchronization_controller: Option<i32>,
 }
 
@@ -524,7 +565,10 @@ pub struct MigrationConfiguration {
     pub completion_timeout_per_gi_b: Option<i64>,
     #[serde(rename = "disableTLS", skip_serializing_if = "Option::is_none")]
     pub disable_tls: Option<bool>,
-    #[serde(rename = "matchSELinuxLevelOnMigration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "matchSELinuxLevelOnMigration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub match_se_linux_level_on_migration: Option<bool>,
     #[serde(rename = "maxDowntimeMs", skip_serializing_if = "Option::is_none")]
     pub max_downtime_ms: Option<i64>,
@@ -532,9 +576,15 @@ pub struct MigrationConfiguration {
     pub network: Option<String>,
     #[serde(rename = "nodeDrainTaintKey", skip_serializing_if = "Option::is_none")]
     pub node_drain_taint_key: Option<String>,
-    #[serde(rename = "parallelMigrationsPerCluster", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "parallelMigrationsPerCluster",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parallel_migrations_per_cluster: Option<i64>,
-    #[serde(rename = "parallelOutboundMigrationsPerNode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "parallelOutboundMigrationsPerNode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parallel_outbound_migrations_per_node: Option<i64>,
     #[serde(rename = "progressTimeout", skip_serializing_if = "Option::is_none")]
     pub progress_timeout: Option<i64>,
@@ -551,7 +601,10 @@ pub struct NetworkConfiguration {
     pub binding: Option<std::collections::BTreeMap<String, super::InterfaceBindingPlugin>>,
     #[serde(rename = "defaultNetworkInterface", skip_serializing_if = "Option::is_none")]
     pub default_network_interface: Option<String>,
-    #[serde(rename = "permitBridgeInterfaceOnPodNetwork", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "permitBridgeInterfaceOnPodNetwork",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub permit_bridge_interface_on_pod_network: Option<bool>,
     #[serde(rename = "permitSlirpInterface", skip_serializing_if = "Option::is_none")]
     pub permit_slirp_interface: Option<bool>,
@@ -633,9 +686,11 @@ pub struct ReloadableComponentConfiguration {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ResourceRequirementsWithoutClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub limits:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub requests:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
 }
 
 /// Upstream `v1.SMBiosConfiguration`.
@@ -656,7 +711,10 @@ pub struct SMBiosConfiguration {
 /// Upstream `v1.SeccompConfiguration`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SeccompConfiguration {
-    #[serde(rename = "virtualMachineInstanceProfile", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineInstanceProfile",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_instance_profile: Option<super::VirtualMachineInstanceProfile>,
 }
 
@@ -698,4 +756,3 @@ pub struct TokenBucketRateLimiter {
     pub burst: i32,
     pub qps: f32,
 }
-

@@ -40,4 +40,3 @@ pub struct VirtualMachineOptions {
     #[serde(rename = "disableSerialConsoleLog", skip_serializing_if = "Option::is_none")]
     pub disable_serial_console_log: Option<super::DisableSerialConsoleLog>,
 }
-

@@ -84,7 +84,8 @@ pub struct VirtualMachineInstanceMigrationStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(rename = "phaseTransitionTimestamps", skip_serializing_if = "Option::is_none")]
-    pub phase_transition_timestamps: Option<Vec<super::VirtualMachineInstanceMigrationPhaseTransitionTimestamp>>,
+    pub phase_transition_timestamps:
+        Option<Vec<super::VirtualMachineInstanceMigrationPhaseTransitionTimestamp>>,
     #[serde(rename = "synchronizationAddresses", skip_serializing_if = "Option::is_none")]
     pub synchronization_addresses: Option<Vec<String>>,
 }
@@ -95,4 +96,3 @@ pub struct VirtualMachineInstanceMigrationTarget {
     #[serde(rename = "migrationID")]
     pub migration_id: String,
 }
-

@@ -64,4 +64,3 @@ pub struct VirtualMachineInstanceReplicaSetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
 }
-

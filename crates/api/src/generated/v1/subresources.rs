@@ -280,4 +280,3 @@ pub struct VirtualMachineInstanceGuestOSUserList {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>,
 }
-

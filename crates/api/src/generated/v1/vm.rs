@@ -20,8 +20,7 @@ pub struct ControllerRevisionRef {
 
 /// Upstream `v1.DataVolumeTemplateDummyStatus`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DataVolumeTemplateDummyStatus {
-}
+pub struct DataVolumeTemplateDummyStatus {}
 
 /// Upstream `v1.DataVolumeTemplateSpec`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -51,7 +50,10 @@ pub struct HotplugVolumeSource {
 pub struct InstancetypeMatcher {
     #[serde(rename = "inferFromVolume", skip_serializing_if = "Option::is_none")]
     pub infer_from_volume: Option<String>,
-    #[serde(rename = "inferFromVolumeFailurePolicy", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferFromVolumeFailurePolicy",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infer_from_volume_failure_policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -68,7 +70,10 @@ pub struct InstancetypeStatusRef {
     pub controller_revision_ref: Option<super::ControllerRevisionRef>,
     #[serde(rename = "inferFromVolume", skip_serializing_if = "Option::is_none")]
     pub infer_from_volume: Option<String>,
-    #[serde(rename = "inferFromVolumeFailurePolicy", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferFromVolumeFailurePolicy",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infer_from_volume_failure_policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -81,7 +86,10 @@ pub struct InstancetypeStatusRef {
 pub struct PreferenceMatcher {
     #[serde(rename = "inferFromVolume", skip_serializing_if = "Option::is_none")]
     pub infer_from_volume: Option<String>,
-    #[serde(rename = "inferFromVolumeFailurePolicy", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferFromVolumeFailurePolicy",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infer_from_volume_failure_policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -278,4 +286,3 @@ pub struct VolumeUpdateState {
     #[serde(rename = "volumeMigrationState", skip_serializing_if = "Option::is_none")]
     pub volume_migration_state: Option<super::VolumeMigrationState>,
 }
-

@@ -18,18 +18,15 @@ pub struct AccessCredentialSecretSource {
 
 /// Upstream `v1.ConfigDriveSSHPublicKeyAccessCredentialPropagation`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct ConfigDriveSSHPublicKeyAccessCredentialPropagation {
-}
+pub struct ConfigDriveSSHPublicKeyAccessCredentialPropagation {}
 
 /// Upstream `v1.GuestAgentPing`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct GuestAgentPing {
-}
+pub struct GuestAgentPing {}
 
 /// Upstream `v1.NoCloudSSHPublicKeyAccessCredentialPropagation`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct NoCloudSSHPublicKeyAccessCredentialPropagation {
-}
+pub struct NoCloudSSHPublicKeyAccessCredentialPropagation {}
 
 /// Upstream `v1.Probe`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -62,8 +59,7 @@ pub struct QemuGuestAgentSSHPublicKeyAccessCredentialPropagation {
 
 /// Upstream `v1.QemuGuestAgentUserPasswordAccessCredentialPropagation`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct QemuGuestAgentUserPasswordAccessCredentialPropagation {
-}
+pub struct QemuGuestAgentUserPasswordAccessCredentialPropagation {}
 
 /// Upstream `v1.SSHPublicKeyAccessCredential`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -232,7 +228,10 @@ pub struct VirtualMachineInstanceSpec {
     pub start_strategy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subdomain: Option<String>,
-    #[serde(rename = "terminationGracePeriodSeconds", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "terminationGracePeriodSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub termination_grace_period_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
@@ -243,4 +242,3 @@ pub struct VirtualMachineInstanceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<super::Volume>>,
 }
-

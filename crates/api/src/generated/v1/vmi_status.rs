@@ -114,7 +114,8 @@ pub struct PersistentVolumeClaimInfo {
     #[serde(rename = "accessModes", skip_serializing_if = "Option::is_none")]
     pub access_modes: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub capacity:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     #[serde(rename = "claimName", skip_serializing_if = "Option::is_none")]
     pub claim_name: Option<String>,
     #[serde(rename = "filesystemOverhead", skip_serializing_if = "Option::is_none")]
@@ -122,7 +123,8 @@ pub struct PersistentVolumeClaimInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preallocated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    pub requests:
+        Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     #[serde(rename = "volumeMode", skip_serializing_if = "Option::is_none")]
     pub volume_mode: Option<String>,
 }
@@ -183,7 +185,10 @@ pub struct VMIMConfigurationOptions {
     pub disable_tls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental: Option<super::ExperimentalMigrationOptions>,
-    #[serde(rename = "matchSELinuxLevelOnMigration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "matchSELinuxLevelOnMigration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub match_se_linux_level_on_migration: Option<bool>,
     #[serde(rename = "maxDowntimeMs", skip_serializing_if = "Option::is_none")]
     pub max_downtime_ms: Option<i64>,
@@ -191,9 +196,15 @@ pub struct VMIMConfigurationOptions {
     pub network: Option<String>,
     #[serde(rename = "nodeDrainTaintKey", skip_serializing_if = "Option::is_none")]
     pub node_drain_taint_key: Option<String>,
-    #[serde(rename = "parallelMigrationsPerCluster", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "parallelMigrationsPerCluster",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parallel_migrations_per_cluster: Option<i64>,
-    #[serde(rename = "parallelOutboundMigrationsPerNode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "parallelOutboundMigrationsPerNode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parallel_outbound_migrations_per_node: Option<i64>,
     #[serde(rename = "progressTimeout", skip_serializing_if = "Option::is_none")]
     pub progress_timeout: Option<i64>,
@@ -321,7 +332,10 @@ pub struct VirtualMachineInstanceMigrationState {
     pub mode: Option<String>,
     #[serde(rename = "sourceNode", skip_serializing_if = "Option::is_none")]
     pub source_node: Option<String>,
-    #[serde(rename = "sourcePersistentStatePVCName", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourcePersistentStatePVCName",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_persistent_state_pvc_name: Option<String>,
     #[serde(rename = "sourcePod", skip_serializing_if = "Option::is_none")]
     pub source_pod: Option<String>,
@@ -333,7 +347,10 @@ pub struct VirtualMachineInstanceMigrationState {
     pub target_attachment_pod_uid: Option<String>,
     #[serde(rename = "targetCPUSet", skip_serializing_if = "Option::is_none")]
     pub target_cpu_set: Option<Vec<i32>>,
-    #[serde(rename = "targetDirectMigrationNodePorts", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetDirectMigrationNodePorts",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_direct_migration_node_ports: Option<std::collections::BTreeMap<String, i32>>,
     #[serde(rename = "targetMemoryOverhead", skip_serializing_if = "Option::is_none")]
     pub target_memory_overhead: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
@@ -343,11 +360,17 @@ pub struct VirtualMachineInstanceMigrationState {
     pub target_node_address: Option<String>,
     #[serde(rename = "targetNodeDomainDetected", skip_serializing_if = "Option::is_none")]
     pub target_node_domain_detected: Option<bool>,
-    #[serde(rename = "targetNodeDomainReadyTimestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetNodeDomainReadyTimestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_node_domain_ready_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     #[serde(rename = "targetNodeTopology", skip_serializing_if = "Option::is_none")]
     pub target_node_topology: Option<String>,
-    #[serde(rename = "targetPersistentStatePVCName", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetPersistentStatePVCName",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_persistent_state_pvc_name: Option<String>,
     #[serde(rename = "targetPod", skip_serializing_if = "Option::is_none")]
     pub target_pod: Option<String>,
@@ -447,7 +470,10 @@ pub struct VirtualMachineInstanceStatus {
     pub interfaces: Option<Vec<super::VirtualMachineInstanceNetworkInterface>>,
     #[serde(rename = "kernelBootStatus", skip_serializing_if = "Option::is_none")]
     pub kernel_boot_status: Option<super::KernelBootStatus>,
-    #[serde(rename = "launcherContainerImageVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launcherContainerImageVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launcher_container_image_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<super::Machine>,
@@ -477,7 +503,10 @@ pub struct VirtualMachineInstanceStatus {
     pub selinux_context: Option<String>,
     #[serde(rename = "topologyHints", skip_serializing_if = "Option::is_none")]
     pub topology_hints: Option<super::TopologyHints>,
-    #[serde(rename = "virtualMachineRevisionName", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineRevisionName",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_revision_name: Option<String>,
     #[serde(rename = "volumeStatus", skip_serializing_if = "Option::is_none")]
     pub volume_status: Option<Vec<super::VolumeStatus>>,
@@ -505,4 +534,3 @@ pub struct VolumeStatus {
     pub size: Option<i64>,
     pub target: String,
 }
-

@@ -84,8 +84,7 @@ pub struct DownwardAPIVolumeSource {
 
 /// Upstream `v1.DownwardMetricsVolumeSource`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DownwardMetricsVolumeSource {
-}
+pub struct DownwardMetricsVolumeSource {}
 
 /// Upstream `v1.EmptyDiskSource`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -197,4 +196,3 @@ pub struct Volume {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sysprep: Option<super::SysprepSource>,
 }
-

@@ -110,4 +110,3 @@ pub struct VirtualMachineBackupStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
 }
-

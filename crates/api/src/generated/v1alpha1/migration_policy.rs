@@ -48,15 +48,16 @@ pub struct MigrationPolicySpec {
 
 /// Upstream `v1alpha1.MigrationPolicyStatus`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct MigrationPolicyStatus {
-}
+pub struct MigrationPolicyStatus {}
 
 /// Upstream `v1alpha1.Selectors`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Selectors {
     #[serde(rename = "namespaceSelector", skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(rename = "virtualMachineInstanceSelector", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineInstanceSelector",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_instance_selector: Option<std::collections::BTreeMap<String, String>>,
 }
-

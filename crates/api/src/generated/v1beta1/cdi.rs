@@ -2,8 +2,7 @@
 
 /// Upstream `v1beta1.DataVolumeBlankImage`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DataVolumeBlankImage {
-}
+pub struct DataVolumeBlankImage {}
 
 /// Upstream `v1beta1.DataVolumeCheckpoint`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -125,8 +124,7 @@ pub struct DataVolumeSourceSnapshot {
 
 /// Upstream `v1beta1.DataVolumeSourceUpload`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct DataVolumeSourceUpload {
-}
+pub struct DataVolumeSourceUpload {}
 
 /// Upstream `v1beta1.DataVolumeSourceVDDK`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -197,4 +195,3 @@ pub struct StorageSpec {
     #[serde(rename = "volumeName", skip_serializing_if = "Option::is_none")]
     pub volume_name: Option<String>,
 }
-

@@ -73,4 +73,3 @@ pub struct VirtualMachineCloneTemplateFilters {
     #[serde(rename = "labelFilters", skip_serializing_if = "Option::is_none")]
     pub label_filters: Option<Vec<String>>,
 }
-

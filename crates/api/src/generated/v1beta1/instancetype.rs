@@ -47,15 +47,30 @@ pub struct ClockPreferences {
 /// Upstream `v1beta1.DevicePreferences`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct DevicePreferences {
-    #[serde(rename = "preferredAutoattachGraphicsDevice", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredAutoattachGraphicsDevice",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_autoattach_graphics_device: Option<bool>,
-    #[serde(rename = "preferredAutoattachInputDevice", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredAutoattachInputDevice",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_autoattach_input_device: Option<bool>,
-    #[serde(rename = "preferredAutoattachMemBalloon", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredAutoattachMemBalloon",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_autoattach_mem_balloon: Option<bool>,
-    #[serde(rename = "preferredAutoattachPodInterface", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredAutoattachPodInterface",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_autoattach_pod_interface: Option<bool>,
-    #[serde(rename = "preferredAutoattachSerialConsole", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredAutoattachSerialConsole",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_autoattach_serial_console: Option<bool>,
     #[serde(rename = "preferredBlockMultiQueue", skip_serializing_if = "Option::is_none")]
     pub preferred_block_multi_queue: Option<bool>,
@@ -69,7 +84,10 @@ pub struct DevicePreferences {
     pub preferred_disk_bus: Option<String>,
     #[serde(rename = "preferredDiskCache", skip_serializing_if = "Option::is_none")]
     pub preferred_disk_cache: Option<String>,
-    #[serde(rename = "preferredDiskDedicatedIoThread", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredDiskDedicatedIoThread",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_disk_dedicated_io_thread: Option<bool>,
     #[serde(rename = "preferredDiskIO", skip_serializing_if = "Option::is_none")]
     pub preferred_disk_io: Option<String>,
@@ -77,13 +95,19 @@ pub struct DevicePreferences {
     pub preferred_input_bus: Option<String>,
     #[serde(rename = "preferredInputType", skip_serializing_if = "Option::is_none")]
     pub preferred_input_type: Option<String>,
-    #[serde(rename = "preferredInterfaceMasquerade", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredInterfaceMasquerade",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_interface_masquerade: Option<crate::generated::v1::InterfaceMasquerade>,
     #[serde(rename = "preferredInterfaceModel", skip_serializing_if = "Option::is_none")]
     pub preferred_interface_model: Option<String>,
     #[serde(rename = "preferredLunBus", skip_serializing_if = "Option::is_none")]
     pub preferred_lun_bus: Option<String>,
-    #[serde(rename = "preferredNetworkInterfaceMultiQueue", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredNetworkInterfaceMultiQueue",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_network_interface_multi_queue: Option<bool>,
     #[serde(rename = "preferredPanicDeviceModel", skip_serializing_if = "Option::is_none")]
     pub preferred_panic_device_model: Option<String>,
@@ -93,11 +117,17 @@ pub struct DevicePreferences {
     pub preferred_sound_model: Option<String>,
     #[serde(rename = "preferredTPM", skip_serializing_if = "Option::is_none")]
     pub preferred_tpm: Option<crate::generated::v1::TPMDevice>,
-    #[serde(rename = "preferredUseVirtioTransitional", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredUseVirtioTransitional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_use_virtio_transitional: Option<bool>,
     #[serde(rename = "preferredVideoType", skip_serializing_if = "Option::is_none")]
     pub preferred_video_type: Option<String>,
-    #[serde(rename = "preferredVirtualGPUOptions", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredVirtualGPUOptions",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_virtual_gpu_options: Option<crate::generated::v1::VGPUOptions>,
 }
 
@@ -314,7 +344,10 @@ pub struct VirtualMachinePreferenceSpec {
     pub firmware: Option<super::FirmwarePreferences>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<super::MachinePreferences>,
-    #[serde(rename = "preferSpreadSocketToCoreRatio", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferSpreadSocketToCoreRatio",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prefer_spread_socket_to_core_ratio: Option<i64>,
     #[serde(rename = "preferredArchitecture", skip_serializing_if = "Option::is_none")]
     pub preferred_architecture: Option<String>,
@@ -322,7 +355,10 @@ pub struct VirtualMachinePreferenceSpec {
     pub preferred_launch_security: Option<crate::generated::v1::LaunchSecurity>,
     #[serde(rename = "preferredSubdomain", skip_serializing_if = "Option::is_none")]
     pub preferred_subdomain: Option<String>,
-    #[serde(rename = "preferredTerminationGracePeriodSeconds", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "preferredTerminationGracePeriodSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preferred_termination_grace_period_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requirements: Option<super::PreferenceRequirements>,
@@ -336,4 +372,3 @@ pub struct VolumePreferences {
     #[serde(rename = "preferredStorageClassName", skip_serializing_if = "Option::is_none")]
     pub preferred_storage_class_name: Option<String>,
 }
-

@@ -2,8 +2,7 @@
 
 /// Upstream `v1beta1.VirtualMachineOpportunisticUpdateStrategy`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct VirtualMachineOpportunisticUpdateStrategy {
-}
+pub struct VirtualMachineOpportunisticUpdateStrategy {}
 
 /// Upstream `v1beta1.VirtualMachinePool`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -58,7 +57,10 @@ pub struct VirtualMachinePoolList {
 /// Upstream `v1beta1.VirtualMachinePoolNameGeneration`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct VirtualMachinePoolNameGeneration {
-    #[serde(rename = "appendIndexToConfigMapRefs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "appendIndexToConfigMapRefs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub append_index_to_config_map_refs: Option<bool>,
     #[serde(rename = "appendIndexToSecretRefs", skip_serializing_if = "Option::is_none")]
     pub append_index_to_secret_refs: Option<bool>,
@@ -112,7 +114,10 @@ pub struct VirtualMachinePoolSelectionPolicy {
 pub struct VirtualMachinePoolSelectors {
     #[serde(rename = "labelSelector", skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    #[serde(rename = "nodeSelectorRequirementMatcher", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nodeSelectorRequirementMatcher",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_selector_requirement_matcher: Option<Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>>,
 }
 
@@ -153,8 +158,7 @@ pub struct VirtualMachinePoolStatus {
 
 /// Upstream `v1beta1.VirtualMachinePoolUnmanagedStrategy`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct VirtualMachinePoolUnmanagedStrategy {
-}
+pub struct VirtualMachinePoolUnmanagedStrategy {}
 
 /// Upstream `v1beta1.VirtualMachinePoolUpdateStrategy`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -175,4 +179,3 @@ pub struct VirtualMachineTemplateSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec: Option<crate::generated::v1::VirtualMachineSpec>,
 }
-

@@ -168,7 +168,10 @@ pub struct VirtualMachineSnapshotContentList {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct VirtualMachineSnapshotContentSpec {
     pub source: super::SourceSpec,
-    #[serde(rename = "virtualMachineSnapshotName", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineSnapshotName",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_snapshot_name: Option<String>,
     #[serde(rename = "volumeBackups", skip_serializing_if = "Option::is_none")]
     pub volume_backups: Option<Vec<super::VolumeBackup>>,
@@ -229,7 +232,10 @@ pub struct VirtualMachineSnapshotStatus {
     pub source_indications: Option<Vec<super::SourceIndication>>,
     #[serde(rename = "sourceUID", skip_serializing_if = "Option::is_none")]
     pub source_uid: Option<String>,
-    #[serde(rename = "virtualMachineSnapshotContentName", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "virtualMachineSnapshotContentName",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_machine_snapshot_content_name: Option<String>,
 }
 
@@ -282,4 +288,3 @@ pub struct VolumeSnapshotStatus {
     #[serde(rename = "volumeSnapshotName")]
     pub volume_snapshot_name: String,
 }
-
