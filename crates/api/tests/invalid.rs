@@ -1,5 +1,6 @@
 //! A table of invalid objects: at least two per validation rule of kubevirt-inventory.md §3, each asserting the
 //! exact field path upstream reports (and a piece of its message).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause;
 use kubevirt_api::admission::{Cluster, Outcome};

@@ -1,5 +1,6 @@
 //! Every field upstream's OpenAPI document gives VMI, VM, VMIRS and VMIM (transitively) is in our CRD schema,
 //! and the checked-in CRD manifests are what the types generate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

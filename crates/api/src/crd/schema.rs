@@ -79,10 +79,11 @@ fn structural(schema: Value) -> Value {
         }
     }
     // 3. embedded ObjectMeta.
-    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
-        if props.contains_key("generateName") && props.contains_key("ownerReferences") {
-            return json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-        }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object)
+        && props.contains_key("generateName")
+        && props.contains_key("ownerReferences")
+    {
+        return json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     }
     // 4. int-or-string.
     if obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
@@ -92,13 +93,13 @@ fn structural(schema: Value) -> Value {
         });
     }
     // 5. formats and bounds that only describe Rust's integer width.
-    if let Some(fmt) = obj.get("format").and_then(Value::as_str) {
-        if fmt.starts_with("uint") || fmt == "int8" || fmt == "int16" {
-            obj.remove("format");
-            obj.remove("maximum");
-            if obj.get("minimum") == Some(&json!(0)) {
-                obj.remove("minimum");
-            }
+    if let Some(fmt) = obj.get("format").and_then(Value::as_str)
+        && (fmt.starts_with("uint") || fmt == "int8" || fmt == "int16")
+    {
+        obj.remove("format");
+        obj.remove("maximum");
+        if obj.get("minimum") == Some(&json!(0)) {
+            obj.remove("minimum");
         }
     }
     // 2. schemas that accept anything.
@@ -125,10 +126,10 @@ fn recurse(obj: &mut Map<String, Value>) {
             obj.insert(key.into(), structural(v));
         }
     }
-    if let Some(Value::Array(required)) = obj.get("required") {
-        if required.is_empty() {
-            obj.remove("required");
-        }
+    if let Some(Value::Array(required)) = obj.get("required")
+        && required.is_empty()
+    {
+        obj.remove("required");
     }
 }
 

@@ -281,18 +281,18 @@ pub fn topology(guest: i64, pref: Option<&VirtualMachinePreferenceSpec>) -> (i64
 }
 
 fn fill<T: Clone>(slot: &mut Option<T>, pref: Option<&T>) {
-    if slot.is_none() {
-        if let Some(p) = pref {
-            *slot = Some(p.clone());
-        }
+    if slot.is_none()
+        && let Some(p) = pref
+    {
+        *slot = Some(p.clone());
     }
 }
 
 fn fill_str(slot: &mut Option<String>, pref: Option<&String>) {
-    if slot.as_deref().is_none_or(str::is_empty) {
-        if let Some(p) = pref {
-            *slot = Some(p.clone());
-        }
+    if slot.as_deref().is_none_or(str::is_empty)
+        && let Some(p) = pref
+    {
+        *slot = Some(p.clone());
     }
 }
 
@@ -406,11 +406,12 @@ fn apply_preference(
     }
     if let Some(c) = p.clock.as_ref() {
         let clock = domain.clock.get_or_insert_with(Default::default);
-        if clock.utc.is_none() && clock.timezone.is_none() {
-            if let Some(off) = c.preferred_clock_offset.as_ref() {
-                clock.utc.clone_from(&off.utc);
-                clock.timezone.clone_from(&off.timezone);
-            }
+        if clock.utc.is_none()
+            && clock.timezone.is_none()
+            && let Some(off) = c.preferred_clock_offset.as_ref()
+        {
+            clock.utc.clone_from(&off.utc);
+            clock.timezone.clone_from(&off.timezone);
         }
         fill(&mut clock.timer, c.preferred_timer.as_ref());
     }
@@ -452,9 +453,9 @@ fn prefer_disk(disk: &mut Disk, d: &crate::v1beta1::DevicePreferences) {
 
 fn prefer_input(input: &mut Input, d: &crate::v1beta1::DevicePreferences) {
     fill_str(&mut input.bus, d.preferred_input_bus.as_ref());
-    if input.r#type.is_empty() {
-        if let Some(t) = d.preferred_input_type.as_ref() {
-            input.r#type.clone_from(t);
-        }
+    if input.r#type.is_empty()
+        && let Some(t) = d.preferred_input_type.as_ref()
+    {
+        input.r#type.clone_from(t);
     }
 }

@@ -51,14 +51,14 @@ pub fn apply_presets(
     let mut errors = Vec::new();
     for (i, a) in matching.iter().enumerate() {
         for b in &matching[i + 1..] {
-            if let (Some(da), Some(db)) = (domain_of(a), domain_of(b)) {
-                if let Some(detail) = conflict(da, db) {
-                    errors.push(format!(
-                        "presets '{}' and '{}' conflict: {detail}",
-                        a.metadata.name.as_deref().unwrap_or_default(),
-                        b.metadata.name.as_deref().unwrap_or_default()
-                    ));
-                }
+            if let (Some(da), Some(db)) = (domain_of(a), domain_of(b))
+                && let Some(detail) = conflict(da, db)
+            {
+                errors.push(format!(
+                    "presets '{}' and '{}' conflict: {detail}",
+                    a.metadata.name.as_deref().unwrap_or_default(),
+                    b.metadata.name.as_deref().unwrap_or_default()
+                ));
             }
         }
     }
@@ -95,10 +95,10 @@ fn conflict(a: &DomainSpec, b: &DomainSpec) -> Option<String> {
     let rb = b.resources.as_ref().and_then(|r| r.requests.as_ref());
     if let (Some(ra), Some(rb)) = (ra, rb) {
         for (k, v) in ra {
-            if let Some(w) = rb.get(k) {
-                if v != w {
-                    return Some(format!("spec.resources.requests[{k}]: {} != {}", v.0, w.0));
-                }
+            if let Some(w) = rb.get(k)
+                && v != w
+            {
+                return Some(format!("spec.resources.requests[{k}]: {} != {}", v.0, w.0));
             }
         }
     }

@@ -98,10 +98,10 @@ pub fn default_spec(
     default_guest_memory(domain);
     default_cpu_topology(domain);
     for vol in spec.volumes.iter_mut().flatten() {
-        if let Some(cd) = vol.container_disk.as_mut() {
-            if cd.image_pull_policy.as_deref().is_none_or(str::is_empty) {
-                cd.image_pull_policy = Some(pull_policy_for(&cd.image).to_string());
-            }
+        if let Some(cd) = vol.container_disk.as_mut()
+            && cd.image_pull_policy.as_deref().is_none_or(str::is_empty)
+        {
+            cd.image_pull_policy = Some(pull_policy_for(&cd.image).to_string());
         }
     }
     if spec.eviction_strategy.is_none() {
@@ -494,27 +494,27 @@ fn hotplug_maxima(spec: &mut VirtualMachineInstanceSpec, config: &ClusterConfig)
         return;
     }
     let (ratio, max_sockets, max_guest) = config.live_update_limits();
-    if let Some(cpu) = spec.domain.cpu.as_mut() {
-        if cpu.max_sockets.unwrap_or(0) == 0 {
-            let sockets = cpu.sockets.unwrap_or(0);
-            let mut max = max_sockets.unwrap_or(0);
-            if max != 0 && sockets > max {
-                max = sockets;
-            }
-            if max == 0 {
-                max = sockets.saturating_mul(ratio);
-            }
-            let per = cpu
-                .cores
-                .unwrap_or(1)
-                .max(1)
-                .saturating_mul(cpu.threads.unwrap_or(1).max(1));
-            if max.saturating_mul(per) > 512 {
-                max = (512 / per).max(sockets);
-            }
-            if max != 0 {
-                cpu.max_sockets = Some(max);
-            }
+    if let Some(cpu) = spec.domain.cpu.as_mut()
+        && cpu.max_sockets.unwrap_or(0) == 0
+    {
+        let sockets = cpu.sockets.unwrap_or(0);
+        let mut max = max_sockets.unwrap_or(0);
+        if max != 0 && sockets > max {
+            max = sockets;
+        }
+        if max == 0 {
+            max = sockets.saturating_mul(ratio);
+        }
+        let per = cpu
+            .cores
+            .unwrap_or(1)
+            .max(1)
+            .saturating_mul(cpu.threads.unwrap_or(1).max(1));
+        if max.saturating_mul(per) > 512 {
+            max = (512 / per).max(sockets);
+        }
+        if max != 0 {
+            cpu.max_sockets = Some(max);
         }
     }
     let domain = &mut spec.domain;

@@ -24,12 +24,10 @@ const RUN_STRATEGIES: &[&str] = &["Halted", "Manual", "Always", "RerunOnFailure"
 #[must_use]
 pub fn vm(vm: &VirtualMachine, config: &ClusterConfig, create: bool) -> Vec<StatusCause> {
     let mut c = Causes::default();
-    if create {
-        if let Some(s) = vm.spec.template.spec.as_ref() {
-            network::discontinued_bindings("spec.template.spec", s, &mut c);
-            if !c.is_empty() {
-                return c.0;
-            }
+    if create && let Some(s) = vm.spec.template.spec.as_ref() {
+        network::discontinued_bindings("spec.template.spec", s, &mut c);
+        if !c.is_empty() {
+            return c.0;
         }
     }
     vm_spec("spec", &vm.spec, config, &mut c);

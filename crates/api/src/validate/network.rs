@@ -176,17 +176,17 @@ pub(super) fn validate(
         {
             c.push(INVALID, format!("{f}.name"), "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)");
         }
-        if let Some(state) = iface.state.as_deref() {
-            if !matches!(state, "" | "absent" | "down" | "up") {
-                c.push(
-                    INVALID,
-                    format!("{f}.state"),
-                    format!(
-                        "logical {} interface state value is unsupported: {state}",
-                        iface.name
-                    ),
-                );
-            }
+        if let Some(state) = iface.state.as_deref()
+            && !matches!(state, "" | "absent" | "down" | "up")
+        {
+            c.push(
+                INVALID,
+                format!("{f}.state"),
+                format!(
+                    "logical {} interface state value is unsupported: {state}",
+                    iface.name
+                ),
+            );
         }
         if iface.masquerade.is_some() && net.is_some() && !on_pod {
             c.push(
@@ -224,32 +224,32 @@ pub(super) fn validate(
                 );
             }
         }
-        if let Some(m) = iface.model.as_deref() {
-            if !MODELS.contains(&m) {
-                c.push(
-                    NOT_SUPPORTED,
-                    format!("{f}.model"),
-                    format!("interface {f}.name uses model {m} that is not supported."),
-                );
-            }
+        if let Some(m) = iface.model.as_deref()
+            && !MODELS.contains(&m)
+        {
+            c.push(
+                NOT_SUPPORTED,
+                format!("{f}.model"),
+                format!("interface {f}.name uses model {m} that is not supported."),
+            );
         }
-        if let Some(mac) = iface.mac_address.as_deref() {
-            if !valid_mac(mac) {
-                c.push(
-                    INVALID,
-                    format!("{f}.macAddress"),
-                    format!("interface {f}.name has malformed MAC address ({mac})."),
-                );
-            }
+        if let Some(mac) = iface.mac_address.as_deref()
+            && !valid_mac(mac)
+        {
+            c.push(
+                INVALID,
+                format!("{f}.macAddress"),
+                format!("interface {f}.name has malformed MAC address ({mac})."),
+            );
         }
-        if let Some(pci) = iface.pci_address.as_deref() {
-            if !super::storage::valid_pci(pci) {
-                c.push(
-                    INVALID,
-                    format!("{f}.pciAddress"),
-                    format!("interface {f}.name has malformed PCI address ({pci})."),
-                );
-            }
+        if let Some(pci) = iface.pci_address.as_deref()
+            && !super::storage::valid_pci(pci)
+        {
+            c.push(
+                INVALID,
+                format!("{f}.pciAddress"),
+                format!("interface {f}.name has malformed PCI address ({pci})."),
+            );
         }
         if on_pod {
             ports(&f, iface, c);

@@ -93,23 +93,23 @@ pub(super) fn vmi_spec(
     config: &ClusterConfig,
     c: &mut Causes,
 ) {
-    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        if let Err(e) = dns1123_label(h) {
-            c.push(
-                INVALID,
-                format!("{root}.hostname"),
-                format!("{h} does not conform to the kubernetes DNS_LABEL rules : {e}"),
-            );
-        }
+    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty())
+        && let Err(e) = dns1123_label(h)
+    {
+        c.push(
+            INVALID,
+            format!("{root}.hostname"),
+            format!("{h} does not conform to the kubernetes DNS_LABEL rules : {e}"),
+        );
     }
-    if let Some(s) = spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
-        if let Err(e) = dns1123_subdomain(s) {
-            c.push(
-                INVALID,
-                format!("{root}.subdomain"),
-                format!("{s} does not conform to the kubernetes DNS_SUBDOMAIN rules : {e}"),
-            );
-        }
+    if let Some(s) = spec.subdomain.as_deref().filter(|s| !s.is_empty())
+        && let Err(e) = dns1123_subdomain(s)
+    {
+        c.push(
+            INVALID,
+            format!("{root}.subdomain"),
+            format!("{s} does not conform to the kubernetes DNS_SUBDOMAIN rules : {e}"),
+        );
     }
     resources(root, spec, config, c);
     machine_type(root, spec, config, c);
@@ -172,15 +172,15 @@ pub(super) fn vmi_spec(
     probe(root, "livenessProbe", spec.liveness_probe.as_ref(), has_pod, c);
     firmware(root, spec, c);
     dns(root, spec, c);
-    if let Some(e) = spec.eviction_strategy.as_deref() {
-        if !matches!(e, "LiveMigrate" | "LiveMigrateIfPossible" | "None" | "External") {
-            let f = format!("{root}.evictionStrategy");
-            c.push(
-                INVALID,
-                &f,
-                format!("{f} is set with an unrecognized option: {e}"),
-            );
-        }
+    if let Some(e) = spec.eviction_strategy.as_deref()
+        && !matches!(e, "LiveMigrate" | "LiveMigrateIfPossible" | "None" | "External")
+    {
+        let f = format!("{root}.evictionStrategy");
+        c.push(
+            INVALID,
+            &f,
+            format!("{f} is set with an unrecognized option: {e}"),
+        );
     }
     devices(root, spec, config, c);
     scheduling(root, spec, c);
@@ -268,18 +268,19 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
             );
         }
     }
-    if let (Some(r), Some(l)) = (req_cpu, lim_cpu) {
-        if l.0 > 0 && r > l {
-            c.push(
-                INVALID,
-                format!("{rp}.cpu"),
-                format!(
-                    "{rp}.cpu '{}' is greater than {lp}.cpu '{}'",
-                    text(&req_cpu_q),
-                    text(&lim_cpu_q)
-                ),
-            );
-        }
+    if let (Some(r), Some(l)) = (req_cpu, lim_cpu)
+        && l.0 > 0
+        && r > l
+    {
+        c.push(
+            INVALID,
+            format!("{rp}.cpu"),
+            format!(
+                "{rp}.cpu '{}' is greater than {lp}.cpu '{}'",
+                text(&req_cpu_q),
+                text(&lim_cpu_q)
+            ),
+        );
     }
     let mem = spec.domain.memory.clone().unwrap_or_default();
     let guest = qty(mem.guest.as_ref(), &format!("{root}.domain.memory.guest"), c);
@@ -317,21 +318,21 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
             }
         }
     }
-    if !config.live_update() {
-        if let (Some(g), Some(l)) = (guest, lim_mem) {
-            if l.0 != 0 && l < g {
-                let gf = format!("{root}.domain.memory.guest");
-                c.push(
-                    INVALID,
-                    &gf,
-                    format!(
-                        "{gf} '{}' must be equal to or less than the memory limit {lp}.memory '{}'",
-                        mem.guest.map(|q| q.0).unwrap_or_default(),
-                        text(&lim_mem_q)
-                    ),
-                );
-            }
-        }
+    if !config.live_update()
+        && let (Some(g), Some(l)) = (guest, lim_mem)
+        && l.0 != 0
+        && l < g
+    {
+        let gf = format!("{root}.domain.memory.guest");
+        c.push(
+            INVALID,
+            &gf,
+            format!(
+                "{gf} '{}' must be equal to or less than the memory limit {lp}.memory '{}'",
+                mem.guest.map(|q| q.0).unwrap_or_default(),
+                text(&lim_mem_q)
+            ),
+        );
     }
     if let Some(cpu) = spec
         .domain
@@ -358,14 +359,16 @@ fn resources(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConf
                 "provided resources CPU limits must be an interger",
             );
         }
-        if let (Some(r), Some(l)) = (req_mem, lim_mem) {
-            if r.0 > 0 && l.0 > 0 && r != l {
-                c.push(
-                    INVALID,
-                    format!("{rp}.memory"),
-                    format!("{rp}.memory must be equal to {lp}.memory"),
-                );
-            }
+        if let (Some(r), Some(l)) = (req_mem, lim_mem)
+            && r.0 > 0
+            && l.0 > 0
+            && r != l
+        {
+            c.push(
+                INVALID,
+                format!("{rp}.memory"),
+                format!("{rp}.memory must be equal to {lp}.memory"),
+            );
         }
         let vcpus: i64 = [cpu.cores, cpu.sockets, cpu.threads]
             .iter()
@@ -502,14 +505,15 @@ fn cpu(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
             );
         }
     }
-    if let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets) {
-        if max != 0 && s > max {
-            c.push(
-                INVALID,
-                format!("{root}.domain.cpu.sockets"),
-                "Number of sockets in CPU topology is greater than the maximum sockets allowed",
-            );
-        }
+    if let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets)
+        && max != 0
+        && s > max
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.cpu.sockets"),
+            "Number of sockets in CPU topology is greater than the maximum sockets allowed",
+        );
     }
     if cpu.realtime.is_some() {
         let rt = format!("{root}.domain.cpu.realtime");
@@ -795,14 +799,14 @@ fn devices(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig
         );
     }
     for (i, p) in d.panic_devices.iter().flatten().enumerate() {
-        if let Some(m) = p.model.as_deref() {
-            if !matches!(m, "hyperv" | "isa" | "pvpanic") {
-                c.push(
-                    INVALID,
-                    format!("{root}.domain.devices.panicDevices[{i}].model"),
-                    format!("invalid PanicDeviceModel({m})"),
-                );
-            }
+        if let Some(m) = p.model.as_deref()
+            && !matches!(m, "hyperv" | "isa" | "pvpanic")
+        {
+            c.push(
+                INVALID,
+                format!("{root}.domain.devices.panicDevices[{i}].model"),
+                format!("invalid PanicDeviceModel({m})"),
+            );
         }
     }
     if spec.domain.reboot_policy.is_some() && !config.gate("RebootPolicy") {
@@ -941,17 +945,17 @@ pub(super) fn per_arch(
 /// Affinity and topology spread, checked as for pods (upstream roots affinity errors at `spec`, not `spec.affinity`).
 fn scheduling(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
     if let Some(na) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
-        if let Some(req) = na.required_during_scheduling_ignored_during_execution.as_ref() {
-            if req.node_selector_terms.is_empty() {
-                let f = format!(
-                    "{root}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
-                );
-                c.push(
-                    INVALID,
-                    &f,
-                    format!("{f}: Required value: must have at least one node selector term"),
-                );
-            }
+        if let Some(req) = na.required_during_scheduling_ignored_during_execution.as_ref()
+            && req.node_selector_terms.is_empty()
+        {
+            let f = format!(
+                "{root}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+            );
+            c.push(
+                INVALID,
+                &f,
+                format!("{f}: Required value: must have at least one node selector term"),
+            );
         }
         for (i, t) in na
             .preferred_during_scheduling_ignored_during_execution
@@ -997,7 +1001,7 @@ fn scheduling(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
         if !seen.insert((t.topology_key.clone(), t.when_unsatisfiable.clone())) {
             c.push(
                 INVALID,
-                format!("{f}"),
+                f.to_string(),
                 format!(
                     "{f}: Duplicate value: {{{:?}, {:?}}}",
                     t.topology_key, t.when_unsatisfiable

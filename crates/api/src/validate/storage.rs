@@ -162,23 +162,23 @@ fn volumes(root: &str, vols: &[Volume], config: &ClusterConfig, c: &mut Causes) 
                 }
             }
         }
-        if let Some(cm) = v.config_map.as_ref() {
-            if cm.name.as_deref().is_none_or(str::is_empty) {
-                c.push(
-                    INVALID,
-                    format!("{f}.configMap.name"),
-                    format!("{f}.configMap.name is a required field"),
-                );
-            }
+        if let Some(cm) = v.config_map.as_ref()
+            && cm.name.as_deref().is_none_or(str::is_empty)
+        {
+            c.push(
+                INVALID,
+                format!("{f}.configMap.name"),
+                format!("{f}.configMap.name is a required field"),
+            );
         }
-        if let Some(s) = v.secret.as_ref() {
-            if s.secret_name.as_deref().is_none_or(str::is_empty) {
-                c.push(
-                    INVALID,
-                    format!("{f}.secret.secretName"),
-                    format!("{f}.secret.secretName is a required field"),
-                );
-            }
+        if let Some(s) = v.secret.as_ref()
+            && s.secret_name.as_deref().is_none_or(str::is_empty)
+        {
+            c.push(
+                INVALID,
+                format!("{f}.secret.secretName"),
+                format!("{f}.secret.secretName is a required field"),
+            );
         }
         if let Some(s) = v.service_account.as_ref() {
             sa += 1;
@@ -203,14 +203,14 @@ fn volumes(root: &str, vols: &[Volume], config: &ClusterConfig, c: &mut Causes) 
         if v.memory_dump.is_some() {
             md += 1;
         }
-        if let Some(p) = v.container_disk.as_ref().and_then(|cd| cd.path.as_deref()) {
-            if let Some(msg) = bad_path(p) {
-                c.push(
-                    INVALID,
-                    format!("{f}.containerDisk"),
-                    format!("{f}.containerDisk {msg}"),
-                );
-            }
+        if let Some(p) = v.container_disk.as_ref().and_then(|cd| cd.path.as_deref())
+            && let Some(msg) = bad_path(p)
+        {
+            c.push(
+                INVALID,
+                format!("{f}.containerDisk"),
+                format!("{f}.containerDisk {msg}"),
+            );
         }
     }
     let vp = format!("{root}.volumes");

@@ -1,5 +1,11 @@
 //! Test helpers: locating `shared/` and loading multi-document YAML.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code,
+    unreachable_pub
+)]
 
 use std::path::{Path, PathBuf};
 
