@@ -20,7 +20,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Version => {
-            println!("Client Version: version.Info{{GitVersion:\"v{}\", Implementation:\"kubevirt-rs\"}}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "Client Version: version.Info{{GitVersion:\"v{}\", Implementation:\"kubevirt-rs\"}}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
     }
     Ok(())

@@ -236,10 +236,15 @@ fn default_pod_network(
 /// Adds a `disk` device for every volume that no disk or filesystem names.
 pub fn default_volume_disks(spec: &mut VirtualMachineInstanceSpec) {
     let devices = &mut spec.domain.devices;
+    let mut used: std::collections::HashSet<String> = devices
+        .disks
+        .iter()
+        .flatten()
+        .map(|d| d.name.clone())
+        .chain(devices.filesystems.iter().flatten().map(|f| f.name.clone()))
+        .collect();
     for vol in spec.volumes.iter().flatten() {
-        let used = devices.disks.iter().flatten().any(|d| d.name == vol.name)
-            || devices.filesystems.iter().flatten().any(|f| f.name == vol.name);
-        if !used {
+        if used.insert(vol.name.clone()) {
             devices.disks.get_or_insert_with(Vec::new).push(Disk {
                 name: vol.name.clone(),
                 ..Disk::default()
