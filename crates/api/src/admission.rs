@@ -141,7 +141,6 @@ impl Cluster {
                     warnings
                         .push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
                 }
-                defaults::default_vm(&mut vm, &config);
                 let namespace = ns(&vm.metadata);
                 let it_ref = vm.spec.instancetype.clone();
                 let pref_ref = vm.spec.preference.clone();
@@ -165,6 +164,7 @@ impl Cluster {
                     }
                     found
                 });
+                defaults::default_vm(&mut vm, &config, pref);
                 let mut causes = Vec::new();
                 if it.is_some() || pref.is_some() {
                     causes = validate::vm_instancetype(&vm, it, pref);

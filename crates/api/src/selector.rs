@@ -62,3 +62,49 @@ pub fn is_empty(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
         && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| (*v).to_string()).collect()),
+            }]),
+            match_labels: None,
+        }
+    }
+
+    #[test]
+    fn match_labels_and_expressions() {
+        let l = labels(&[("app", "web"), ("tier", "front")]);
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: None,
+        };
+        assert_eq!(matches(&sel, Some(&l)), Ok(true));
+        assert_eq!(matches(&sel, None), Ok(false));
+        assert_eq!(matches(&LabelSelector::default(), None), Ok(true));
+        assert_eq!(
+            matches(&expr("tier", "In", &["front", "back"]), Some(&l)),
+            Ok(true)
+        );
+        assert_eq!(matches(&expr("tier", "NotIn", &["front"]), Some(&l)), Ok(false));
+        assert_eq!(matches(&expr("app", "Exists", &[]), Some(&l)), Ok(true));
+        assert_eq!(matches(&expr("zone", "DoesNotExist", &[]), Some(&l)), Ok(true));
+        assert!(matches(&expr("app", "Like", &["w"]), Some(&l)).is_err());
+        assert!(matches(&expr("app", "In", &[]), Some(&l)).is_err());
+    }
+}

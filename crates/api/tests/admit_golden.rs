@@ -112,3 +112,60 @@ fn every_upstream_example_is_admitted() {
 fn uuid_stub() -> String {
     "00000000-0000-4000-8000-000000000000".to_string()
 }
+
+#[test]
+fn vm_with_instancetype_and_preference_is_admitted_and_gets_preferred_defaults() {
+    let mut cluster = cluster();
+    let dir = common::shared_dir().join("fixtures/upstream-examples");
+    for d in common::load_docs(&dir.join("csmall.yaml")) {
+        cluster.record(&Object::from_value(d).unwrap());
+    }
+    let pref = serde_json::json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
+        "metadata": {"name": "virtio"},
+        "spec": {"devices": {"preferredDiskBus": "virtio"}, "machine": {"preferredMachineType": "pc-q35-9.2"},
+            "volumes": {"preferredStorageClassName": "fast"}}});
+    cluster.record(&Object::from_value(pref).unwrap());
+    let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "sized", "namespace": "default"},
+        "spec": {"runStrategy": "Halted",
+            "instancetype": {"kind": "VirtualMachineInstancetype", "name": "csmall"},
+            "preference": {"name": "virtio"},
+            "dataVolumeTemplates": [{"metadata": {"name": "root"}, "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}],
+            "template": {"spec": {"domain": {"devices": {}},
+                "volumes": [{"name": "root", "dataVolume": {"name": "root"}}]}}}});
+    let mut ids = uuid_stub;
+    let Outcome::Admitted { object, warnings } =
+        cluster.admit(Object::from_value(vm).unwrap(), now(), &mut ids)
+    else {
+        panic!("not admitted")
+    };
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let tmpl = &object["spec"]["template"]["spec"];
+    assert_eq!(tmpl["domain"]["machine"]["type"], "pc-q35-9.2");
+    assert_eq!(
+        object["spec"]["dataVolumeTemplates"][0]["spec"]["storage"]["storageClassName"],
+        "fast"
+    );
+    // The instancetype's sizing is not copied into the VM (the controller applies it to the VMI).
+    assert!(tmpl["domain"].get("memory").is_none());
+    assert_eq!(
+        tmpl["domain"]["firmware"]["uuid"],
+        kubevirt_api::defaults::vm_firmware_uuid("sized")
+    );
+}
+
+#[test]
+fn a_missing_instancetype_is_a_warning_not_a_refusal() {
+    let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "orphan"},
+        "spec": {"runStrategy": "Halted", "instancetype": {"name": "nowhere"},
+            "template": {"spec": {"domain": {"devices": {}}}}}});
+    let mut ids = uuid_stub;
+    match cluster().admit(Object::from_value(vm).unwrap(), now(), &mut ids) {
+        Outcome::Admitted { warnings, .. } => assert!(
+            warnings[0].contains("when looking for instance type"),
+            "{warnings:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,6 +1,7 @@
 //! Validation as upstream's validating webhooks do it: every violation as a Kubernetes `StatusCause` whose `field`
 //! is upstream's path (`spec.domain.devices.disks[1].name`), `reason` its cause type and `message` its text.
 
+mod devices;
 mod kinds;
 mod network;
 mod spec;
@@ -64,7 +65,7 @@ pub fn vmi_create(vmi: &VirtualMachineInstance, config: &ClusterConfig) -> Vec<S
     spec::vmi_spec("spec", &vmi.spec, config, &mut c);
     spec::memory_required(&vmi.spec, &mut c);
     storage::volumes_have_disks("spec", &vmi.spec, &mut c);
-    spec::per_arch("spec", &vmi.spec, config, &mut c);
+    devices::per_arch("spec", &vmi.spec, config, &mut c);
     network::discontinued_bindings("spec", &vmi.spec, &mut c);
     c.0
 }
@@ -111,4 +112,29 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), String> {
         return Ok(());
     }
     Err("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert_eq!(dns1123_label("web-1"), Ok(()));
+        assert_eq!(dns1123_label("a.b"), Err("must not contain dots".into()));
+        assert!(dns1123_label("-a").is_err());
+        assert!(dns1123_label(&"a".repeat(64)).is_err());
+        assert_eq!(dns1123_subdomain("a.b-c.d"), Ok(()));
+        assert!(dns1123_subdomain("A.b").is_err());
+        assert!(dns1123_subdomain("a..b").is_err());
+    }
+
+    #[test]
+    fn machine_type_globs() {
+        assert!(spec::glob("q35*", "q35"));
+        assert!(spec::glob("pc-q35*", "pc-q35-rhel9.6.0"));
+        assert!(!spec::glob("q35*", "pc-i440fx"));
+        assert!(spec::glob("virt*", "virt-9.2"));
+        assert!(spec::glob("s390-ccw-virtio?", "s390-ccw-virtio2"));
+    }
 }

@@ -1,0 +1,249 @@
+//! VMI update, VM, migration, replica set, pool, instancetype, preference, policy and DataVolume rules (34–36 and more).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::json;
+
+use crate::{Expect, base, cause, check};
+
+#[test]
+fn vmi_update_rules() {
+    // 34
+    let old: kubevirt_api::v1::VirtualMachineInstance = serde_json::from_value(base("vmi")).unwrap();
+    let mut changed = old.clone();
+    changed.spec.hostname = Some("other".into());
+    let causes = kubevirt_api::validate::vmi_update(&old, &changed);
+    assert_eq!(
+        causes[0].message.as_deref(),
+        Some("update of VMI object is restricted")
+    );
+    let mut changed = old.clone();
+    changed.spec.domain.memory = None;
+    assert_eq!(kubevirt_api::validate::vmi_update(&old, &changed).len(), 1);
+    assert!(kubevirt_api::validate::vmi_update(&old, &old).is_empty());
+}
+
+#[test]
+fn vm_rules() {
+    // 35
+    check(
+        35,
+        "vm",
+        json!({"spec": {"running": true}}),
+        cause("spec.running", "Running and RunStrategy are mutually exclusive"),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"runStrategy": null}}),
+        cause("spec.running", "RunStrategy must be specified"),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"runStrategy": "Sometimes"}}),
+        cause("spec.runStrategy", "Invalid RunStrategy (Sometimes)"),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"dataVolumeTemplates": [{"metadata": {"name": "dv"}, "spec": {"source": {"blank": {}}, "storage": {}}}]}}),
+        cause(
+            "spec.dataVolumeTemplate[0]",
+            "DataVolumeTemplate entry spec.dataVolumeTemplate[0] must be referenced in the VMI template's 'volumes' list",
+        ),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"dataVolumeTemplates": [{"metadata": {"name": "root"}, "spec": {"source": {"blank": {}}}}]}}),
+        cause(
+            "spec.dataVolumeTemplate[0].PVC.Storage",
+            "Missing Data volume PVC or Storage",
+        ),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"template": {"spec": {"domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "ide"}}]}}}}}}),
+        cause(
+            "spec.template.spec.domain.devices.disks[0].disk.bus",
+            "IDE bus is not supported",
+        ),
+    );
+    // instancetype conflicts (VM webhook applies the instancetype to a copy)
+    check(
+        35,
+        "vm",
+        json!({"spec": {"instancetype": {"name": "it", "kind": "VirtualMachineInstancetype"}}}),
+        cause(
+            "spec.template.spec.domain.memory.guest",
+            "VM field(s) spec.template.spec.domain.memory.guest conflicts with selected instance type",
+        ),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"instancetype": {"name": "it", "kind": "VirtualMachineInstancetype"}, "template": {"spec": {"domain": {"memory": null, "cpu": {"sockets": 2}}}}}}),
+        cause(
+            "spec.template.spec.domain.cpu.sockets",
+            "conflicts with selected instance type",
+        ),
+    );
+    check(
+        35,
+        "vm",
+        json!({"spec": {"instancetype": {"name": "it", "kind": "VirtualMachineInstancetype"}, "preference": {"name": "spread", "kind": "VirtualMachinePreference"}, "template": {"spec": {"domain": {"memory": null}}}}}),
+        cause(
+            "instancetype.spec.cpu.guest",
+            "2 vCPUs provided by the instance type are not divisible",
+        ),
+    );
+}
+
+#[test]
+fn migration_rules() {
+    // 36
+    check(
+        36,
+        "vmim",
+        json!({"spec": {"vmiName": "missing"}}),
+        Expect::BadRequest("the VMI \"default/missing\" does not exist"),
+    );
+    check(
+        36,
+        "vmim",
+        json!({"spec": {"vmiName": "done"}}),
+        Expect::BadRequest("Cannot migrate VMI in finalized state."),
+    );
+    check(
+        36,
+        "vmim",
+        json!({"spec": {"vmiName": "busy"}}),
+        Expect::BadRequest("in-flight migration detected. Active migration job (uid-1)"),
+    );
+    check(
+        36,
+        "vmim",
+        json!({"spec": {"vmiName": null}}),
+        cause("spec.vmiName", "vmiName is missing"),
+    );
+}
+
+#[test]
+fn replicaset_and_pool_rules() {
+    check(
+        0,
+        "vmirs",
+        json!({"spec": {"selector": {"matchLabels": {"app": "other"}}}}),
+        cause("spec.selector", "selector does not match labels."),
+    );
+    check(
+        0,
+        "vmirs",
+        json!({"spec": {"template": {"spec": {"domain": {"machine": {"type": "pc"}}}}}}),
+        cause("spec.template.spec.domain.machine.type", "is not supported: pc"),
+    );
+    check(
+        0,
+        "pool",
+        json!({"spec": {"selector": {"matchLabels": {"app": "other"}}}}),
+        cause("spec.selector", "selector does not match labels."),
+    );
+    check(
+        0,
+        "pool",
+        json!({"spec": {"maxUnavailable": "120%"}}),
+        cause(
+            "spec.maxUnavailable",
+            "maxUnavailable percentage value 120 must be between 1 and 100",
+        ),
+    );
+    check(
+        0,
+        "pool",
+        json!({"spec": {"virtualMachineTemplate": {"spec": {"runStrategy": null}}}}),
+        cause(
+            "spec.virtualMachineTemplate.spec.running",
+            "RunStrategy must be specified",
+        ),
+    );
+}
+
+#[test]
+fn instancetype_preference_policy_and_datavolume_rules() {
+    check(
+        0,
+        "it",
+        json!({"spec": {"memory": {"overcommitPercent": 150}}}),
+        cause(
+            "spec.memory.overcommitPercent",
+            "must be in range between 0 and 100.",
+        ),
+    );
+    check(
+        0,
+        "it",
+        json!({"spec": {"memory": {"overcommitPercent": 10, "hugepages": {"pageSize": "2Mi"}}}}),
+        cause(
+            "spec.memory.overcommitPercent",
+            "should not be requested together.",
+        ),
+    );
+    check(
+        0,
+        "pref",
+        json!({"spec": {"cpu": {"preferredCPUTopology": "diagonal"}}}),
+        cause(
+            "spec.cpu.preferredCPUTopology",
+            "unknown preferredCPUTopology diagonal",
+        ),
+    );
+    check(
+        0,
+        "pref",
+        json!({"spec": {"cpu": {"preferredCPUTopology": "spread", "spreadOptions": {"across": "Everywhere"}}}}),
+        cause(
+            "spec.cpu.spreadOptions.across",
+            "across Everywhere is not supported",
+        ),
+    );
+    check(
+        0,
+        "mp",
+        json!({"spec": {"completionTimeoutPerGiB": -1}}),
+        cause("spec.completionTimeoutPerGiB", "must not be negative"),
+    );
+    check(
+        0,
+        "mp",
+        json!({"spec": {"bandwidthPerMigration": "-5Mi"}}),
+        cause("spec.bandwidthPerMigration", "must not be negative"),
+    );
+    check(
+        0,
+        "dv",
+        json!({"spec": {"pvc": null}}),
+        cause("spec.PVC", "Missing Data volume PVC"),
+    );
+    check(
+        0,
+        "dv",
+        json!({"spec": {"source": {"http": {"url": "http://127.0.0.1/a"}, "blank": {}}}}),
+        cause("spec.source", "Multiple Data volume sources"),
+    );
+    check(
+        0,
+        "dv",
+        json!({"spec": {"pvc": {"resources": {"requests": {"storage": "1Ki"}}}}}),
+        cause(
+            "spec.PVC.resources.requests.size",
+            "PVC size should be at least 1MiB",
+        ),
+    );
+    check(
+        0,
+        "dv",
+        json!({"spec": {"source": {"http": {"url": "ftp://127.0.0.1/a"}}}}),
+        cause("spec.source.HTTP.url", "Invalid source URL scheme: ftp"),
+    );
+}
