@@ -260,10 +260,7 @@ pub(super) fn devices(root: &str, spec: &VirtualMachineInstanceSpec, config: &Cl
         );
     }
     if let Some(ls) = spec.domain.launch_security.as_ref() {
-        let n = [ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let n = super::count(&[ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()]);
         if n != 1 {
             c.push(
                 FORBIDDEN,

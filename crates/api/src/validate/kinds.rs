@@ -146,7 +146,7 @@ fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mu
 }
 
 fn dv_source_count(s: &crate::v1beta1::DataVolumeSource) -> usize {
-    [
+    super::count(&[
         s.http.is_some(),
         s.s3.is_some(),
         s.gcs.is_some(),
@@ -157,10 +157,7 @@ fn dv_source_count(s: &crate::v1beta1::DataVolumeSource) -> usize {
         s.imageio.is_some(),
         s.vddk.is_some(),
         s.snapshot.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count()
+    ])
 }
 
 /// Checks a VM against the instancetype and preference it references (applied to a copy, as upstream's webhook).

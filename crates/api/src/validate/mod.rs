@@ -80,6 +80,11 @@ pub fn vmi_update(old: &VirtualMachineInstance, new: &VirtualMachineInstance) ->
     c.0
 }
 
+/// How many of `flags` are set (one-of rules: volume sources, bindings, probe handlers).
+pub(crate) fn count(flags: &[bool]) -> usize {
+    flags.iter().filter(|f| **f).count()
+}
+
 /// `true` if `s` is a DNS-1123 label; otherwise the Kubernetes error text.
 pub(crate) fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > 63 {

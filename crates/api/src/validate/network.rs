@@ -37,16 +37,13 @@ pub(super) fn discontinued_bindings(root: &str, spec: &VirtualMachineInstanceSpe
 }
 
 fn binding_count(i: &Interface) -> usize {
-    [
+    super::count(&[
         i.bridge.is_some(),
         i.masquerade.is_some(),
         i.sriov.is_some(),
         i.passt_binding.is_some(),
         i.binding.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count()
+    ])
 }
 
 pub(super) fn validate(
@@ -109,10 +106,7 @@ pub(super) fn validate(
     let mut net_names: HashMap<&str, &crate::v1::Network> = HashMap::new();
     for (i, n) in nets.iter().enumerate() {
         let f = format!("{root}.networks[{i}]");
-        let types = [n.pod.is_some(), n.multus.is_some(), n.resource_claim.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let types = super::count(&[n.pod.is_some(), n.multus.is_some(), n.resource_claim.is_some()]);
         if types == 0 {
             c.push(REQUIRED, &f, "should have a network type");
         } else if types > 1 {

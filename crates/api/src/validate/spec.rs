@@ -537,15 +537,12 @@ fn cpu(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
 fn probe(root: &str, name: &str, p: Option<&Probe>, has_pod: bool, c: &mut Causes) {
     let Some(p) = p else { return };
     let f = format!("{root}.{name}");
-    let n = [
+    let n = super::count(&[
         p.http_get.is_some(),
         p.tcp_socket.is_some(),
         p.exec.is_some(),
         p.guest_agent_ping.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
+    ]);
     if n > 1 {
         c.push(INVALID, &f, format!("{f} must have exactly one probe type set"));
     } else if n == 0 {

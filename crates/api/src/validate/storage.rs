@@ -44,7 +44,7 @@ pub(super) fn valid_pci(s: &str) -> bool {
 }
 
 fn source_count(v: &Volume) -> usize {
-    [
+    super::count(&[
         v.persistent_volume_claim.is_some(),
         v.sysprep.is_some(),
         v.cloud_init_no_cloud.is_some(),
@@ -61,10 +61,7 @@ fn source_count(v: &Volume) -> usize {
         v.downward_metrics.is_some(),
         v.memory_dump.is_some(),
         v.container_path.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count()
+    ])
 }
 
 pub(super) fn validate(
@@ -324,10 +321,7 @@ fn disks_and_boot_order(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut C
         if let Err(e) = dns1123_label(&d.name) {
             c.push(INVALID, format!("{f}.domain.devices.disks[{i}].name"), e);
         }
-        let targets = [d.disk.is_some(), d.lun.is_some(), d.cdrom.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let targets = super::count(&[d.disk.is_some(), d.lun.is_some(), d.cdrom.is_some()]);
         if targets > 1 {
             c.push(
                 INVALID,
@@ -566,14 +560,11 @@ fn access_credentials(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Cau
             (Some(k), None) => {
                 let pm = &k.propagation_method;
                 let pf = format!("{a}.sshPublicKey.propagationMethod");
-                let n = [
+                let n = super::count(&[
                     pm.no_cloud.is_some(),
                     pm.config_drive.is_some(),
                     pm.qemu_guest_agent.is_some(),
-                ]
-                .iter()
-                .filter(|x| **x)
-                .count();
+                ]);
                 if n != 1 {
                     c.push(
                         INVALID,

@@ -1,11 +1,9 @@
 //! Compute rules (1–9) and the guest-memory limit of a staged rollout (3).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kubevirt_api::admission::{Cluster, Outcome};
-use kubevirt_api::object::Object;
 use serde_json::json;
 
-use crate::{base, cause, check, merge};
+use crate::{cause, check, check_in, configured};
 
 #[test]
 fn compute_rules() {
@@ -239,29 +237,16 @@ fn compute_rules() {
 #[test]
 fn guest_memory_above_limit_is_refused_with_staged_rollout() {
     // 3: only checked when the cluster uses the Stage rollout strategy.
-    let mut cluster = Cluster::default();
-    let kv = json!({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kv", "namespace": "kubevirt"},
-        "spec": {"configuration": {"vmRolloutStrategy": "Stage"}}});
-    cluster.record(&Object::from_value(kv).unwrap());
     for (guest, limit) in [("2Gi", "1Gi"), ("1025Mi", "1Gi")] {
-        let mut vmi = base("vmi");
-        merge(
-            &mut vmi,
-            &json!({"spec": {"domain": {"memory": {"guest": guest}, "resources": {"limits": {"memory": limit}}}}}),
-        );
-        let now = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
-        let mut ids = || "x".to_string();
-        match cluster.admit(Object::from_value(vmi).unwrap(), now, &mut ids) {
-            Outcome::Invalid(c) => assert!(
-                c.iter()
-                    .any(|c| c.field.as_deref() == Some("spec.domain.memory.guest")
-                        && c.message
-                            .as_deref()
-                            .unwrap_or("")
-                            .contains("must be equal to or less than the memory limit")),
-                "{c:?}"
+        check_in(
+            configured(json!({"vmRolloutStrategy": "Stage"})),
+            3,
+            "vmi",
+            json!({"spec": {"domain": {"memory": {"guest": guest}, "resources": {"limits": {"memory": limit}}}}}),
+            cause(
+                "spec.domain.memory.guest",
+                "must be equal to or less than the memory limit",
             ),
-            other => panic!("{other:?}"),
-        }
+        );
     }
 }

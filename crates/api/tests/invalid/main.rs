@@ -113,17 +113,35 @@ pub(crate) enum Expect {
     BadRequest(&'static str),
 }
 
-pub(crate) fn run(kind: &str, patch: Value) -> Outcome {
+/// The standard cluster, configured by a KubeVirt CR with this `spec.configuration`.
+pub(crate) fn configured(configuration: Value) -> Cluster {
+    let mut c = cluster();
+    let kv = json!({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"}, "spec": {"configuration": configuration}});
+    c.record(&Object::from_value(kv).unwrap());
+    c
+}
+
+pub(crate) fn run_in(mut cluster: Cluster, kind: &str, patch: Value) -> Outcome {
     let mut obj = base(kind);
     merge(&mut obj, &patch);
     let obj = Object::from_value(obj).unwrap_or_else(|e| panic!("decode: {e}"));
     let now = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
     let mut ids = || "00000000-0000-4000-8000-000000000001".to_string();
-    cluster().admit(obj, now, &mut ids)
+    cluster.admit(obj, now, &mut ids)
+}
+
+pub(crate) fn run(kind: &str, patch: Value) -> Outcome {
+    run_in(cluster(), kind, patch)
 }
 
 pub(crate) fn check(rule: u32, kind: &str, patch: Value, expect: Expect) {
-    let outcome = run(kind, patch.clone());
+    check_in(cluster(), rule, kind, patch, expect);
+}
+
+/// Admits `kind`'s base object with `patch` merged in, in `cluster`, and asserts the expected refusal.
+pub(crate) fn check_in(cluster: Cluster, rule: u32, kind: &str, patch: Value, expect: Expect) {
+    let outcome = run_in(cluster, kind, patch.clone());
     match (&outcome, &expect) {
         (Outcome::Invalid(causes), Expect::Cause { field, message }) => {
             let hit = causes.iter().any(|c: &StatusCause| {
