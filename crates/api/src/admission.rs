@@ -186,7 +186,7 @@ impl Cluster {
                 defaults::default_migration(&mut m);
                 let name = m.spec.vmi_name.clone().unwrap_or_default();
                 let vmi = self.vmis.get(&(ns(&m.metadata), name));
-                match validate::migration_create(&m, vmi, &self.migrations) {
+                match validate::migration_create(&m, &config, vmi, &self.migrations) {
                     Ok(causes) => (Object::Migration(m), causes),
                     Err(msg) => return Outcome::BadRequest(msg),
                 }

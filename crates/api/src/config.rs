@@ -40,6 +40,22 @@ impl ClusterConfig {
         ON_BY_DEFAULT.contains(&name) && !listed(dev.and_then(|d| d.disabled_feature_gates.as_ref()))
     }
 
+    /// Whether SCSI persistent reservation is enabled (`persistentReservationConfiguration` or the gate).
+    #[must_use]
+    pub fn persistent_reservation(&self) -> bool {
+        self.cfg
+            .persistent_reservation_configuration
+            .as_ref()
+            .and_then(|p| p.enabled)
+            .unwrap_or(false)
+            || self
+                .cfg
+                .developer_configuration
+                .as_ref()
+                .and_then(|d| d.feature_gates.as_ref())
+                .is_some_and(|g| g.iter().any(|g| g == "PersistentReservation"))
+    }
+
     /// `developerConfiguration.useEmulation`.
     #[must_use]
     pub fn use_emulation(&self) -> bool {

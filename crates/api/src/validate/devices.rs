@@ -291,6 +291,136 @@ pub(super) fn devices(root: &str, spec: &VirtualMachineInstanceSpec, config: &Cl
     }
 }
 
+/// Hyper-V feature dependencies (VMI create only): an enabled feature whose prerequisite is explicitly disabled.
+pub(super) fn hyperv(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
+    let Some(features) = spec.domain.features.as_ref() else {
+        return;
+    };
+    let Some(h) = features.hyperv.as_ref() else { return };
+    let base = format!("{root}.domain.features.hyperv.domain.features.hyperv");
+    let on = |f: Option<bool>| f == Some(true);
+    let state = |f: &Option<crate::v1::FeatureState>| f.as_ref().and_then(|f| f.enabled);
+    let deps = [
+        ("synic", state(&h.synic), "vpindex", state(&h.vpindex)),
+        ("evmcs", state(&h.evmcs), "vapic", state(&h.vapic)),
+        ("ipi", state(&h.ipi), "vpindex", state(&h.vpindex)),
+        (
+            "tlbflush",
+            h.tlbflush.as_ref().and_then(|t| t.enabled),
+            "vpindex",
+            state(&h.vpindex),
+        ),
+        (
+            "synictimer",
+            h.synictimer.as_ref().and_then(|t| t.enabled),
+            "synic",
+            state(&h.synic),
+        ),
+    ];
+    for (feature, enabled, needs, needed) in deps {
+        if on(enabled) && !on(needed) {
+            c.push(
+                INVALID,
+                format!("{base}.{feature}"),
+                format!("'{feature}' requires '{needs}', which was disabled."),
+            );
+        }
+    }
+    if features.hyperv_passthrough.is_some() {
+        c.push(INVALID, format!("{root}.domain.features.hyperv"), "Cannot explicitly set hyperV features if HypervPassthrough is being used. Please use either HyperV or HypervPassthrough.");
+    }
+    if on(state(&h.evmcs)) {
+        let cpu_features = spec.domain.cpu.as_ref().and_then(|c| c.features.as_ref());
+        match cpu_features {
+            None => c.push(
+                REQUIRED,
+                format!("{root}.domain.cpu.features"),
+                "vmx cpu feature is required when evmcs is set",
+            ),
+            Some(list) => {
+                if let Some((i, _)) = list
+                    .iter()
+                    .enumerate()
+                    .find(|(_, f)| f.name == "vmx" && f.policy.as_deref() != Some("require"))
+                {
+                    c.push(
+                        INVALID,
+                        format!("{root}.domain.cpu.features[{i}].policy"),
+                        "vmx cpu feature has to be set to require policy",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Storage features behind gates or cluster settings.
+pub(super) fn gated_storage(
+    root: &str,
+    spec: &VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
+    let d = &spec.domain.devices;
+    if d.disks
+        .iter()
+        .flatten()
+        .any(|x| x.lun.as_ref().is_some_and(|l| l.reservation == Some(true)))
+        && !config.persistent_reservation()
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.disks.luns.reservation"),
+            "persistent reservation is not enabled in kubevirt config",
+        );
+    }
+    let pvc_backed = |name: &str| {
+        spec.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == name && (v.persistent_volume_claim.is_some() || v.data_volume.is_some()))
+    };
+    if d.filesystems.iter().flatten().any(|f| pvc_backed(&f.name))
+        && !config.gate("EnableVirtioFsStorageVolumes")
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.filesystems"),
+            "virtiofs is not allowed: virtiofs feature gate is not enabled for PVC",
+        );
+    }
+    if let Some(ls) = spec.domain.launch_security.as_ref() {
+        let efi = spec
+            .domain
+            .firmware
+            .as_ref()
+            .and_then(|f| f.bootloader.as_ref())
+            .and_then(|b| b.efi.as_ref());
+        let kind = if ls.tdx.is_some() {
+            "TDX"
+        } else if ls.snp.is_some() {
+            "SEV-SNP"
+        } else {
+            "SEV"
+        };
+        match efi {
+            None => c.push(
+                INVALID,
+                format!("{root}.launchSecurity"),
+                format!("{kind} requires OVMF (UEFI)"),
+            ),
+            Some(e) if ls.tdx.is_none() && e.secure_boot != Some(false) => {
+                c.push(
+                    INVALID,
+                    format!("{root}.launchSecurity"),
+                    format!("{kind} does not work along with SecureBoot"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// Architecture-specific device rules (VMI create only).
 pub(super) fn per_arch(
     root: &str,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Causes, FORBIDDEN, INVALID, NOT_FOUND, REQUIRED, network, spec};
+use super::{Causes, FORBIDDEN, INVALID, NOT_FOUND, NOT_SUPPORTED, REQUIRED, network, spec};
 use crate::cdi::DataVolume;
 use crate::config::ClusterConfig;
 use crate::defaults::instancetype;
@@ -273,6 +273,7 @@ pub fn pool(p: &VirtualMachinePool, config: &ClusterConfig) -> Vec<StatusCause> 
 /// A message (upstream answers 400 without causes) when the VMI is missing, final, or already migrating.
 pub fn migration_create(
     m: &VirtualMachineInstanceMigration,
+    config: &ClusterConfig,
     vmi: Option<&VirtualMachineInstance>,
     others: &[VirtualMachineInstanceMigration],
 ) -> Result<Vec<StatusCause>, String> {
@@ -289,6 +290,27 @@ pub fn migration_create(
             "Migration priority queue, only virt-controller is allowed to set priority field",
         );
         return Ok(c.0);
+    }
+    if (m.spec.send_to.is_some() || m.spec.receive.is_some()) && !config.gate("DecentralizedLiveMigration") {
+        c.push(
+            NOT_SUPPORTED,
+            "",
+            "DecentralizedLiveMigration feature gate is not enabled in kubevirt resource",
+        );
+        return Ok(c.0);
+    }
+    if let (Some(s), Some(r)) = (m.spec.send_to.as_ref(), m.spec.receive.as_ref()) {
+        if s.migration_id != r.migration_id {
+            c.push(
+                INVALID,
+                "",
+                format!(
+                    "sendTo migrationID {} does not match receive migrationID {}",
+                    s.migration_id, r.migration_id
+                ),
+            );
+            return Ok(c.0);
+        }
     }
     let ns = m.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let Some(vmi) = vmi else {

@@ -66,6 +66,7 @@ pub fn vmi_create(vmi: &VirtualMachineInstance, config: &ClusterConfig) -> Vec<S
     spec::memory_required(&vmi.spec, &mut c);
     storage::volumes_have_disks("spec", &vmi.spec, &mut c);
     devices::per_arch("spec", &vmi.spec, config, &mut c);
+    devices::hyperv("spec", &vmi.spec, &mut c);
     network::discontinued_bindings("spec", &vmi.spec, &mut c);
     c.0
 }

@@ -181,6 +181,7 @@ pub(super) fn vmi_spec(
         );
     }
     super::devices::devices(root, spec, config, c);
+    super::devices::gated_storage(root, spec, config, c);
     super::devices::scheduling(root, spec, c);
     if let Some(sa) = spec.service_account_name.as_deref().filter(|s| !s.is_empty()) {
         if let Err(e) = dns1123_subdomain(sa) {

@@ -86,7 +86,7 @@ pub(super) fn validate(
         }
     }
     volumes(root, vols, config, c);
-    disks_and_boot_order(root, spec, c);
+    disks_and_boot_order(root, spec, config, c);
     access_credentials(root, spec, c);
 }
 
@@ -297,7 +297,12 @@ fn cloud_init(base: &str, ds: &str, ci: &CloudInitNoCloudSource, c: &mut Causes)
     }
 }
 
-fn disks_and_boot_order(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
+fn disks_and_boot_order(
+    root: &str,
+    spec: &VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
     let f = format!("{root}.domain.devices.disks");
     let vols: HashMap<&str, &Volume> = spec
         .volumes
@@ -451,6 +456,23 @@ fn disks_and_boot_order(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut C
             }
         }
         match vols.get(d.name.as_str()) {
+            None if d.cdrom.is_some() && !config.gate("DeclarativeHotplugVolumes") => {
+                c.push(
+                    INVALID,
+                    format!("{df}.name"),
+                    "DeclarativeHotplugVolumes feature gate not enabled, cannot define an empty CD-ROM disk",
+                );
+            }
+            Some(v) if v.downward_metrics.is_some() && d.disk.is_none() => {
+                c.push(
+                    REQUIRED,
+                    format!("{df}.disk"),
+                    format!("DownwardMetrics volume must be mapped to a disk, but disk is not set on {df}."),
+                );
+            }
+            Some(v) if v.downward_metrics.is_some() && !matches!(bus, "" | "virtio") => {
+                c.push(INVALID, format!("{df}.disk.bus"), format!("DownwardMetrics volume must be mapped to virtio bus, but {df}.disk.bus is set to {bus}"));
+            }
             None if d.cdrom.is_none() => {
                 c.push(
                     INVALID,

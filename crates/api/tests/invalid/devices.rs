@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::{cause, check};
+use crate::{cause, check, check_in, configured};
 
 #[test]
 fn firmware_and_device_rules() {
@@ -256,6 +256,83 @@ fn firmware_and_device_rules() {
         cause(
             "spec.topologySpreadConstraints[0].maxSkew",
             "must be greater than zero",
+        ),
+    );
+}
+
+#[test]
+fn hyperv_and_gated_storage_rules() {
+    // Hyper-V: an enabled feature whose dependency is explicitly off.
+    check(
+        30,
+        "vmi",
+        json!({"spec": {"domain": {"features": {"hyperv": {"synic": {"enabled": true}, "vpindex": {"enabled": false}}}}}}),
+        cause(
+            "spec.domain.features.hyperv.domain.features.hyperv.synic",
+            "'synic' requires 'vpindex', which was disabled.",
+        ),
+    );
+    check(
+        30,
+        "vmi",
+        json!({"spec": {"domain": {"features": {"hyperv": {"evmcs": {}, "vapic": {"enabled": false}}}}}}),
+        cause(
+            "spec.domain.features.hyperv.domain.features.hyperv.evmcs",
+            "'evmcs' requires 'vapic', which was disabled.",
+        ),
+    );
+    // Persistent reservation and virtiofs on PVCs.
+    check(
+        30,
+        "vmi",
+        json!({"spec": {"domain": {"devices": {"disks": [{"name": "root", "lun": {"reservation": true}}]}},
+            "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": "c"}}]}}),
+        cause(
+            "spec.domain.devices.disks.luns.reservation",
+            "persistent reservation is not enabled in kubevirt config",
+        ),
+    );
+    check(
+        30,
+        "vmi",
+        json!({"spec": {"domain": {"devices": {"disks": [{"name": "root"}], "filesystems": [{"name": "share", "virtiofs": {}}]}},
+            "volumes": [{"name": "root", "containerDisk": {"image": "c"}}, {"name": "share", "persistentVolumeClaim": {"claimName": "c"}}]}}),
+        cause(
+            "spec.domain.devices.filesystems",
+            "virtiofs is not allowed: virtiofs feature gate is not enabled for PVC",
+        ),
+    );
+    // Launch security needs UEFI without secure boot.
+    check(
+        32,
+        "vmi",
+        json!({"spec": {"domain": {"launchSecurity": {"sev": {}}}}}),
+        cause("spec.launchSecurity", "SEV requires OVMF (UEFI)"),
+    );
+}
+
+#[test]
+fn gates_that_are_on_by_default_can_be_turned_off() {
+    check_in(
+        configured(
+            json!({"developerConfiguration": {"disabledFeatureGates": ["DeclarativeHotplugVolumes"]}}),
+        ),
+        15,
+        "vmi",
+        json!({"spec": {"domain": {"devices": {"disks": [{"name": "root"}, {"name": "empty", "cdrom": {}}]}}}}),
+        cause(
+            "spec.domain.devices.disks[1].name",
+            "DeclarativeHotplugVolumes feature gate not enabled, cannot define an empty CD-ROM disk",
+        ),
+    );
+    check_in(
+        configured(json!({"network": {"permitBridgeInterfaceOnPodNetwork": false}})),
+        19,
+        "vmi",
+        json!({"spec": {"domain": {"devices": {"interfaces": [{"name": "default", "bridge": {}}]}}, "networks": [{"name": "default", "pod": {}}]}}),
+        cause(
+            "spec.domain.devices.interfaces[0].name",
+            "Bridge on pod network configuration is not enabled under kubevirt-config",
         ),
     );
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::{Expect, base, cause, check};
+use crate::{Expect, base, cause, check, check_in, configured};
 
 #[test]
 fn vmi_update_rules() {
@@ -245,5 +245,27 @@ fn instancetype_preference_policy_and_datavolume_rules() {
         "dv",
         json!({"spec": {"source": {"http": {"url": "ftp://127.0.0.1/a"}}}}),
         cause("spec.source.HTTP.url", "Invalid source URL scheme: ftp"),
+    );
+}
+
+#[test]
+fn decentralized_migrations_follow_their_gate() {
+    check_in(
+        configured(
+            json!({"developerConfiguration": {"disabledFeatureGates": ["DecentralizedLiveMigration"]}}),
+        ),
+        36,
+        "vmim",
+        json!({"spec": {"receive": {"migrationID": "m1"}}}),
+        cause(
+            "",
+            "DecentralizedLiveMigration feature gate is not enabled in kubevirt resource",
+        ),
+    );
+    check(
+        36,
+        "vmim",
+        json!({"spec": {"receive": {"migrationID": "m1"}, "sendTo": {"migrationID": "m2", "connectURL": "127.0.0.1:1"}}}),
+        cause("", "sendTo migrationID m2 does not match receive migrationID m1"),
     );
 }
