@@ -299,18 +299,18 @@ pub fn migration_create(
         );
         return Ok(c.0);
     }
-    if let (Some(s), Some(r)) = (m.spec.send_to.as_ref(), m.spec.receive.as_ref()) {
-        if s.migration_id != r.migration_id {
-            c.push(
-                INVALID,
-                "",
-                format!(
-                    "sendTo migrationID {} does not match receive migrationID {}",
-                    s.migration_id, r.migration_id
-                ),
-            );
-            return Ok(c.0);
-        }
+    if let (Some(s), Some(r)) = (m.spec.send_to.as_ref(), m.spec.receive.as_ref())
+        && s.migration_id != r.migration_id
+    {
+        c.push(
+            INVALID,
+            "",
+            format!(
+                "sendTo migrationID {} does not match receive migrationID {}",
+                s.migration_id, r.migration_id
+            ),
+        );
+        return Ok(c.0);
     }
     let ns = m.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let Some(vmi) = vmi else {
