@@ -146,12 +146,18 @@ fn apply_instancetype(
             quantity::parse(&it.memory.guest.0),
         ) {
             let bytes = g.value() * i128::from(100 - pct) / 100;
+            // Keep the guest's format: a binary-suffixed guest gives a binary-suffixed request.
+            let text = if it.memory.guest.0.ends_with('i') {
+                super::vmi::binary_si(bytes)
+            } else {
+                bytes.to_string()
+            };
             domain
                 .resources
                 .get_or_insert_with(Default::default)
                 .requests
                 .get_or_insert_with(BTreeMap::new)
-                .insert("memory".into(), Quantity(bytes.to_string()));
+                .insert("memory".into(), Quantity(text));
         }
     }
     if let Some(n) = it.io_threads.as_ref() {
