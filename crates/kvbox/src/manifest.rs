@@ -27,6 +27,35 @@ pub(crate) enum ManifestError {
     },
 }
 
+/// Replaces each directory by its `.yaml`, `.yml` and `.json` files in name order, as `kubectl apply -f DIR` does.
+pub(crate) fn expand_dirs(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, ManifestError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let read_err = |source| ManifestError::Read {
+            path: p.display().to_string(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(p).map_err(read_err)? {
+            let path = entry.map_err(read_err)?.path();
+            let manifest = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            if manifest && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
 /// Every object in `path`, in order. `-` reads standard input.
 pub(crate) fn load(path: &Path) -> Result<Vec<Value>, ManifestError> {
     let shown = path.display().to_string();

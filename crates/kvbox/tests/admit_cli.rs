@@ -185,3 +185,27 @@ fn crds_output_is_the_checked_in_copy() {
     );
     assert_eq!(checked_in.matches("kind: CustomResourceDefinition").count(), 16);
 }
+
+#[test]
+fn a_directory_is_read_in_name_order() {
+    // kubectl's order puts migration-job.yaml before the VMI it migrates, so the migration is refused, as upstream does.
+    let dir = shared().join("fixtures/upstream-examples");
+    let gates = repo().join("crates/api/tests/fixtures/kubevirt-gates.yaml");
+    let out = kvbox(
+        &[
+            "admit",
+            "-f",
+            gates.to_str().unwrap(),
+            "-f",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "VirtualMachineInstanceMigration/migration-job: the VMI \"default/vmi-migratable\" does not exist",
+        "{err}"
+    );
+}

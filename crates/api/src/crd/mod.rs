@@ -482,10 +482,50 @@ pub const CRDS: &[CrdInfo] = &[
     },
 ];
 
+/// Upstream bounds these VMI spec lists in its CRD schema (`maxItems`), so the API server refuses longer ones.
+const BOUNDED_LISTS: &[&[&str]] = &[
+    &["volumes"],
+    &["networks"],
+    &["accessCredentials"],
+    &["utilityVolumes"],
+    &["domain", "devices", "disks"],
+    &["domain", "devices", "interfaces"],
+];
+
+/// Adds `maxItems` to the bounded lists of every VMI spec inside `schema` (a VMI spec is recognised by having both
+/// `domain` and `volumes`).
+fn bound_lists(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else { return };
+    let is_vmi_spec = obj.get("properties").is_some_and(|p| {
+        p.get("domain").is_some() && p.get("volumes").is_some() && p.get("networks").is_some()
+    });
+    if is_vmi_spec {
+        for path in BOUNDED_LISTS {
+            let mut node = &mut *schema;
+            for seg in *path {
+                node = &mut node["properties"][*seg];
+            }
+            if node.get("type").and_then(Value::as_str) == Some("array") {
+                node["maxItems"] = json!(crate::validate::MAX_LIST);
+            }
+        }
+    }
+    if let Some(obj) = schema.as_object_mut() {
+        for key in ["properties", "additionalProperties", "items"] {
+            match obj.get_mut(key) {
+                Some(Value::Object(m)) if key == "properties" => m.values_mut().for_each(bound_lists),
+                Some(v) if key != "properties" => bound_lists(v),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The CRD manifest for `info`, as apiextensions.k8s.io/v1 JSON.
 #[must_use]
 pub fn render(info: &CrdInfo) -> Value {
-    let schema = (info.schema)();
+    let mut schema = (info.schema)();
+    bound_lists(&mut schema);
     let versions: Vec<Value> = info
         .versions
         .iter()

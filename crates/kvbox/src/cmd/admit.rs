@@ -15,7 +15,7 @@ use kubevirt_api::object::{Object, display_name};
 /// Arguments of `kvbox admit`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Manifest files (YAML, multi-document, or JSON); `-` for standard input.
+    /// Manifest files (YAML, multi-document, or JSON) or directories of them; `-` for standard input.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     /// Output format of the admitted objects.
@@ -25,7 +25,14 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut docs = Vec::new();
-    for f in &args.files {
+    let files = match crate::manifest::expand_dirs(&args.files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for f in &files {
         match crate::manifest::load(f) {
             Ok(d) => docs.extend(d),
             Err(e) => {
