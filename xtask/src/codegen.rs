@@ -381,6 +381,8 @@ fn map_ref(name: &str, module: &str) -> anyhow::Result<String> {
 
 /// camelCase → snake_case, treating runs of capitals as one word (`dedicatedIOThread` → `dedicated_io_thread`).
 fn snake(json: &str) -> String {
+    // Mixed-case units and protocol names read as one word.
+    let json = json.replace("IPv", "Ipv").replace("GiB", "Gib");
     let chars: Vec<char> = json.chars().collect();
     let mut out = String::new();
     for (i, c) in chars.iter().enumerate() {

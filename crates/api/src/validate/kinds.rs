@@ -451,7 +451,7 @@ pub fn preference(spec: &VirtualMachinePreferenceSpec) -> Vec<StatusCause> {
 pub fn migration_policy(p: &MigrationPolicy, config: &ClusterConfig) -> Vec<StatusCause> {
     let mut c = Causes::default();
     let s = &p.spec;
-    if s.completion_timeout_per_gi_b.is_some_and(|v| v < 0) {
+    if s.completion_timeout_per_gib.is_some_and(|v| v < 0) {
         c.push(INVALID, "spec.completionTimeoutPerGiB", "must not be negative");
     }
     if let Some(bw) = s.bandwidth_per_migration.as_ref() {

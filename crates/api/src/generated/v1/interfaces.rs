@@ -130,7 +130,7 @@ pub struct PluginBinding {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PodNetwork {
     #[serde(rename = "vmIPv6NetworkCIDR", skip_serializing_if = "Option::is_none")]
-    pub vm_i_pv6_network_cidr: Option<String>,
+    pub vm_ipv6_network_cidr: Option<String>,
     #[serde(rename = "vmNetworkCIDR", skip_serializing_if = "Option::is_none")]
     pub vm_network_cidr: Option<String>,
 }

@@ -562,7 +562,7 @@ pub struct MigrationConfiguration {
     #[serde(rename = "bandwidthPerMigration", skip_serializing_if = "Option::is_none")]
     pub bandwidth_per_migration: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     #[serde(rename = "completionTimeoutPerGiB", skip_serializing_if = "Option::is_none")]
-    pub completion_timeout_per_gi_b: Option<i64>,
+    pub completion_timeout_per_gib: Option<i64>,
     #[serde(rename = "disableTLS", skip_serializing_if = "Option::is_none")]
     pub disable_tls: Option<bool>,
     #[serde(

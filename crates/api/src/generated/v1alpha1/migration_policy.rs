@@ -38,7 +38,7 @@ pub struct MigrationPolicySpec {
     #[serde(rename = "bandwidthPerMigration", skip_serializing_if = "Option::is_none")]
     pub bandwidth_per_migration: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     #[serde(rename = "completionTimeoutPerGiB", skip_serializing_if = "Option::is_none")]
-    pub completion_timeout_per_gi_b: Option<i64>,
+    pub completion_timeout_per_gib: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experimental: Option<crate::generated::v1::ExperimentalMigrationOptions>,
     #[serde(rename = "maxDowntimeMs", skip_serializing_if = "Option::is_none")]
