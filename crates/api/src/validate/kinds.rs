@@ -186,8 +186,114 @@ pub fn vm_instancetype(
         for k in conflicts {
             c.push(INVALID, k.path.clone(), k.to_string());
         }
+        return c.0;
+    }
+    if let Some(req) = pref.and_then(|p| p.requirements.as_ref())
+        && let Err((field, msg)) = preference_requirements(&spec, it, pref, req)
+    {
+        c.push(
+            NOT_FOUND,
+            field,
+            format!("failure checking preference requirements: {msg}"),
+        );
     }
     c.0
+}
+
+/// A preference's minimum CPU, memory and architecture, checked against the instancetype or else the VM itself.
+fn preference_requirements(
+    spec: &crate::v1::VirtualMachineInstanceSpec,
+    it: Option<&VirtualMachineInstancetypeSpec>,
+    pref: Option<&VirtualMachinePreferenceSpec>,
+    req: &crate::v1beta1::PreferenceRequirements,
+) -> Result<(), (String, String)> {
+    if let Some(cpu) = req.cpu.as_ref() {
+        match it {
+            Some(it) if it.cpu.guest < cpu.guest => {
+                return Err((
+                    "spec.instancetype".into(),
+                    format!(
+                        "insufficient CPU resources of {} vCPU provided by instance type, preference requires {} vCPU",
+                        it.cpu.guest, cpu.guest
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let Some(vm_cpu) = spec.domain.cpu.as_ref() else {
+                    return Err((
+                        "spec.template.spec.domain.cpu".into(),
+                        format!(
+                            "no CPU resources provided by VirtualMachine, preference requires {} vCPU",
+                            cpu.guest
+                        ),
+                    ));
+                };
+                let topology = pref
+                    .and_then(|p| p.cpu.as_ref()?.preferred_cpu_topology.clone())
+                    .unwrap_or_else(|| "sockets".into());
+                let (field, have) = match topology
+                    .trim_start_matches("prefer")
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "cores" => ("cores", vm_cpu.cores.unwrap_or(0)),
+                    "threads" => ("threads", vm_cpu.threads.unwrap_or(0)),
+                    "sockets" => ("sockets", vm_cpu.sockets.unwrap_or(0)),
+                    _ => (
+                        "sockets",
+                        vm_cpu.sockets.unwrap_or(1) * vm_cpu.cores.unwrap_or(1) * vm_cpu.threads.unwrap_or(1),
+                    ),
+                };
+                if have < cpu.guest {
+                    return Err((
+                        format!("spec.template.spec.domain.cpu.{field}"),
+                        format!(
+                            "insufficient CPU resources of {have} vCPU provided by VirtualMachine, preference requires {} vCPU provided as {topology}",
+                            cpu.guest
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(mem) = req.memory.as_ref() {
+        let need = crate::quantity::parse(&mem.guest.0)
+            .map_err(|e| ("spec.preference".to_string(), e.to_string()))?;
+        let (field, source, have) = match it {
+            Some(it) => (
+                "spec.instancetype",
+                "instance type",
+                Some(it.memory.guest.clone()),
+            ),
+            None => (
+                "spec.template.spec.domain.memory",
+                "VirtualMachine",
+                spec.domain.memory.as_ref().and_then(|m| m.guest.clone()),
+            ),
+        };
+        let have_q = have.as_ref().and_then(|q| crate::quantity::parse(&q.0).ok());
+        if have_q.is_none_or(|h| h < need) {
+            let shown = have.map(|q| q.0).unwrap_or_else(|| "0".into());
+            return Err((
+                field.into(),
+                format!(
+                    "insufficient Memory resources of {shown} provided by {source}, preference requires {}",
+                    mem.guest.0
+                ),
+            ));
+        }
+    }
+    if let Some(arch) = req.architecture.as_deref() {
+        let requested = spec.architecture.as_deref().unwrap_or("");
+        if !requested.is_empty() && requested != arch {
+            return Err((
+                "spec.template.spec.architecture".into(),
+                format!("preference requires architecture {arch} but {requested} is being requested"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Validates a VirtualMachineInstanceReplicaSet.

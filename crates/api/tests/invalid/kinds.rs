@@ -269,3 +269,37 @@ fn decentralized_migrations_follow_their_gate() {
         cause("", "sendTo migrationID m2 does not match receive migrationID m1"),
     );
 }
+
+#[test]
+fn preference_requirements() {
+    let mut cluster = crate::cluster();
+    let pref = json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachinePreference",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"requirements": {"cpu": {"guest": 4}, "memory": {"guest": "2Gi"}}}});
+    cluster.record(&kubevirt_api::object::Object::from_value(pref).unwrap());
+    // With the instancetype (2 vCPU, 1Gi) the CPU requirement fails first.
+    check_in(
+        cluster.clone(),
+        35,
+        "vm",
+        json!({"spec": {"instancetype": {"name": "it", "kind": "VirtualMachineInstancetype"},
+            "preference": {"name": "big", "kind": "VirtualMachinePreference"},
+            "template": {"spec": {"domain": {"memory": null}}}}}),
+        cause(
+            "spec.instancetype",
+            "failure checking preference requirements: insufficient CPU resources of 2 vCPU provided by instance type, preference requires 4 vCPU",
+        ),
+    );
+    // Without an instancetype, the VM's own sockets are compared.
+    check_in(
+        cluster,
+        35,
+        "vm",
+        json!({"spec": {"preference": {"name": "big", "kind": "VirtualMachinePreference"},
+            "template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+        cause(
+            "spec.template.spec.domain.cpu.sockets",
+            "insufficient CPU resources of 2 vCPU provided by VirtualMachine, preference requires 4 vCPU provided as sockets",
+        ),
+    );
+}
