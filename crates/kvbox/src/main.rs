@@ -1,4 +1,4 @@
-//! `kvbox`: the kubevirt-rs all-in-one binary. This subcommands: `admit` (offline admission) and `crds`.
+//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`.
 
 mod cmd;
 mod manifest;
@@ -21,6 +21,8 @@ enum Command {
     Admit(cmd::admit::Args),
     /// Print the CustomResourceDefinitions of every kubevirt-rs kind as multi-document YAML.
     Crds,
+    /// Run the embedded Kubernetes-compatible API server (HTTPS, token auth, SQLite store).
+    Server(cmd::server::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Admit(args) => cmd::admit::run(&args),
         Command::Crds => cmd::crds::run(),
+        Command::Server(args) => cmd::server::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,198 @@
+//! The server's shared state and the one dispatcher every API request goes through.
+
+use std::sync::Arc;
+
+use apiserver_store::Store;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+
+use crate::registry::{Registry, ResourceType};
+use crate::request::{Query, ResourcePath, Target, parse_path};
+use crate::status::ApiError;
+use crate::{crud, discovery, patch, watch};
+
+/// Who is calling (set by the authentication layer; absent in unauthenticated test routers = admin).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User name shown in 403 messages.
+    pub user: String,
+    /// Whether writes are allowed.
+    pub can_write: bool,
+}
+
+impl Identity {
+    /// The all-powerful administrator.
+    #[must_use]
+    pub fn admin() -> Self {
+        Self {
+            user: "kvbox-admin".into(),
+            can_write: true,
+        }
+    }
+}
+
+/// State shared by all requests.
+#[derive(Debug)]
+pub struct ApiState {
+    /// The object store.
+    pub store: Store,
+    /// Served resources.
+    pub registry: Registry,
+}
+
+/// Shared handle.
+pub type Shared = Arc<ApiState>;
+
+/// Everything one resource request needs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Shared state.
+    pub state: Shared,
+    /// The resource type as requested (version included).
+    pub rt: ResourceType,
+    /// The parsed path.
+    pub path: ResourcePath,
+    /// Query parameters.
+    pub query: Query,
+    /// Request headers.
+    pub headers: HeaderMap,
+}
+
+/// The API router (no TLS or authentication: [`crate::server`] adds those).
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/version/", get(discovery::version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/openapi/v3", get(crate::openapi::index))
+        .route("/openapi/v3/{*rest}", get(crate::openapi::group_version))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn dispatch(State(state): State<Shared>, req: Request) -> Response {
+    match handle(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
+    let identity = req
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or_else(Identity::admin);
+    let (parts, body) = req.into_parts();
+    let target = parse_path(parts.uri.path())?;
+    let query = Query::parse(parts.uri.query())?;
+    let path = match target {
+        Target::Resource(p) => p,
+        other => {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            return discovery::serve(&state, &other, &parts.headers);
+        }
+    };
+    let rt = state
+        .registry
+        .lookup(&path.group, &path.version, &path.resource)
+        .ok_or_else(ApiError::no_route)?;
+    if !rt.namespaced && path.namespace.is_some() {
+        return Err(ApiError::no_route());
+    }
+    let write = !matches!(parts.method, Method::GET | Method::HEAD);
+    if write && !identity.can_write {
+        let verb = match parts.method {
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            _ => "delete",
+        };
+        return Err(ApiError::forbidden(
+            &identity.user,
+            verb,
+            Some(&rt),
+            path.namespace.as_deref(),
+        ));
+    }
+    let body = if write {
+        read_body(body).await?
+    } else {
+        Bytes::new()
+    };
+    let warning = rt.deprecation_warning.clone();
+    let ctx = Ctx {
+        state,
+        rt,
+        path,
+        query,
+        headers: parts.headers,
+    };
+    let mut resp = route(ctx, &parts.method, body).await?;
+    if let Some(w) = warning
+        && let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{w}\""))
+    {
+        resp.headers_mut().append(header::WARNING, v);
+    }
+    Ok(resp)
+}
+
+async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiError> {
+    let has_name = ctx.path.name.is_some();
+    let sub = ctx.path.subresource.clone();
+    match (method, has_name, sub.as_deref()) {
+        (&Method::GET, false, None) if ctx.query.flag("watch")? => watch::watch(ctx).await,
+        (&Method::GET, false, None) => crud::list(&ctx),
+        (&Method::GET, true, None | Some("status")) => crud::get(&ctx),
+        (&Method::POST, false, None) => crud::create(&ctx, &body),
+        (&Method::PUT, true, None | Some("status")) => crud::update(&ctx, &body),
+        (&Method::PATCH, true, None | Some("status")) => patch::patch(&ctx, &body),
+        (&Method::GET, true, Some("scale")) => crate::scale::get(&ctx),
+        (&Method::PUT, true, Some("scale")) => crate::scale::write(&ctx, &body, false),
+        (&Method::PATCH, true, Some("scale")) => crate::scale::write(&ctx, &body, true),
+        (&Method::DELETE, true, None) => crud::delete(&ctx, &body),
+        (&Method::DELETE, false, None) => crud::delete_collection(&ctx, &body),
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, crate::objects::MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large())
+}
+
+/// Decodes a JSON request body.
+///
+/// # Errors
+/// 415 for protobuf, CBOR and other non-JSON media types; 400 for malformed JSON.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !ct.contains("json") && !ct.contains("apply-patch") {
+        return Err(ApiError::unsupported_media("application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body could not be decoded: line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// A JSON response with `code`.
+pub fn json(code: StatusCode, v: &Value) -> Response {
+    (code, axum::Json(v.clone())).into_response()
+}

@@ -1,0 +1,511 @@
+//! get, list, create, update, delete and deletecollection.
+
+use apiserver_store::{ListOptions, StoreError};
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::app::{Ctx, decode_body, json};
+use crate::objects::{self, finalizers, from_kv, meta_mut, meta_str, spec_part, to_bytes};
+use crate::selectors::{fields_match, labels_match, parse_fields, parse_labels};
+use crate::status::ApiError;
+use crate::{admit, table};
+
+fn name(ctx: &Ctx) -> &str {
+    ctx.path.name.as_deref().unwrap_or_default()
+}
+
+fn key(ctx: &Ctx) -> String {
+    ctx.rt.key(ctx.path.namespace.as_deref(), name(ctx))
+}
+
+/// GET one object (also `/status`).
+///
+/// # Errors
+/// 404 when absent.
+pub fn get(ctx: &Ctx) -> Result<Response, ApiError> {
+    let kv = ctx
+        .state
+        .store
+        .get(&key(ctx))?
+        .ok_or_else(|| ApiError::not_found(&ctx.rt, name(ctx)))?;
+    let obj = from_kv(&ctx.rt, &kv)?;
+    Ok(table::respond(ctx, StatusCode::OK, obj, false))
+}
+
+/// The continue token: base64url of `{"v":"meta.k8s.io/v1","rv":N,"start":"<last key>"}`.
+fn encode_continue(rv: i64, start: &str) -> String {
+    let t = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rv, start.to_string()))
+}
+
+/// The objects a list selects, and the revision and continue token of the page.
+pub(crate) fn select(ctx: &Ctx) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let labels =
+        parse_labels(ctx.query.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+    let fields = parse_fields(ctx.query.get("fieldSelector").unwrap_or_default(), &ctx.rt.kind)
+        .map_err(ApiError::bad_request)?;
+    let filtered = !labels.is_empty() || !fields.is_empty();
+    let mut opts = ListOptions::default();
+    if let Some(token) = ctx.query.get("continue") {
+        let (rv, start) = decode_continue(token)?;
+        opts.revision = Some(rv);
+        opts.start_after = Some(start);
+    } else if let Some(rv) = ctx.query.get("resourceVersion").filter(|r| *r != "0") {
+        let rv: i64 = rv
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
+        if ctx.query.get("resourceVersionMatch") == Some("Exact") {
+            opts.revision = Some(rv);
+        } else if rv > ctx.state.store.revision()? {
+            return Err(ApiError::too_large_rv(rv));
+        }
+    }
+    // With selectors the whole set is filtered here; the page limit applies only to unfiltered lists.
+    let limit = ctx
+        .query
+        .int("limit")?
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l > 0 && !filtered);
+    opts.limit = limit;
+    let prefix = ctx.rt.prefix_in(ctx.path.namespace.as_deref());
+    let page = ctx.state.store.list(&prefix, &opts)?;
+    let mut items = Vec::new();
+    for kv in &page.items {
+        let obj = from_kv(&ctx.rt, kv)?;
+        let lbl = obj.pointer("/metadata/labels").and_then(Value::as_object);
+        if labels_match(&labels, lbl) && fields_match(&fields, &obj) {
+            items.push(obj);
+        }
+    }
+    let cont = if page.more {
+        page.items
+            .last()
+            .map(|kv| encode_continue(page.revision, &kv.key))
+    } else {
+        None
+    };
+    Ok((items, page.revision, cont))
+}
+
+/// GET a collection.
+///
+/// # Errors
+/// 400 for bad selectors or tokens; 410 for an expired continue token.
+pub fn list(ctx: &Ctx) -> Result<Response, ApiError> {
+    let (items, rv, cont) = select(ctx)?;
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let list = json!({
+        "kind": format!("{}List", ctx.rt.kind),
+        "apiVersion": ctx.rt.api_version(),
+        "metadata": meta,
+        "items": items,
+    });
+    Ok(table::respond(ctx, StatusCode::OK, list, true))
+}
+
+fn dry_run(ctx: &Ctx) -> bool {
+    ctx.query.get("dryRun") == Some("All")
+}
+
+fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
+    let Some(ns) = ctx.path.namespace.as_deref().filter(|_| ctx.rt.namespaced) else {
+        return Ok(());
+    };
+    let key = format!("/registry/core/namespaces/{ns}");
+    match ctx.state.store.get(&key)? {
+        None => Err(ApiError::namespace_not_found(ns)),
+        Some(kv) => {
+            let nsobj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+            if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError {
+                    code: 403,
+                    reason: "Forbidden",
+                    message: format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        ctx.rt.qualified(),
+                        ""
+                    ),
+                    details: None,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_type(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
+    let kind = obj.get("kind").and_then(Value::as_str);
+    let api_version = obj.get("apiVersion").and_then(Value::as_str);
+    if kind.is_some_and(|k| k != ctx.rt.kind) || api_version.is_some_and(|a| a != ctx.rt.api_version()) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({}) or the kind ({}) does not match {}",
+            api_version.unwrap_or_default(),
+            ctx.rt.api_version(),
+            kind.unwrap_or_default(),
+            ctx.rt.kind
+        )));
+    }
+    Ok(())
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// POST to a collection.
+///
+/// # Errors
+/// 400/415 for bad bodies, 404 for a missing namespace, 409 if the name exists, 422 for invalid objects.
+pub fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let mut obj = decode_body(&ctx.headers, body)?;
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    check_type(ctx, &obj)?;
+    check_namespace(ctx)?;
+    obj["apiVersion"] = json!(ctx.rt.api_version());
+    obj["kind"] = json!(ctx.rt.kind);
+    let name = objects::stamp_create(&ctx.rt, &mut obj, ctx.path.namespace.as_deref())?;
+    let (mut obj, warnings) = admit::on_create(ctx, obj, &name)?;
+    if ctx.rt.status
+        && ctx.rt.crd.is_some()
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+    if dry_run(ctx) {
+        return Ok(with_warnings(
+            table::respond(ctx, StatusCode::CREATED, obj, false),
+            &warnings,
+        ));
+    }
+    let kv = match ctx
+        .state
+        .store
+        .create(&ctx.rt.key(ctx.path.namespace.as_deref(), &name), to_bytes(&obj)?)
+    {
+        Ok(kv) => kv,
+        Err(StoreError::AlreadyExists { .. }) => return Err(ApiError::already_exists(&ctx.rt, &name)),
+        Err(e) => return Err(e.into()),
+    };
+    obj = from_kv(&ctx.rt, &kv)?;
+    admit::after_write(ctx, &obj)?;
+    Ok(with_warnings(
+        table::respond(ctx, StatusCode::CREATED, obj, false),
+        &warnings,
+    ))
+}
+
+/// Writes `new` over the current object (the shared tail of update and patch): keeps server-owned metadata, splits
+/// status from spec when the type has a status subresource, bumps `generation` on spec changes, and removes the object
+/// once a deletion has no finalizers left.
+///
+/// # Errors
+/// 404, 409 on a stale `resourceVersion`, 422 for invalid objects.
+pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Response, ApiError> {
+    let key = key(ctx);
+    let name = name(ctx).to_string();
+    let cur_kv = ctx
+        .state
+        .store
+        .get(&key)?
+        .ok_or_else(|| ApiError::not_found(&ctx.rt, &name))?;
+    let cur = from_kv(&ctx.rt, &cur_kv)?;
+    if !new.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    check_type(ctx, &new)?;
+    if meta_str(&new, "name").is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(&new, "name").unwrap_or_default()
+        )));
+    }
+    match meta_str(&new, "resourceVersion") {
+        Some(rv) if rv != cur_kv.mod_revision.to_string() => return Err(ApiError::conflict(&ctx.rt, &name)),
+        None if require_rv && ctx.rt.crd.is_some() => {
+            return Err(ApiError::invalid(
+                &ctx.rt.kind,
+                &ctx.rt.group,
+                &name,
+                &[(
+                    "metadata.resourceVersion".into(),
+                    "Invalid value: 0x0: must be specified for an update".into(),
+                    "FieldValueInvalid".into(),
+                )],
+            ));
+        }
+        _ => {}
+    }
+    new["apiVersion"] = json!(ctx.rt.api_version());
+    new["kind"] = json!(ctx.rt.kind);
+    let status_write = ctx.path.subresource.as_deref() == Some("status");
+    if status_write {
+        // Only .status changes through /status.
+        let mut merged = cur.clone();
+        merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if merged["status"].is_null()
+            && let Some(m) = merged.as_object_mut()
+        {
+            m.remove("status");
+        }
+        new = merged;
+    } else if ctx.rt.status {
+        match cur.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    {
+        let cur_meta = cur.get("metadata").cloned().unwrap_or_default();
+        let meta = meta_mut(&mut new)?;
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "name",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match cur_meta.get(k) {
+                Some(v) => meta.insert(k.into(), v.clone()),
+                None => meta.remove(k),
+            };
+        }
+        if cur_meta.get("deletionTimestamp").is_some() {
+            let before = cur_meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let after = meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if after.iter().any(|f| !before.contains(f)) {
+                return Err(ApiError::invalid(
+                    &ctx.rt.kind,
+                    &ctx.rt.group,
+                    &name,
+                    &[(
+                        "metadata.finalizers".into(),
+                        "Forbidden: no new finalizers can be added if the object is being deleted".into(),
+                        "FieldValueForbidden".into(),
+                    )],
+                ));
+            }
+        }
+    }
+    if spec_part(&new) != spec_part(&cur) && !status_write {
+        let generation = cur
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        meta_mut(&mut new)?.insert("generation".into(), json!(generation + 1));
+    }
+    let (new, warnings) = admit::on_update(ctx, new, &cur)?;
+    if dry_run(ctx) {
+        return Ok(with_warnings(
+            table::respond(ctx, StatusCode::OK, new, false),
+            &warnings,
+        ));
+    }
+    if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty() {
+        let kv = ctx
+            .state
+            .store
+            .delete(&key, Some(cur_kv.mod_revision))
+            .map_err(|e| map_conflict(ctx, e))?;
+        let obj = from_kv(&ctx.rt, &kv)?;
+        admit::after_delete(ctx, &obj)?;
+        return Ok(table::respond(ctx, StatusCode::OK, obj, false));
+    }
+    let kv = ctx
+        .state
+        .store
+        .update(&key, to_bytes(&new)?, cur_kv.mod_revision)
+        .map_err(|e| map_conflict(ctx, e))?;
+    let obj = from_kv(&ctx.rt, &kv)?;
+    admit::after_write(ctx, &obj)?;
+    Ok(with_warnings(
+        table::respond(ctx, StatusCode::OK, obj, false),
+        &warnings,
+    ))
+}
+
+fn map_conflict(ctx: &Ctx, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { .. } => ApiError::conflict(&ctx.rt, name(ctx)),
+        StoreError::NotFound { .. } => ApiError::not_found(&ctx.rt, name(ctx)),
+        other => other.into(),
+    }
+}
+
+/// PUT an object (or its status).
+///
+/// # Errors
+/// See [`write`].
+pub fn update(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let new = decode_body(&ctx.headers, body)?;
+    write(ctx, new, true)
+}
+
+/// DeleteOptions from the body (kubectl, kube-rs) and the query (Python).
+fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<Value, ApiError> {
+    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        decode_body(&ctx.headers, body)?
+    };
+    if let Some(p) = ctx.query.get("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    if let Some(g) = ctx.query.int("gracePeriodSeconds")? {
+        opts["gracePeriodSeconds"] = json!(g);
+    }
+    Ok(opts)
+}
+
+/// DELETE one object: immediate, or marked for deletion while finalizers remain.
+///
+/// # Errors
+/// 404 when absent; 409 when a precondition fails.
+pub fn delete(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let opts = delete_options(ctx, body)?;
+    delete_one(ctx, &key(ctx), name(ctx), &opts)
+}
+
+pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Response, ApiError> {
+    let kv = ctx
+        .state
+        .store
+        .get(key)?
+        .ok_or_else(|| ApiError::not_found(&ctx.rt, name))?;
+    let mut obj = from_kv(&ctx.rt, &kv)?;
+    if let Some(pre) = opts.get("preconditions") {
+        let uid_ok = pre
+            .get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(|u| Some(u) == meta_str(&obj, "uid"));
+        let rv_ok = pre
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_none_or(|r| r == kv.mod_revision.to_string());
+        if !uid_ok || !rv_ok {
+            return Err(ApiError::conflict(&ctx.rt, name));
+        }
+    }
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Background");
+    let orphan = policy == "Orphan" || opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+    let mut fins = finalizers(&obj);
+    match policy {
+        "Foreground" if !fins.iter().any(|f| f == "foregroundDeletion") => {
+            fins.push("foregroundDeletion".into())
+        }
+        _ if orphan && !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+        _ => {}
+    }
+    if dry_run(ctx) {
+        return Ok(table::respond(ctx, StatusCode::OK, obj, false));
+    }
+    if !fins.is_empty() {
+        let meta = meta_mut(&mut obj)?;
+        if !meta.contains_key("deletionTimestamp") {
+            meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+        meta.insert("finalizers".into(), json!(fins));
+        let kv = ctx
+            .state
+            .store
+            .update(key, to_bytes(&obj)?, kv.mod_revision)
+            .map_err(|e| map_conflict(ctx, e))?;
+        let obj = from_kv(&ctx.rt, &kv)?;
+        admit::after_write(ctx, &obj)?;
+        return Ok(table::respond(ctx, StatusCode::OK, obj, false));
+    }
+    let kv = ctx
+        .state
+        .store
+        .delete(key, Some(kv.mod_revision))
+        .map_err(|e| map_conflict(ctx, e))?;
+    let obj = from_kv(&ctx.rt, &kv)?;
+    admit::after_delete(ctx, &obj)?;
+    if ctx.rt.group.is_empty() && ctx.rt.plural == "pods" {
+        return Ok(json(StatusCode::OK, &obj));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": ctx.rt.group, "kind": ctx.rt.plural, "uid": meta_str(&obj, "uid")},
+        }),
+    ))
+}
+
+/// DELETE a collection (with selectors).
+///
+/// # Errors
+/// 400 for bad selectors.
+pub fn delete_collection(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let opts = delete_options(ctx, body)?;
+    let (items, rv, _) = select(ctx)?;
+    let mut deleted = Vec::new();
+    for obj in items {
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let ns = meta_str(&obj, "namespace").map(String::from);
+        let key = ctx.rt.key(ns.as_deref(), &name);
+        match delete_one(ctx, &key, &name, &opts) {
+            Ok(_) => deleted.push(obj),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", ctx.rt.kind),
+            "apiVersion": ctx.rt.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": deleted,
+        }),
+    ))
+}

@@ -1,0 +1,23 @@
+//! The embedded Kubernetes-compatible API server of box mode: discovery, CRUD, list/watch, patch, CRDs, tables and
+//! Status errors over the revisioned store of `apiserver-store`.
+//!
+//! Layers (kine's, with Kubernetes' strategies): axum router ([`app::router`]) → request parsing ([`request`]) →
+//! verb handlers ([`crud`], [`patch`], [`watch`]) → per-resource admission ([`admit`]) → [`apiserver_store::Store`].
+
+pub mod admit;
+pub mod app;
+pub mod crud;
+pub mod discovery;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod request;
+pub mod scale;
+pub mod selectors;
+pub mod status;
+pub mod table;
+pub mod watch;
+
+pub use app::{ApiState, Identity, Shared, router};
+pub mod server;

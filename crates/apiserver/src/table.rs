@@ -1,0 +1,258 @@
+//! Server-side printing: `Accept: application/json;as=Table;g=meta.k8s.io;v=v1` answers are `meta.k8s.io/v1` Tables whose
+//! rows carry the object's metadata and whose dates are already ages (kubectl prints what it gets).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::Ctx;
+use crate::registry::{Column, ResourceType};
+
+/// Whether the client asked for a Table.
+#[must_use]
+pub fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+/// Responds with `obj` (an object or a list) as JSON, or as a Table when asked for one.
+pub fn respond(ctx: &Ctx, code: StatusCode, obj: Value, is_list: bool) -> Response {
+    if !wants_table(&ctx.headers) || obj.get("kind").and_then(Value::as_str) == Some("Status") {
+        return (code, axum::Json(obj)).into_response();
+    }
+    let include = ctx.query.get("includeObject").unwrap_or("Metadata");
+    let items = if is_list {
+        obj.get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        vec![obj.clone()]
+    };
+    let rv = obj
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(json!(""));
+    let mut table = table_for(&ctx.rt, &items, include);
+    table["metadata"] = json!({"resourceVersion": rv, "continue": obj.pointer("/metadata/continue").cloned().unwrap_or(json!(""))});
+    let mut resp = (code, axum::Json(table)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+    );
+    resp
+}
+
+fn col(name: &str, type_: &str, path: &str, priority: i64) -> Column {
+    Column {
+        name: name.into(),
+        type_: type_.into(),
+        json_path: path.into(),
+        priority,
+        description: String::new(),
+    }
+}
+
+/// The columns after Name: the CRD's printer columns, or a built-in printer, or just Age.
+fn columns(rt: &ResourceType) -> Vec<Column> {
+    if !rt.columns.is_empty() {
+        return rt.columns.clone();
+    }
+    let age = col("Age", "date", ".metadata.creationTimestamp", 0);
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Namespace") => vec![col("Status", "string", ".status.phase", 0), age],
+        ("", "Pod") => vec![
+            col("Status", "string", ".status.phase", 0),
+            age,
+            col("IP", "string", ".status.podIP", 1),
+            col("Node", "string", ".spec.nodeName", 1),
+        ],
+        ("", "Node") => vec![
+            col(
+                "Status",
+                "string",
+                ".status.conditions[?(@.type=='Ready')].status",
+                0,
+            ),
+            age,
+        ],
+        ("", "Secret") => vec![col("Type", "string", ".type", 0), age],
+        ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp", 0)],
+        _ => vec![age],
+    }
+}
+
+/// The Table for `items`.
+#[must_use]
+pub fn table_for(rt: &ResourceType, items: &[Value], include: &str) -> Value {
+    let cols = columns(rt);
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    defs.extend(cols.iter().map(|c| json!({"name": c.name, "type": if c.type_ == "date" { "string" } else { c.type_.as_str() }, "format": if c.type_ == "date" { "date" } else { "" }, "description": c.description, "priority": c.priority})));
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![item.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
+            cells.extend(cols.iter().map(|c| cell(item, c, now)));
+            let object = match include {
+                "None" => Value::Null,
+                "Object" => item.clone(),
+                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item.get("metadata").cloned().unwrap_or(json!({}))}),
+            };
+            json!({"cells": cells, "object": object})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": defs, "rows": rows})
+}
+
+fn cell(item: &Value, c: &Column, now: jiff::Timestamp) -> Value {
+    let v = jsonpath(item, &c.json_path);
+    match (c.type_.as_str(), v) {
+        (_, None) => Value::Null,
+        ("date", Some(Value::String(s))) => match s.parse::<jiff::Timestamp>() {
+            Ok(t) => json!(human_duration(now.as_second() - t.as_second())),
+            Err(_) => Value::String(s),
+        },
+        ("string", Some(Value::String(s))) => Value::String(s),
+        ("string", Some(other)) => Value::String(other.to_string()),
+        (_, Some(other)) => other,
+    }
+}
+
+/// Evaluates the simple JSONPath forms printer columns use: `.a.b`, `.a[0].b`, `.a[?(@.k=='v')].b`.
+#[must_use]
+pub fn jsonpath(obj: &Value, path: &str) -> Option<Value> {
+    let mut cur = vec![obj.clone()];
+    let p = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('.');
+    let mut rest = p;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = &r[..end];
+            rest = r[end + 1..].trim_start_matches('.');
+            let mut next = Vec::new();
+            for v in &cur {
+                let arr = v.as_array()?;
+                if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                    let (k, want) = filter.split_once("==")?;
+                    let want = want.trim().trim_matches('\'').trim_matches('"');
+                    next.extend(
+                        arr.iter()
+                            .filter(|e| e.get(k.trim()).and_then(Value::as_str) == Some(want))
+                            .cloned(),
+                    );
+                } else {
+                    let i: usize = inner.parse().ok()?;
+                    next.extend(arr.get(i).cloned());
+                }
+            }
+            cur = next;
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let field = &rest[..end];
+            rest = rest[end..].trim_start_matches('.');
+            cur = cur.iter().filter_map(|v| v.get(field).cloned()).collect();
+        }
+        if cur.is_empty() {
+            return None;
+        }
+    }
+    cur.into_iter().next()
+}
+
+/// Kubernetes' `HumanDuration`: 45s, 5m3s, 47m, 3h5m, 23h, 3d5h, 120d, 2y10d.
+#[must_use]
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 120 {
+        return format!("{s}s");
+    }
+    let m = s / 60;
+    if m < 10 {
+        return if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        };
+    }
+    if m < 180 {
+        return format!("{m}m");
+    }
+    let h = m / 60;
+    if h < 8 {
+        return if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        };
+    }
+    if h < 48 {
+        return format!("{h}h");
+    }
+    let d = h / 24;
+    if h < 24 * 8 {
+        return if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        };
+    }
+    if d < 365 * 2 {
+        return format!("{d}d");
+    }
+    let y = d / 365;
+    if d % 365 == 0 {
+        format!("{y}y")
+    } else {
+        format!("{y}y{}d", d % 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonpaths_of_printer_columns() {
+        let vmi = json!({"status": {"phase": "Running", "interfaces": [{"ipAddress": "10.0.0.5"}],
+            "conditions": [{"type": "LiveMigratable", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(jsonpath(&vmi, ".status.phase"), Some(json!("Running")));
+        assert_eq!(
+            jsonpath(&vmi, ".status.interfaces[0].ipAddress"),
+            Some(json!("10.0.0.5"))
+        );
+        assert_eq!(
+            jsonpath(&vmi, ".status.conditions[?(@.type=='Ready')].status"),
+            Some(json!("True"))
+        );
+        assert_eq!(jsonpath(&vmi, ".status.nodeName"), None);
+        assert_eq!(
+            jsonpath(&vmi, ".status.conditions[?(@.type=='Paused')].status"),
+            None
+        );
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(303), "5m3s");
+        assert_eq!(human_duration(47 * 60), "47m");
+        assert_eq!(human_duration(3 * 3600 + 300), "3h5m");
+        assert_eq!(human_duration(23 * 3600), "23h");
+        assert_eq!(human_duration(3 * 86400 + 5 * 3600), "3d5h");
+        assert_eq!(human_duration(120 * 86400), "120d");
+        assert_eq!(human_duration(740 * 86400), "2y10d");
+    }
+}

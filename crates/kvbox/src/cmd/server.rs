@@ -1,0 +1,55 @@
+//! `kvbox server`: the embedded API server in the foreground until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+/// Arguments of `kvbox server`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Directory for the SQLite store, certificates, tokens and kubeconfigs (created 0700; reused on restart).
+    #[arg(long, default_value = "/var/lib/kvbox")]
+    data_dir: PathBuf,
+    /// Address to listen on (HTTPS). Port 0 picks a free port; the kubeconfig records the real one.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KVBOX_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let config = apiserver::server::ServerConfig {
+            data_dir: args.data_dir.clone(),
+            listen: args.listen,
+        };
+        let running = apiserver::server::start(&config)
+            .await
+            .context("starting the API server")?;
+        eprintln!(
+            "kvbox server ready on https://{} (kubeconfig: {}, read-only: {})",
+            running.addr,
+            running.kubeconfig.display(),
+            running.kubeconfig_view.display()
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("kvbox server shutting down");
+        running.shutdown().await;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,276 @@
+//! `kvbox server` driven by the real kubectl, as a user would: apply the upstream examples, get with printer columns,
+//! jsonpath, label/annotate/scale/patch, server-side apply, watch, delete, read-only and anonymous access, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let _ = std::fs::remove_file(dir.join("kubeconfig.yaml"));
+        let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
+            .args([
+                "server",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("kubeconfig.yaml").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "kvbox server did not write its kubeconfig"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: the server shuts down cleanly.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "kvbox server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kubectl(&self, kubeconfig: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.dir.join(kubeconfig))
+            .env("HOME", self.dir.join("home"))
+            .output()
+            .expect("kubectl must be installed (scripts/test installs it)")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl("kubeconfig.yaml", args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn examples() -> PathBuf {
+    if let Ok(d) = std::env::var("KUBEVIRT_RS_SHARED") {
+        return PathBuf::from(d).join("fixtures/upstream-examples");
+    }
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        for c in [dir.join("shared"), dir.join("../shared")] {
+            if c.join("fixtures").is_dir() {
+                return c.join("fixtures/upstream-examples");
+            }
+        }
+        assert!(dir.pop(), "no shared/ found");
+    }
+}
+
+#[test]
+fn kubectl_against_kvbox_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let server = Server::start(&dir);
+
+    // The KubeVirt CR (in its namespace) enables the gates two examples need, as upstream's example cluster does.
+    let ns = tmp.path().join("ns.json");
+    std::fs::write(
+        &ns,
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kubevirt"}}"#,
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", ns.to_str().unwrap()]);
+    server.ok(&[
+        "apply",
+        "-f",
+        repo.join("crates/api/tests/fixtures/kubevirt-gates.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
+
+    let ex = examples();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ex)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| (p.file_name().unwrap() == "migration-job.yaml", p.clone()));
+    for f in &files {
+        let out = server.ok(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(out.contains("created"), "{}: {out}", f.display());
+    }
+
+    let vmis = server.ok(&["get", "vmis"]);
+    let header = vmis.lines().next().unwrap();
+    for col in ["NAME", "AGE", "PHASE", "IP", "NODENAME", "READY"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(vmis.contains("vmi-fedora") && vmis.contains("Pending"), "{vmis}");
+    assert!(
+        server
+            .ok(&["get", "vmi", "-o", "wide"])
+            .lines()
+            .next()
+            .unwrap()
+            .contains("LIVE-MIGRATABLE")
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "vmi",
+            "vmi-fedora",
+            "-o",
+            "jsonpath={.spec.domain.machine.type}"
+        ]),
+        "q35"
+    );
+    assert!(
+        server
+            .ok(&["get", "vm", "vm-cirros", "-o", "yaml"])
+            .contains("kubevirt.io/pci-topology-version")
+    );
+    assert!(server.ok(&["api-resources"]).contains("virtualmachineinstances"));
+
+    // Re-applying unchanged is a no-op; labels, annotations, patches, scale.
+    assert!(
+        server
+            .ok(&["apply", "-f", ex.join("vm-cirros.yaml").to_str().unwrap()])
+            .contains("unchanged")
+    );
+    server.ok(&["label", "vmi", "vmi-fedora", "tier=gold"]);
+    server.ok(&["annotate", "vmi", "vmi-fedora", "note=hello"]);
+    assert!(
+        server
+            .ok(&["get", "vmi", "-l", "tier=gold", "-o", "name"])
+            .contains("vmi-fedora")
+    );
+    server.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Manual"}}"#,
+    ]);
+    server.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/runStrategy","value":"Manual"}]"#,
+    ]);
+    server.ok(&["scale", "vmirs", "vmi-replicaset-cirros", "--replicas=4"]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "vmirs",
+            "vmi-replicaset-cirros",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+    server.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        ex.join("csmall.yaml").to_str().unwrap(),
+        "--force-conflicts",
+    ]);
+
+    // An invalid object is refused with upstream's field paths.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance","metadata":{"name":"bad"},"spec":{"domain":{"devices":{"disks":[{"name":"d","disk":{"bus":"ide"}}]},"memory":{"guest":"64Mi"}},"volumes":[{"name":"d","emptyDisk":{"capacity":"1Gi"}}]}}"#).unwrap();
+    let out = server.kubectl("kubeconfig.yaml", &["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.domain.devices.disks[0].disk.bus: IDE bus is not supported"),
+        "{err}"
+    );
+
+    // Watch sees an object come and go.
+    let cm = tmp.path().join("cm.json");
+    std::fs::write(
+        &cm,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"watched"},"data":{"a":"b"}}"#,
+    )
+    .unwrap();
+    let watch = Command::new("timeout")
+        .args(["5", "kubectl", "get", "configmaps", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", dir.join("kubeconfig.yaml"))
+        .env("HOME", dir.join("home"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    server.ok(&["apply", "-f", cm.to_str().unwrap()]);
+    server.ok(&["delete", "configmap", "watched"]);
+    let seen = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        seen.contains("ADDED") && seen.contains("watched") && seen.contains("DELETED"),
+        "{seen}"
+    );
+
+    // The read-only identity reads but cannot write; no token is no access.
+    let view = server.kubectl("kubeconfig-view.yaml", &["get", "vmis", "-o", "name"]);
+    assert!(view.status.success());
+    let denied = server.kubectl("kubeconfig-view.yaml", &["apply", "-f", cm.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("Forbidden"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let anon = std::fs::read_to_string(dir.join("kubeconfig.yaml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("token:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        dir.join("kubeconfig-anon.yaml"),
+        anon.replace("user:\n", "user: {}\n"),
+    )
+    .unwrap();
+    let out = server.kubectl("kubeconfig-anon.yaml", &["get", "vmis"]);
+    assert!(!out.status.success());
+
+    // State survives a restart.
+    server.stop();
+    let server = Server::start(&dir);
+    assert!(
+        server
+            .ok(&["get", "vmi", "vmi-fedora", "-o", "name"])
+            .contains("vmi-fedora")
+    );
+    server.stop();
+}
