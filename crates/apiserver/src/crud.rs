@@ -169,6 +169,35 @@ fn check_type(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Unknown fields of custom resources under the request's `fieldValidation` (Strict, Warn — the default — or Ignore).
+///
+/// # Errors
+/// 400 `strict decoding error` under Strict; 400 for an unknown mode.
+pub(crate) fn field_validation(ctx: &Ctx, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let Some(schema) = ctx.rt.schema.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mode = ctx.query.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation: Invalid value: {mode:?}: must be one of Strict, Warn or Ignore"
+        )));
+    }
+    let mut found = Vec::new();
+    crate::fields::unknown(schema, obj, "", mode != "Strict", &mut found);
+    let described: Vec<String> = found.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    match mode {
+        "Strict" if !found.is_empty() => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            described.join(", "),
+            kind = ctx.rt.kind,
+            v = ctx.rt.version
+        ))),
+        "Ignore" => Ok(Vec::new()),
+        _ => Ok(described),
+    }
+}
+
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
         if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
@@ -188,11 +217,13 @@ pub fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     check_type(ctx, &obj)?;
+    let unknown = field_validation(ctx, &mut obj)?;
     check_namespace(ctx)?;
     obj["apiVersion"] = json!(ctx.rt.api_version());
     obj["kind"] = json!(ctx.rt.kind);
     let name = objects::stamp_create(&ctx.rt, &mut obj, ctx.path.namespace.as_deref())?;
-    let (mut obj, warnings) = admit::on_create(ctx, obj, &name)?;
+    let (mut obj, mut warnings) = admit::on_create(ctx, obj, &name)?;
+    warnings.extend(unknown);
     if ctx.rt.status
         && ctx.rt.crd.is_some()
         && let Some(m) = obj.as_object_mut()
@@ -241,6 +272,7 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     check_type(ctx, &new)?;
+    let unknown = field_validation(ctx, &mut new)?;
     if meta_str(&new, "name").is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -335,7 +367,8 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
             .unwrap_or(1);
         meta_mut(&mut new)?.insert("generation".into(), json!(generation + 1));
     }
-    let (new, warnings) = admit::on_update(ctx, new, &cur)?;
+    let (new, mut warnings) = admit::on_update(ctx, new, &cur)?;
+    warnings.extend(unknown);
     if dry_run(ctx) {
         return Ok(with_warnings(
             table::respond(ctx, StatusCode::OK, new, false),

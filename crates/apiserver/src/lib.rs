@@ -8,6 +8,8 @@ pub mod admit;
 pub mod app;
 pub mod crud;
 pub mod discovery;
+pub mod fields;
+pub mod gc;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -67,6 +67,7 @@ pub struct Running {
     pub kubeconfig_view: PathBuf,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl Running {
@@ -74,6 +75,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let _ = self.task.await;
+        self.stop.notify_waiters();
     }
 }
 
@@ -301,6 +303,8 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         store: store.clone(),
         registry,
     });
+    let stop = Arc::new(tokio::sync::Notify::new());
+    crate::gc::spawn(state.clone(), stop.clone());
     let app = router(state).layer(middleware::from_fn_with_state(
         Arc::new(tokens.clone()),
         authenticate,
@@ -338,11 +342,15 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         &kubeconfig_view,
         kubeconfig_text(&url, &pki.ca, "kvbox-view", &tokens.view).as_bytes(),
     )?;
+    let stop_maintenance = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop_maintenance.notified() => return,
+            }
             let s = store.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = s.compact(Retention::default()).and_then(|_| s.maintain()) {
@@ -353,6 +361,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         }
     });
     Ok(Running {
+        stop,
         addr,
         kubeconfig,
         kubeconfig_view,

@@ -18,13 +18,12 @@ fn app() -> (axum::Router, Store) {
     let store = Store::memory();
     let registry = Registry::default();
     apiserver::server::bootstrap(&store, &registry).unwrap();
-    (
-        router(Arc::new(ApiState {
-            store: store.clone(),
-            registry,
-        })),
-        store,
-    )
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        registry,
+    });
+    apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
+    (router(state), store)
 }
 
 async fn call(
@@ -469,4 +468,123 @@ async fn scale_subresource() {
     .await;
     assert_eq!((code, s["spec"]["replicas"].as_i64()), (StatusCode::OK, Some(5)));
     assert_eq!(get(&app, &format!("{base}/rs")).await.1["spec"]["replicas"], 5);
+}
+
+#[tokio::test]
+async fn unknown_fields_follow_field_validation() {
+    let (app, _) = app();
+    let base = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+    let vm = |name: &str| {
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+        "spec": {"runStrategy": "Halted", "runStrateggy": "typo", "template": {"spec": {"domain": {"devices": {}, "memroy": {}}}}}})
+    };
+    let (code, v) = post(&app, &format!("{base}?fieldValidation=Strict"), vm("strict")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        v["message"],
+        "VirtualMachine in version \"v1\" cannot be handled as a VirtualMachine: strict decoding error: unknown field \"spec.runStrateggy\", unknown field \"spec.template.spec.domain.memroy\""
+    );
+    let req = Request::post(base)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(vm("warned").to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let warnings: Vec<_> = resp
+        .headers()
+        .get_all(header::WARNING)
+        .iter()
+        .map(|w| w.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("unknown field \\\"spec.runStrateggy\\\"")
+                || w.contains("unknown field 'spec.runStrateggy'")),
+        "{warnings:?}"
+    );
+    let (_, stored) = get(&app, &format!("{base}/warned")).await;
+    assert!(stored["spec"].get("runStrateggy").is_none(), "pruned");
+    let (code, _) = post(&app, &format!("{base}?fieldValidation=Sometimes"), vm("x")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+async fn eventually_gone(app: &axum::Router, uri: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get(app, uri).await.0 != StatusCode::NOT_FOUND {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{uri} was not garbage-collected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let (app, _) = app();
+    let base = "/api/v1/namespaces/default/configmaps";
+    let owned = |name: &str, owner: &Value| {
+        let mut c = cm(name, json!({}));
+        c["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+        c
+    };
+    // Background: the owner goes at once, its dependents (and theirs) follow.
+    let (_, owner) = post(&app, base, cm("owner", json!({}))).await;
+    let (_, child) = post(&app, base, owned("child", &owner)).await;
+    post(&app, base, owned("grandchild", &child)).await;
+    call(&app, "DELETE", &format!("{base}/owner"), None, "").await;
+    eventually_gone(&app, &format!("{base}/child")).await;
+    eventually_gone(&app, &format!("{base}/grandchild")).await;
+
+    // Foreground: the owner waits, marked, until its dependents are gone.
+    let (_, owner) = post(&app, base, cm("fg", json!({}))).await;
+    let mut held = owned("held", &owner);
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    post(&app, base, held).await;
+    let (code, v) = call(
+        &app,
+        "DELETE",
+        &format!("{base}/fg"),
+        Some(json!({"propagationPolicy": "Foreground"})),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(&app, &format!("{base}/fg")).await.0,
+        StatusCode::OK,
+        "the owner waits for its dependent"
+    );
+    assert!(get(&app, &format!("{base}/held")).await.1["metadata"]["deletionTimestamp"].is_string());
+    let patch = json!({"metadata": {"finalizers": null}});
+    call(
+        &app,
+        "PATCH",
+        &format!("{base}/held"),
+        Some(patch),
+        "application/merge-patch+json",
+    )
+    .await;
+    eventually_gone(&app, &format!("{base}/held")).await;
+    eventually_gone(&app, &format!("{base}/fg")).await;
+
+    // Orphan: dependents stay, without the reference.
+    let (_, owner) = post(&app, base, cm("orph", json!({}))).await;
+    post(&app, base, owned("kept", &owner)).await;
+    call(
+        &app,
+        "DELETE",
+        &format!("{base}/orph"),
+        Some(json!({"propagationPolicy": "Orphan"})),
+        "application/json",
+    )
+    .await;
+    eventually_gone(&app, &format!("{base}/orph")).await;
+    let (code, kept) = get(&app, &format!("{base}/kept")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(kept["metadata"]["ownerReferences"], json!([]));
 }
