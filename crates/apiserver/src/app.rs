@@ -180,6 +180,9 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return crate::protobuf::decode(body);
+    }
     if !ct.contains("json") && !ct.contains("apply-patch") {
         return Err(ApiError::unsupported_media("application/json"));
     }

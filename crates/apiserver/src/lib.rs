@@ -13,6 +13,7 @@ pub mod gc;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod scale;

@@ -177,6 +177,8 @@ async fn crud_semantics_and_errors() {
         "application/vnd.kubernetes.protobuf",
     )
     .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "protobuf without the k8s magic");
+    let (code, _) = call(&app, "POST", base, Some(json!({})), "application/cbor").await;
     assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // list + label selector

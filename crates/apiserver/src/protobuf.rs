@@ -1,0 +1,163 @@
+//! Protobuf request bodies: `kubectl create namespace|configmap|secret|serviceaccount` send
+//! `application/vnd.kubernetes.protobuf` (the `k8s\0` magic, then a `runtime.Unknown` envelope holding the typed
+//! message). The typed messages come from `k8s-pb`; this module turns the few kinds clients send into the JSON the
+//! rest of the server works with. Responses stay JSON (clients accept it).
+
+use base64::Engine as _;
+use k8s_pb::api::core::v1 as core;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_pb::apimachinery::pkg::runtime::Unknown;
+use prost::Message as _;
+use serde_json::{Map, Value, json};
+
+use crate::status::ApiError;
+
+const MAGIC: &[u8] = b"k8s\0";
+
+fn meta(m: Option<ObjectMeta>) -> Value {
+    let Some(m) = m else { return json!({}) };
+    let mut out = Map::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.insert(k.into(), Value::String(v));
+        }
+    };
+    put("name", m.name);
+    put("generateName", m.generate_name);
+    put("namespace", m.namespace);
+    put("resourceVersion", m.resource_version);
+    put("uid", m.uid);
+    if !m.labels.is_empty() {
+        out.insert("labels".into(), json!(m.labels));
+    }
+    if !m.annotations.is_empty() {
+        out.insert("annotations".into(), json!(m.annotations));
+    }
+    if !m.finalizers.is_empty() {
+        out.insert("finalizers".into(), json!(m.finalizers));
+    }
+    Value::Object(out)
+}
+
+fn b64(map: std::collections::BTreeMap<String, Vec<u8>>) -> Value {
+    let e = base64::engine::general_purpose::STANDARD;
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(e.encode(v))))
+            .collect(),
+    )
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
+}
+
+/// Decodes a protobuf body into the JSON object it describes.
+///
+/// # Errors
+/// 400 for malformed bodies; 415 for kinds this server cannot take as protobuf (JSON works for every kind).
+pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    let raw = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("missing the k8s protobuf magic"))?;
+    let unknown = Unknown::decode(raw).map_err(bad)?;
+    let tm = unknown.type_meta.unwrap_or_default();
+    let kind = tm.kind.unwrap_or_default();
+    let api_version = tm.api_version.unwrap_or_default();
+    let inner = unknown.raw.unwrap_or_default();
+    let mut obj = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => {
+            let ns = core::Namespace::decode(inner.as_slice()).map_err(bad)?;
+            let finalizers = ns.spec.map(|s| s.finalizers).unwrap_or_default();
+            json!({"metadata": meta(ns.metadata), "spec": {"finalizers": finalizers}})
+        }
+        ("v1", "ConfigMap") => {
+            let cm = core::ConfigMap::decode(inner.as_slice()).map_err(bad)?;
+            let mut v = json!({"metadata": meta(cm.metadata), "data": cm.data});
+            if !cm.binary_data.is_empty() {
+                v["binaryData"] = b64(cm.binary_data);
+            }
+            if let Some(i) = cm.immutable {
+                v["immutable"] = json!(i);
+            }
+            v
+        }
+        ("v1", "Secret") => {
+            let s = core::Secret::decode(inner.as_slice()).map_err(bad)?;
+            let mut v = json!({"metadata": meta(s.metadata), "data": b64(s.data)});
+            if !s.string_data.is_empty() {
+                v["stringData"] = json!(s.string_data);
+            }
+            if let Some(t) = s.r#type {
+                v["type"] = json!(t);
+            }
+            if let Some(i) = s.immutable {
+                v["immutable"] = json!(i);
+            }
+            v
+        }
+        ("v1", "ServiceAccount") => {
+            let sa = core::ServiceAccount::decode(inner.as_slice()).map_err(bad)?;
+            json!({"metadata": meta(sa.metadata)})
+        }
+        _ => {
+            return Err(ApiError::unsupported_media(
+                "application/json, application/yaml, and application/vnd.kubernetes.protobuf for v1 Namespace, ConfigMap, Secret, ServiceAccount",
+            ));
+        }
+    };
+    obj["apiVersion"] = json!(api_version);
+    obj["kind"] = json!(kind);
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
+
+    use super::*;
+
+    fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some(kind.into()),
+            }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend(u.encode_to_vec());
+        out
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_sends() {
+        let ns = core::Namespace {
+            metadata: Some(ObjectMeta {
+                name: Some("team-a".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = decode(&envelope("Namespace", ns.encode_to_vec())).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}, "spec": {"finalizers": []}})
+        );
+        let s = core::Secret {
+            metadata: Some(ObjectMeta {
+                name: Some("s".into()),
+                ..Default::default()
+            }),
+            data: [("k".to_string(), b"hi".to_vec())].into_iter().collect(),
+            r#type: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let v = decode(&envelope("Secret", s.encode_to_vec())).unwrap();
+        assert_eq!(v["data"]["k"], "aGk=");
+        assert_eq!(decode(b"garbage").unwrap_err().code, 400);
+        assert_eq!(decode(&envelope("Pod", Vec::new())).unwrap_err().code, 415);
+    }
+}
