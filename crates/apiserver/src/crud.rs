@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::app::{Ctx, decode_body, json};
-use crate::objects::{self, finalizers, from_kv, meta_mut, meta_str, spec_part, to_bytes};
+use crate::objects::{self, finalizers, from_kv, meta_mut, meta_str, spec_part, to_bytes_for};
 use crate::selectors::{fields_match, labels_match, parse_fields, parse_labels};
 use crate::status::ApiError;
 use crate::{admit, table};
@@ -236,11 +236,10 @@ pub fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
             &warnings,
         ));
     }
-    let kv = match ctx
-        .state
-        .store
-        .create(&ctx.rt.key(ctx.path.namespace.as_deref(), &name), to_bytes(&obj)?)
-    {
+    let kv = match ctx.state.store.create(
+        &ctx.rt.key(ctx.path.namespace.as_deref(), &name),
+        to_bytes_for(&ctx.rt, &obj)?,
+    ) {
         Ok(kv) => kv,
         Err(StoreError::AlreadyExists { .. }) => return Err(ApiError::already_exists(&ctx.rt, &name)),
         Err(e) => return Err(e.into()),
@@ -388,7 +387,7 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
     let kv = ctx
         .state
         .store
-        .update(&key, to_bytes(&new)?, cur_kv.mod_revision)
+        .update(&key, to_bytes_for(&ctx.rt, &new)?, cur_kv.mod_revision)
         .map_err(|e| map_conflict(ctx, e))?;
     let obj = from_kv(&ctx.rt, &kv)?;
     admit::after_write(ctx, &obj)?;
@@ -486,7 +485,7 @@ pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Resu
         let kv = ctx
             .state
             .store
-            .update(key, to_bytes(&obj)?, kv.mod_revision)
+            .update(key, to_bytes_for(&ctx.rt, &obj)?, kv.mod_revision)
             .map_err(|e| map_conflict(ctx, e))?;
         let obj = from_kv(&ctx.rt, &kv)?;
         admit::after_write(ctx, &obj)?;

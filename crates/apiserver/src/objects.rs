@@ -10,6 +10,33 @@ use crate::status::ApiError;
 /// Largest request body accepted (Kubernetes' limit).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// Field renames between a core/v1 Event (how events are stored) and an events.k8s.io/v1 Event (the other view).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+/// Whether `rt` is the events.k8s.io/v1 view of core events.
+#[must_use]
+pub fn is_event_view(rt: &ResourceType) -> bool {
+    rt.group == "events.k8s.io" && rt.plural == "events"
+}
+
+fn rename(obj: &mut Value, to_view: bool) {
+    let Some(m) = obj.as_object_mut() else { return };
+    for (core, view) in EVENT_FIELDS {
+        let (from, to) = if to_view { (core, view) } else { (view, core) };
+        if let Some(v) = m.remove(*from) {
+            m.insert((*to).to_string(), v);
+        }
+    }
+}
+
 /// The object a stored value represents, as served at `rt`'s version.
 ///
 /// # Errors
@@ -17,6 +44,9 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub fn from_kv(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    if is_event_view(rt) {
+        rename(&mut obj, true);
+    }
     obj["apiVersion"] = json!(rt.api_version());
     obj["kind"] = json!(rt.kind);
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -25,7 +55,22 @@ pub fn from_kv(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// The bytes to store for `obj` (no resourceVersion: the store revision is the resourceVersion).
+/// The bytes to store for `obj` received through `rt` (no resourceVersion: the store revision is the
+/// resourceVersion; events in their core/v1 form).
+///
+/// # Errors
+/// 500 if the object cannot be encoded (not expected).
+pub fn to_bytes_for(rt: &ResourceType, obj: &Value) -> Result<Vec<u8>, ApiError> {
+    if is_event_view(rt) {
+        let mut o = obj.clone();
+        rename(&mut o, false);
+        o["apiVersion"] = json!("v1");
+        return to_bytes(&o);
+    }
+    to_bytes(obj)
+}
+
+/// The bytes to store for an object already in its stored form.
 ///
 /// # Errors
 /// 500 if the object cannot be encoded (not expected).

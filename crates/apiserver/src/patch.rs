@@ -3,8 +3,10 @@
 //!
 //! Written by hand because the semantics Kubernetes clients depend on differ from the `json-patch` crate's (a `test`
 //! of a missing path against `null` succeeds; kube-rs finalizers rely on it).
-//! Simplifications, for now: strategic merge patch is applied as a merge patch (lists replaced whole, directives
-//! ignored), and apply patches merge the intent without field ownership (no managedFields, no conflicts).
+//! Simplifications, for now: strategic merge patch merges lists of objects by the usual merge keys (`name`,
+//! `containerPort`, `port`, `mountPath`, ...) found in the items rather than by the served schema, and honours the
+//! `$patch`, `$deleteFromPrimitiveList` directives (ordering directives are ignored); apply patches merge the intent
+//! without field ownership (no managedFields, no conflicts).
 
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
@@ -37,6 +39,93 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
         other => *target = other.clone(),
+    }
+}
+
+const MERGE_KEYS: &[&str] = &[
+    "name",
+    "containerPort",
+    "port",
+    "mountPath",
+    "devicePath",
+    "ip",
+    "type",
+    "topologyKey",
+];
+
+fn merge_key<'a>(items: &'a [Value]) -> Option<&'static str> {
+    let objects: Vec<&'a Value> = items.iter().filter(|i| i.is_object()).collect();
+    if objects.is_empty() || objects.len() != items.len() {
+        return None;
+    }
+    MERGE_KEYS
+        .iter()
+        .copied()
+        .find(|k| objects.iter().all(|o| o.get(*k).is_some()))
+}
+
+/// Strategic merge patch for built-in kinds (see the module notes for what is approximated).
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut clean = patch.clone();
+        if let Some(m) = clean.as_object_mut() {
+            m.retain(|k, _| !k.starts_with('$'));
+        }
+        *target = clean;
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Some(t) = target.as_object_mut() else { return };
+    for (k, v) in p {
+        if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(have)), Value::Array(drop)) = (t.get_mut(list), v) {
+                have.retain(|x| !drop.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        match (t.get_mut(k), v) {
+            (Some(Value::Array(have)), Value::Array(items)) => match merge_key(items) {
+                Some(key) if have.iter().all(|h| h.get(key).is_some()) => {
+                    for item in items {
+                        let id = item.get(key).cloned();
+                        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                        let pos = have.iter().position(|h| h.get(key) == id.as_ref());
+                        match (pos, delete) {
+                            (Some(i), true) => {
+                                have.remove(i);
+                            }
+                            (Some(i), false) => strategic_merge(&mut have[i], item),
+                            (None, false) => {
+                                let mut fresh = Value::Null;
+                                strategic_merge(&mut fresh, item);
+                                have.push(fresh);
+                            }
+                            (None, true) => {}
+                        }
+                    }
+                }
+                _ => t.insert(k.clone(), v.clone()).map_or((), |_| ()),
+            },
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, v),
+            _ => {
+                let mut fresh = Value::Null;
+                strategic_merge(&mut fresh, v);
+                t.insert(k.clone(), fresh);
+            }
+        }
     }
 }
 
@@ -267,7 +356,7 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
         if ctx.rt.crd.is_some() {
             return Err(ApiError::unsupported_media(ACCEPTED_CR));
         }
-        merge_patch(&mut obj, &patch);
+        strategic_merge(&mut obj, &patch);
     } else {
         return Err(ApiError::unsupported_media(ACCEPTED_CR));
     }
@@ -290,6 +379,32 @@ mod tests {
         let mut doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
         merge_patch(&mut doc, &json!({"a": {"b": null, "d": 3}, "l": [3]}));
         assert_eq!(doc, json!({"a": {"c": 2, "d": 3}, "l": [3]}));
+    }
+
+    #[test]
+    fn strategic_merge_merges_lists_by_key_and_honours_directives() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
+            {"name": "b", "image": "b:1"}]}, "metadata": {"finalizers": ["x", "y"]}});
+        strategic_merge(
+            &mut pod,
+            &json!({
+            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "spec": {"containers": [
+                {"name": "a", "image": "a:2", "ports": [{"containerPort": 443}]},
+                {"name": "b", "$patch": "delete"},
+                {"name": "c", "image": "c:1"}]},
+            "metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}),
+        );
+        assert_eq!(
+            pod,
+            json!({"spec": {"containers": [
+            {"name": "a", "image": "a:2", "ports": [{"containerPort": 80}, {"containerPort": 443}]},
+            {"name": "c", "image": "c:1"}]}, "metadata": {"finalizers": ["y"]}})
+        );
+        let mut m = json!({"data": {"a": "1"}});
+        strategic_merge(&mut m, &json!({"data": {"$patch": "replace", "b": "2"}}));
+        assert_eq!(m, json!({"data": {"b": "2"}}));
     }
 
     #[test]

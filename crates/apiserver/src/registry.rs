@@ -87,11 +87,9 @@ impl ResourceType {
     /// Store key prefix of all objects of this resource (version-independent).
     #[must_use]
     pub fn prefix(&self) -> String {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
+        // events.k8s.io/v1 Events are a view of the core/v1 Events: one store.
+        let core = self.group.is_empty() || (self.group == "events.k8s.io" && self.plural == "events");
+        let group = if core { "core" } else { &self.group };
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -149,6 +147,7 @@ const BUILTINS: &[Builtin] = &[
         &["sc"],
     ),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
+    ("events.k8s.io", "v1", "Event", "events", true, &["ev"]),
     (
         "apiextensions.k8s.io",
         "v1",

@@ -590,3 +590,35 @@ async fn owner_references_are_garbage_collected() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(kept["metadata"]["ownerReferences"], json!([]));
 }
+
+#[tokio::test]
+async fn core_and_events_k8s_io_events_are_one_store() {
+    let (app, _) = app();
+    let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "vm1.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "virt-controller", "reportingInstance": "x",
+        "action": "Create", "reason": "SuccessfulCreate", "type": "Normal", "note": "created VMI vm1",
+        "regarding": {"kind": "VirtualMachine", "name": "vm1", "namespace": "default", "uid": "u1"}});
+    let (code, v) = post(&app, "/apis/events.k8s.io/v1/namespaces/default/events", ev).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(v["note"], "created VMI vm1");
+    // kubectl describe reads core/v1 events by the involved object.
+    let (_, list) = get(&app, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dvm1,involvedObject.kind%3DVirtualMachine").await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["message"], "created VMI vm1");
+    assert_eq!(items[0]["reportingComponent"], "virt-controller");
+    assert_eq!(items[0]["apiVersion"], "v1");
+    // And the other way round.
+    let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "pod.2"}, "message": "pulled",
+        "reason": "Pulled", "type": "Normal", "count": 2, "involvedObject": {"kind": "Pod", "name": "p"}});
+    post(&app, "/api/v1/namespaces/default/events", core).await;
+    let (_, v) = get(&app, "/apis/events.k8s.io/v1/namespaces/default/events/pod.2").await;
+    assert_eq!(
+        (
+            v["note"].as_str(),
+            v["deprecatedCount"].as_i64(),
+            v["regarding"]["name"].as_str()
+        ),
+        (Some("pulled"), Some(2), Some("p"))
+    );
+}
