@@ -82,7 +82,10 @@ impl Stream {
         self.last_rv = ev.revision();
         let obj = from_kv(&self.ctx_rt, &ev.kv).ok()?;
         let now = self.filter.matches(&obj);
+        let unfiltered = self.filter.labels.is_empty() && self.filter.fields.is_empty();
         let before = match ev.kind {
+            // Without selectors an update is a MODIFIED: no need to read the previous value.
+            EventKind::Updated if unfiltered => true,
             EventKind::Updated => self
                 .store
                 .previous(&ev.kv.key, ev.revision())

@@ -23,6 +23,8 @@ enum Command {
     Crds,
     /// Run the embedded Kubernetes-compatible API server (HTTPS, token auth, SQLite store).
     Server(cmd::server::Args),
+    /// Load an API server (creates/s, list and watch latency) through kube-rs; see scripts/bench-api.
+    BenchApi(cmd::bench_api::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Admit(args) => cmd::admit::run(&args),
         Command::Crds => cmd::crds::run(),
         Command::Server(args) => cmd::server::run(&args),
+        Command::BenchApi(args) => cmd::bench_api::run(&args),
     };
     match result {
         Ok(code) => code,
