@@ -102,13 +102,20 @@ fn kubectl_against_kvbox_server() {
     let server = Server::start(&dir);
 
     // The KubeVirt CR (in its namespace) enables the gates two examples need, as upstream's example cluster does.
-    let ns = tmp.path().join("ns.json");
-    std::fs::write(
-        &ns,
-        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kubevirt"}}"#,
-    )
-    .unwrap();
-    server.ok(&["apply", "-f", ns.to_str().unwrap()]);
+    // `kubectl create` sends protobuf bodies.
+    server.ok(&["create", "namespace", "kubevirt"]);
+    server.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    server.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    assert_eq!(
+        server.ok(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]),
+        "czNjcmV0"
+    );
     server.ok(&[
         "apply",
         "-f",
@@ -206,6 +213,96 @@ fn kubectl_against_kvbox_server() {
         ex.join("csmall.yaml").to_str().unwrap(),
         "--force-conflicts",
     ]);
+
+    // Server-side apply of every example (into a namespace of its own: creates through apply patches).
+    server.ok(&["create", "namespace", "ssa"]);
+    for f in files
+        .iter()
+        .filter(|f| f.file_name().unwrap() != "migration-job.yaml")
+    {
+        server.ok(&["apply", "--server-side", "-n", "ssa", "-f", f.to_str().unwrap()]);
+    }
+    assert!(
+        server
+            .ok(&["get", "vmis", "-n", "ssa", "-o", "name"])
+            .contains("vmi-fedora")
+    );
+
+    // describe, explain, -o json, an edit-style replace, a strategic patch on a built-in.
+    assert!(
+        server
+            .ok(&["describe", "vm", "vm-cirros"])
+            .contains("Run Strategy")
+    );
+    assert!(
+        server
+            .ok(&["explain", "vmi.spec.domain.devices"])
+            .contains("autoattachGraphicsDevice")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "vm", "vm-cirros", "-o", "json"])).unwrap();
+    assert_eq!(json["kind"], "VirtualMachine");
+    let mut edited = json.clone();
+    edited["metadata"]["labels"]["edited"] = serde_json::json!("yes");
+    let edited_path = tmp.path().join("edited.json");
+    std::fs::write(&edited_path, edited.to_string()).unwrap();
+    server.ok(&["replace", "-f", edited_path.to_str().unwrap()]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "vm",
+            "vm-cirros",
+            "-o",
+            "jsonpath={.metadata.labels.edited}"
+        ]),
+        "yes"
+    );
+    server.ok(&["patch", "configmap", "settings", "-p", r#"{"data":{"b":"c"}}"#]);
+    assert_eq!(
+        server.ok(&["get", "configmap", "settings", "-o", "jsonpath={.data.b}"]),
+        "c"
+    );
+
+    // A third-party CRD: established synchronously, then its objects are served.
+    let crd = tmp.path().join("crd.json");
+    std::fs::write(&crd, r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"gadgets.example.com"},"spec":{"group":"example.com","scope":"Namespaced","names":{"plural":"gadgets","singular":"gadget","kind":"Gadget"},"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","properties":{"spec":{"type":"object","properties":{"size":{"type":"integer"}}}}}}}]}}"#).unwrap();
+    server.ok(&["apply", "-f", crd.to_str().unwrap()]);
+    server.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/gadgets.example.com",
+        "--timeout=10s",
+    ]);
+    let gadget = tmp.path().join("gadget.json");
+    std::fs::write(
+        &gadget,
+        r#"{"apiVersion":"example.com/v1","kind":"Gadget","metadata":{"name":"g1"},"spec":{"size":3}}"#,
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", gadget.to_str().unwrap()]);
+    assert_eq!(
+        server.ok(&["get", "gadget", "g1", "-o", "jsonpath={.spec.size}"]),
+        "3"
+    );
+
+    // Deletion with each propagation policy; `wait --for=delete` sees it go.
+    for (i, cascade) in ["background", "foreground", "orphan"].iter().enumerate() {
+        let name = format!("owner-{i}");
+        server.ok(&["create", "configmap", &name, "--from-literal=a=b"]);
+        server.ok(&[
+            "delete",
+            "configmap",
+            &name,
+            &format!("--cascade={cascade}"),
+            "--wait=false",
+        ]);
+        server.ok(&[
+            "wait",
+            "--for=delete",
+            &format!("configmap/{name}"),
+            "--timeout=20s",
+        ]);
+    }
 
     // An invalid object is refused with upstream's field paths.
     let bad = tmp.path().join("bad.json");
