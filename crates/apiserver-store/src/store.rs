@@ -139,6 +139,21 @@ impl Store {
         Ok(())
     }
 
+    /// The newest entry of `key` if the key exists now.
+    fn live(inner: &Inner, key: &str) -> Result<crate::Entry, StoreError> {
+        match inner.log.latest(key, Revision::MAX)? {
+            Some(e) if !e.deleted => Ok(e),
+            _ => Err(StoreError::NotFound { key: key.to_string() }),
+        }
+    }
+
+    /// Appends `e` and tells the watchers.
+    fn commit(inner: &mut Inner, e: NewEntry) -> Result<KeyValue, StoreError> {
+        let entry = inner.log.append(e)?;
+        inner.hub.publish(&entry);
+        Ok(entry.kv())
+    }
+
     /// The current value of `key`, or `None`.
     ///
     /// # Errors
@@ -222,9 +237,7 @@ impl Store {
             value,
             written_ms: now_ms(),
         };
-        let entry = inner.log.append(e)?;
-        inner.hub.publish(&entry);
-        Ok(entry.kv())
+        Self::commit(&mut inner, e)
     }
 
     /// Replaces `key`'s value if it is still at `expected` (its `mod_revision`).
@@ -235,10 +248,7 @@ impl Store {
     /// [`StoreError::NotFound`], or [`StoreError::Conflict`] when the key moved on.
     pub fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
         let mut inner = self.lock()?;
-        let cur = match inner.log.latest(key, Revision::MAX)? {
-            Some(e) if !e.deleted => e,
-            _ => return Err(StoreError::NotFound { key: key.to_string() }),
-        };
+        let cur = Self::live(&inner, key)?;
         if cur.revision != expected {
             return Err(StoreError::Conflict {
                 key: key.to_string(),
@@ -257,9 +267,7 @@ impl Store {
             value,
             written_ms: now_ms(),
         };
-        let entry = inner.log.append(e)?;
-        inner.hub.publish(&entry);
-        Ok(entry.kv())
+        Self::commit(&mut inner, e)
     }
 
     /// Deletes `key` (if still at `expected`, when given); returns its last value at the deletion revision.
@@ -268,10 +276,7 @@ impl Store {
     /// [`StoreError::NotFound`], or [`StoreError::Conflict`] when `expected` does not match.
     pub fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
         let mut inner = self.lock()?;
-        let cur = match inner.log.latest(key, Revision::MAX)? {
-            Some(e) if !e.deleted => e,
-            _ => return Err(StoreError::NotFound { key: key.to_string() }),
-        };
+        let cur = Self::live(&inner, key)?;
         if let Some(exp) = expected.filter(|e| *e != cur.revision) {
             return Err(StoreError::Conflict {
                 key: key.to_string(),
@@ -287,9 +292,7 @@ impl Store {
             value: cur.value,
             written_ms: now_ms(),
         };
-        let entry = inner.log.append(e)?;
-        inner.hub.publish(&entry);
-        Ok(entry.kv())
+        Self::commit(&mut inner, e)
     }
 
     /// Watches keys under `prefix` for changes after revision `after`: first the history since then, then live.

@@ -38,14 +38,7 @@ const VERBS: &[&str] = &[
 ];
 
 fn wants_aggregated(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=APIGroupDiscoveryList"))
-        })
+    crate::table::prefers(headers, "as=APIGroupDiscoveryList")
 }
 
 /// Serves a discovery path.

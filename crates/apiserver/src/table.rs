@@ -8,17 +8,19 @@ use serde_json::{Value, json};
 use crate::app::Ctx;
 use crate::registry::{Column, ResourceType};
 
-/// Whether the client asked for a Table.
+/// Whether the client's preferred (first) `Accept` entry contains `needle` (`as=Table`, `as=APIGroupDiscoveryList`).
 #[must_use]
-pub fn wants_table(headers: &HeaderMap) -> bool {
+pub fn prefers(headers: &HeaderMap, needle: &str) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+        .is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains(needle)))
+}
+
+/// Whether the client asked for a Table.
+#[must_use]
+pub fn wants_table(headers: &HeaderMap) -> bool {
+    prefers(headers, "as=Table")
 }
 
 /// Responds with `obj` (an object or a list) as JSON, or as a Table when asked for one.

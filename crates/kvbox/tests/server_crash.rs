@@ -3,9 +3,11 @@
 //! its last resourceVersion gets every later change exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,19 +21,7 @@ use serde_json::json;
 type Seen = Arc<Mutex<(Vec<(String, i64)>, i64)>>;
 
 fn start(dir: &Path, listen: &str) -> Child {
-    let _ = std::fs::remove_file(dir.join("kubeconfig.yaml"));
-    let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
-        .args(["server", "--data-dir", dir.to_str().unwrap(), "--listen", listen])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir.join("kubeconfig.yaml").exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    common::start_server(dir, listen)
 }
 
 async fn client(dir: &Path) -> Client {

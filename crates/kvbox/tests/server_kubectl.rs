@@ -2,6 +2,8 @@
 //! jsonpath, label/annotate/scale/patch, server-side apply, watch, delete, read-only and anonymous access, restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,29 +15,8 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        let _ = std::fs::remove_file(dir.join("kubeconfig.yaml"));
-        let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
-            .args([
-                "server",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !dir.join("kubeconfig.yaml").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "kvbox server did not write its kubeconfig"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Self {
-            child,
+            child: common::start_server(dir, "127.0.0.1:0"),
             dir: dir.to_path_buf(),
         }
     }
@@ -80,18 +61,7 @@ impl Drop for Server {
 }
 
 fn examples() -> PathBuf {
-    if let Ok(d) = std::env::var("KUBEVIRT_RS_SHARED") {
-        return PathBuf::from(d).join("fixtures/upstream-examples");
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        for c in [dir.join("shared"), dir.join("../shared")] {
-            if c.join("fixtures").is_dir() {
-                return c.join("fixtures/upstream-examples");
-            }
-        }
-        assert!(dir.pop(), "no shared/ found");
-    }
+    common::examples()
 }
 
 #[test]
