@@ -185,6 +185,24 @@ pub(crate) fn field_validation(ctx: &Ctx, obj: &mut Value) -> Result<Vec<String>
     }
     let mut found = Vec::new();
     crate::fields::unknown(schema, obj, "", mode != "Strict", &mut found);
+    crate::fields::apply_defaults(schema, obj);
+    let mut problems = Vec::new();
+    crate::fields::check(schema, obj, "", &mut problems);
+    if !problems.is_empty() {
+        let name = meta_str(obj, "name").unwrap_or_default().to_string();
+        let causes: Vec<(String, String, String)> = problems
+            .into_iter()
+            .map(|(f, m)| {
+                let reason = if m == "Required value" {
+                    "FieldValueRequired"
+                } else {
+                    "FieldValueInvalid"
+                };
+                (f, m, reason.to_string())
+            })
+            .collect();
+        return Err(ApiError::invalid(&ctx.rt.kind, &ctx.rt.group, &name, &causes));
+    }
     let described: Vec<String> = found.iter().map(|f| format!("unknown field \"{f}\"")).collect();
     match mode {
         "Strict" if !found.is_empty() => Err(ApiError::bad_request(format!(

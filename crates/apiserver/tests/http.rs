@@ -716,3 +716,35 @@ async fn hostile_requests_get_the_right_status_and_never_crash_the_server() {
         }
     }
 }
+
+#[tokio::test]
+async fn custom_resources_are_checked_against_their_schema() {
+    let (app, _) = app();
+    let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm1"},
+        "spec": {"running": "string", "template": {"spec": {"domain": {"devices": {}}}}}});
+    let (code, v) = post(
+        &app,
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+        vm,
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        v["message"],
+        "VirtualMachine.kubevirt.io \"vm1\" is invalid: spec.running: Invalid value: \"string\": spec.running in body must be of type boolean: \"string\""
+    );
+    let vmi = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "v"},
+        "spec": {"domain": {"devices": {"disks": [{"disk": {}}]}, "memory": {"guest": "64Mi"}}}});
+    let (code, v) = post(
+        &app,
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",
+        vmi,
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        v["details"]["causes"][0]["field"],
+        "spec.domain.devices.disks[0].name"
+    );
+    assert_eq!(v["details"]["causes"][0]["message"], "Required value");
+}
