@@ -217,16 +217,6 @@ pub fn after_delete(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
         }
         ctx.state.registry.remove_crd(&name);
     }
-    if ctx.rt.group.is_empty() && ctx.rt.plural == "namespaces" {
-        let mut seen = Vec::new();
-        for rt in ctx.state.registry.all().into_iter().filter(|t| t.namespaced) {
-            let prefix = rt.prefix_in(Some(&name));
-            if !seen.contains(&prefix) {
-                purge(ctx, &prefix)?;
-                seen.push(prefix);
-            }
-        }
-    }
     Ok(())
 }
 

@@ -493,13 +493,28 @@ pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Resu
     if dry_run(ctx) {
         return Ok(table::respond(ctx, StatusCode::OK, obj, false));
     }
-    if !fins.is_empty() {
+    // A namespace always terminates first: its contents are deleted (finalizers honoured) before it goes.
+    let namespace = ctx.rt.group.is_empty() && ctx.rt.plural == "namespaces";
+    if namespace && matches!(name, "default" | "kube-system") {
+        return Err(ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            details: None,
+        });
+    }
+    if !fins.is_empty() || namespace {
+        if namespace {
+            obj["status"] = json!({"phase": "Terminating"});
+        }
         let meta = meta_mut(&mut obj)?;
         if !meta.contains_key("deletionTimestamp") {
             meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         }
-        meta.insert("finalizers".into(), json!(fins));
+        if !fins.is_empty() {
+            meta.insert("finalizers".into(), json!(fins));
+        }
         let kv = ctx
             .state
             .store

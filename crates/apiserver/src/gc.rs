@@ -8,6 +8,8 @@
 //! 3. An owner with the `orphan` finalizer has its uid stripped from its dependents' `ownerReferences`, then the
 //!    finalizer is removed.
 //!
+//! 4. A terminating namespace has everything in it deleted (finalizers honoured); once it is empty it goes.
+//!
 //! A namespaced owner's dependents live in its namespace; a cluster-scoped owner's dependents may live anywhere.
 
 use std::collections::BTreeSet;
@@ -86,10 +88,51 @@ fn decode(v: &[u8]) -> Option<Value> {
     serde_json::from_slice(v).ok()
 }
 
+const NAMESPACES: &str = "/registry/core/namespaces/";
+
+/// Deletes what is left in a terminating namespace; removes the namespace once nothing is.
+fn drain_namespace(state: &Shared, name: &str) -> Result<(), StoreError> {
+    let key = format!("{NAMESPACES}{name}");
+    let Some(ns) = state.store.get(&key)?.and_then(|kv| decode(&kv.value)) else {
+        return Ok(());
+    };
+    if ns.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let mut left = 0;
+    for prefix in prefixes(state, Some(name)) {
+        for kv in state.store.list(&prefix, &ListOptions::default())?.items {
+            left += 1;
+            if let Some(obj) = decode(&kv.value) {
+                delete_dependent(&state.store, &kv.key, &obj)?;
+            }
+        }
+    }
+    if left == 0 && finalizers(&ns).is_empty() {
+        match state.store.delete(&key, None) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn handle(state: &Shared, ev: &apiserver_store::Event) -> Result<(), StoreError> {
     let Some(obj) = decode(&ev.kv.value) else {
         return Ok(());
     };
+    if let Some(name) = ev.kv.key.strip_prefix(NAMESPACES) {
+        if ev.kind != EventKind::Deleted {
+            drain_namespace(state, name)?;
+        }
+        return Ok(());
+    }
+    if let (EventKind::Deleted, Some(ns)) = (
+        ev.kind,
+        obj.pointer("/metadata/namespace").and_then(Value::as_str),
+    ) {
+        drain_namespace(state, ns)?;
+    }
     let uid = obj
         .pointer("/metadata/uid")
         .and_then(Value::as_str)

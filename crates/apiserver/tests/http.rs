@@ -748,3 +748,43 @@ async fn custom_resources_are_checked_against_their_schema() {
     );
     assert_eq!(v["details"]["causes"][0]["message"], "Required value");
 }
+
+#[tokio::test]
+async fn namespaces_terminate_after_their_contents() {
+    let (app, _) = app();
+    post(
+        &app,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+    )
+    .await;
+    let base = "/api/v1/namespaces/team/configmaps";
+    post(&app, base, cm("plain", json!({}))).await;
+    let mut held = cm("held", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    post(&app, base, held).await;
+    let (code, v) = call(&app, "DELETE", "/api/v1/namespaces/team", None, "").await;
+    assert_eq!(
+        (code, v["status"]["phase"].as_str()),
+        (StatusCode::OK, Some("Terminating"))
+    );
+    eventually_gone(&app, &format!("{base}/plain")).await;
+    let (code, v) = post(&app, base, cm("new", json!({}))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        get(&app, "/api/v1/namespaces/team").await.0,
+        StatusCode::OK,
+        "waits for the finalizer"
+    );
+    call(
+        &app,
+        "PATCH",
+        &format!("{base}/held"),
+        Some(json!({"metadata": {"finalizers": null}})),
+        "application/merge-patch+json",
+    )
+    .await;
+    eventually_gone(&app, "/api/v1/namespaces/team").await;
+    let (code, _) = call(&app, "DELETE", "/api/v1/namespaces/default", None, "").await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+}
