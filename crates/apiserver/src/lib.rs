@@ -6,6 +6,7 @@
 
 pub mod admit;
 pub mod app;
+pub mod apply;
 pub mod crud;
 pub mod discovery;
 pub mod fields;

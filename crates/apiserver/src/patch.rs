@@ -5,8 +5,8 @@
 //! of a missing path against `null` succeeds; kube-rs finalizers rely on it).
 //! Simplifications, for now: strategic merge patch merges lists of objects by the usual merge keys (`name`,
 //! `containerPort`, `port`, `mountPath`, ...) found in the items rather than by the served schema, and honours the
-//! `$patch`, `$deleteFromPrimitiveList` directives (ordering directives are ignored); apply patches merge the intent
-//! without field ownership (no managedFields, no conflicts).
+//! `$patch`, `$deleteFromPrimitiveList` directives (ordering directives are ignored). Server-side apply lives in
+//! [`crate::apply`].
 
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
@@ -329,7 +329,14 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     }
     let Some(kv) = ctx.state.store.get(&key)? else {
         if is_apply && ctx.path.subresource.is_none() {
-            let mut obj = patch;
+            let manager = ctx.query.get("fieldManager").unwrap_or_default();
+            let mut obj = crate::apply::apply(
+                None,
+                &patch,
+                manager,
+                &ctx.rt.api_version(),
+                &crate::objects::now_rfc3339(),
+            );
             obj["metadata"]["name"] = Value::String(name);
             let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
             let mut resp = crud::create(ctx, &bytes)?;
@@ -350,7 +357,16 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
                 &[(String::new(), msg, "FieldValueInvalid".into())],
             ),
         })?;
-    } else if ct.starts_with("application/merge-patch+json") || is_apply {
+    } else if is_apply {
+        let manager = ctx.query.get("fieldManager").unwrap_or_default();
+        obj = crate::apply::apply(
+            Some(&obj),
+            &patch,
+            manager,
+            &ctx.rt.api_version(),
+            &crate::objects::now_rfc3339(),
+        );
+    } else if ct.starts_with("application/merge-patch+json") {
         merge_patch(&mut obj, &patch);
     } else if ct.starts_with("application/strategic-merge-patch+json") {
         if ctx.rt.crd.is_some() {

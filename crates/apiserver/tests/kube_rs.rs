@@ -81,9 +81,19 @@ async fn kube_rs_crud_apply_controller_and_watcher() {
 
     // Server-side apply creates, then merges.
     let pp = PatchParams::apply("test-manager").force();
-    cms.patch("applied", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "1"}}))).await.unwrap();
+    cms.patch("applied", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "1", "y": "1"}}))).await.unwrap();
     let p = cms.patch("applied", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "2"}}))).await.unwrap();
-    assert_eq!(p.data.unwrap()["x"], "2");
+    let data = p.data.unwrap();
+    assert_eq!(data["x"], "2");
+    assert!(
+        !data.contains_key("y"),
+        "a field the manager stopped applying is removed"
+    );
+    let managed = p.metadata.managed_fields.unwrap();
+    assert_eq!(
+        (managed[0].manager.as_deref(), managed[0].operation.as_deref()),
+        (Some("test-manager"), Some("Apply"))
+    );
 
     // A controller reconciles every ConfigMap (marks it), including ones created later.
     let reconciled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
