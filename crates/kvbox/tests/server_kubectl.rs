@@ -292,17 +292,57 @@ fn kubectl_against_kvbox_server() {
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"watched"},"data":{"a":"b"}}"#,
     )
     .unwrap();
-    let watch = Command::new("timeout")
-        .args(["5", "kubectl", "get", "configmaps", "-w", "--output-watch-events"])
+    let mut watch = Command::new("timeout")
+        .args([
+            "20",
+            "kubectl",
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+        ])
         .env("KUBECONFIG", dir.join("kubeconfig.yaml"))
         .env("HOME", dir.join("home"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Read the watch's output as it comes; act only once its initial list (existing configmaps) has arrived.
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let out = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let until = |pred: &dyn Fn(&[String]) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pred(&lines.lock().unwrap()) {
+            assert!(
+                Instant::now() < deadline,
+                "kubectl get -w never showed {what}: {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until(&|l| l.iter().any(|x| x.contains("settings")), "the initial list");
     server.ok(&["apply", "-f", cm.to_str().unwrap()]);
     server.ok(&["delete", "configmap", "watched"]);
-    let seen = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
+    until(
+        &|l| l.iter().any(|x| x.contains("DELETED") && x.contains("watched")),
+        "the deletion",
+    );
+    // TERM reaches `timeout`, which passes it on to kubectl (a KILL would orphan kubectl).
+    let _ = Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status();
+    let _ = watch.wait();
+    let _ = reader.join();
+    let seen = lines.lock().unwrap().join("\n");
     assert!(
         seen.contains("ADDED") && seen.contains("watched") && seen.contains("DELETED"),
         "{seen}"

@@ -23,17 +23,21 @@ def main(kubeconfig: str) -> None:
 
     events = []
     w = watch.Watch()
+    listed = threading.Event()
 
     def watch_pods():
-        for ev in w.stream(core.list_namespaced_pod, "default", timeout_seconds=5):
+        for ev in w.stream(core.list_namespaced_pod, "default", timeout_seconds=20):
             events.append((ev["type"], ev["object"].metadata.name))
+            if ev["type"] == "ADDED":
+                listed.set()
             if ev["type"] == "DELETED":
                 w.stop()
 
     t = threading.Thread(target=watch_pods)
     t.start()
+    assert listed.wait(20), "the watch never delivered the existing pod"
     core.delete_namespaced_pod("py-pod", "default", grace_period_seconds=0, propagation_policy="Foreground")
-    t.join(10)
+    t.join(20)
     assert ("ADDED", "py-pod") in events and ("DELETED", "py-pod") in events, events
 
     # A KubeVirt custom resource through CustomObjectsApi.
@@ -53,7 +57,7 @@ def main(kubeconfig: str) -> None:
 
     def watch_vms():
         for ev in w2.stream(co.list_namespaced_custom_object, "kubevirt.io", "v1", "default", "virtualmachines",
-                            resource_version=rv, timeout_seconds=5):
+                            resource_version=rv, timeout_seconds=20):
             seen.append(ev["type"])
             if ev["type"] == "DELETED":
                 w2.stop()
@@ -61,7 +65,7 @@ def main(kubeconfig: str) -> None:
     t2 = threading.Thread(target=watch_vms)
     t2.start()
     co.delete_namespaced_custom_object("kubevirt.io", "v1", "default", "virtualmachines", "py-vm")
-    t2.join(10)
+    t2.join(20)
     assert seen == ["DELETED"], seen
 
     try:
