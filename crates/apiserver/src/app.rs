@@ -156,6 +156,7 @@ async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiEr
         (&Method::POST, false, None) => crud::create(&ctx, &body),
         (&Method::PUT, true, None | Some("status")) => crud::update(&ctx, &body),
         (&Method::PATCH, true, None | Some("status")) => patch::patch(&ctx, &body),
+        (&Method::POST, true, Some("binding")) => crud::bind(&ctx, &body),
         (&Method::GET, true, Some("scale")) => crate::scale::get(&ctx),
         (&Method::PUT, true, Some("scale")) => crate::scale::write(&ctx, &body, false),
         (&Method::PATCH, true, Some("scale")) => crate::scale::write(&ctx, &body, true),

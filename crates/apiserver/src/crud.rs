@@ -574,3 +574,64 @@ pub fn delete_collection(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> 
         }),
     ))
 }
+
+/// POST `pods/NAME/binding`: the scheduler's assignment of a pod to a node (sets `spec.nodeName` once).
+///
+/// # Errors
+/// 404 for a missing pod; 409 when it is already bound; 400 without a target node.
+pub fn bind(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    if !(ctx.rt.group.is_empty() && ctx.rt.plural == "pods") {
+        return Err(ApiError::method_not_allowed());
+    }
+    let binding = decode_body(&ctx.headers, body)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let node = node
+        .ok_or_else(|| ApiError::bad_request("binding has no target node name"))?
+        .to_string();
+    let key = key(ctx);
+    let pod_name = name(ctx).to_string();
+    let kv = ctx
+        .state
+        .store
+        .get(&key)?
+        .ok_or_else(|| ApiError::not_found(&ctx.rt, &pod_name))?;
+    let mut pod = from_kv(&ctx.rt, &kv)?;
+    if let Some(current) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: format!(
+                "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{current}\""
+            ),
+            details: None,
+        });
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conditions.push(
+        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": objects::now_rfc3339()}),
+    );
+    pod["status"]["conditions"] = json!(conditions);
+    ctx.state
+        .store
+        .update(&key, to_bytes_for(&ctx.rt, &pod)?, kv.mod_revision)
+        .map_err(|e| map_conflict(ctx, e))?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}

@@ -92,6 +92,9 @@ pub fn serve(state: &ApiState, target: &Target, headers: &HeaderMap) -> Result<R
                 if t.status {
                     resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
                 }
+                if t.group.is_empty() && t.plural == "pods" {
+                    resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+                }
                 if t.scale.is_some() {
                     resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
                 }

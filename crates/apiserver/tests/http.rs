@@ -2,66 +2,16 @@
 //! tables and Status errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use apiserver::app::{ApiState, router};
-use apiserver::registry::Registry;
-use apiserver_store::Store;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
+use common::{app, call, cm, get, post};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-
-fn app() -> (axum::Router, Store) {
-    let store = Store::memory();
-    let registry = Registry::default();
-    apiserver::server::bootstrap(&store, &registry).unwrap();
-    let state = Arc::new(ApiState {
-        store: store.clone(),
-        registry,
-    });
-    apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
-    (router(state), store)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-    ct: &str,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if body.is_some() {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    let req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let code = resp.status();
-    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    let v = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-    };
-    (code, v)
-}
-
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    call(app, "GET", uri, None, "").await
-}
-
-async fn post(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
-    call(app, "POST", uri, Some(body), "application/json").await
-}
-
-fn cm(name: &str, labels: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
-}
 
 #[tokio::test]
 async fn discovery_legacy_and_aggregated() {
@@ -243,30 +193,6 @@ async fn crud_semantics_and_errors() {
         (code, v["message"].as_str()),
         (StatusCode::NOT_FOUND, Some("configmaps \"one\" not found"))
     );
-}
-
-#[tokio::test]
-async fn finalizers_hold_deletion_until_removed() {
-    let (app, _) = app();
-    let base = "/api/v1/namespaces/default/configmaps";
-    let mut obj = cm("held", json!({}));
-    obj["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
-    post(&app, base, obj).await;
-    let (code, v) = call(&app, "DELETE", &format!("{base}/held"), None, "").await;
-    assert_eq!(code, StatusCode::OK);
-    assert!(v["metadata"]["deletionTimestamp"].is_string());
-    // kube-rs finalizer(): JSON patch with test + remove.
-    let patch = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "example.com/cleanup"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
-    let (code, _) = call(
-        &app,
-        "PATCH",
-        &format!("{base}/held"),
-        Some(patch),
-        "application/json-patch+json",
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(get(&app, &format!("{base}/held")).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -511,118 +437,6 @@ async fn unknown_fields_follow_field_validation() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
 
-async fn eventually_gone(app: &axum::Router, uri: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get(app, uri).await.0 != StatusCode::NOT_FOUND {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{uri} was not garbage-collected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test]
-async fn owner_references_are_garbage_collected() {
-    let (app, _) = app();
-    let base = "/api/v1/namespaces/default/configmaps";
-    let owned = |name: &str, owner: &Value| {
-        let mut c = cm(name, json!({}));
-        c["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
-        c
-    };
-    // Background: the owner goes at once, its dependents (and theirs) follow.
-    let (_, owner) = post(&app, base, cm("owner", json!({}))).await;
-    let (_, child) = post(&app, base, owned("child", &owner)).await;
-    post(&app, base, owned("grandchild", &child)).await;
-    call(&app, "DELETE", &format!("{base}/owner"), None, "").await;
-    eventually_gone(&app, &format!("{base}/child")).await;
-    eventually_gone(&app, &format!("{base}/grandchild")).await;
-
-    // Foreground: the owner waits, marked, until its dependents are gone.
-    let (_, owner) = post(&app, base, cm("fg", json!({}))).await;
-    let mut held = owned("held", &owner);
-    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
-    post(&app, base, held).await;
-    let (code, v) = call(
-        &app,
-        "DELETE",
-        &format!("{base}/fg"),
-        Some(json!({"propagationPolicy": "Foreground"})),
-        "application/json",
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(v["metadata"]["finalizers"], json!(["foregroundDeletion"]));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        get(&app, &format!("{base}/fg")).await.0,
-        StatusCode::OK,
-        "the owner waits for its dependent"
-    );
-    assert!(get(&app, &format!("{base}/held")).await.1["metadata"]["deletionTimestamp"].is_string());
-    let patch = json!({"metadata": {"finalizers": null}});
-    call(
-        &app,
-        "PATCH",
-        &format!("{base}/held"),
-        Some(patch),
-        "application/merge-patch+json",
-    )
-    .await;
-    eventually_gone(&app, &format!("{base}/held")).await;
-    eventually_gone(&app, &format!("{base}/fg")).await;
-
-    // Orphan: dependents stay, without the reference.
-    let (_, owner) = post(&app, base, cm("orph", json!({}))).await;
-    post(&app, base, owned("kept", &owner)).await;
-    call(
-        &app,
-        "DELETE",
-        &format!("{base}/orph"),
-        Some(json!({"propagationPolicy": "Orphan"})),
-        "application/json",
-    )
-    .await;
-    eventually_gone(&app, &format!("{base}/orph")).await;
-    let (code, kept) = get(&app, &format!("{base}/kept")).await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(kept["metadata"]["ownerReferences"], json!([]));
-}
-
-#[tokio::test]
-async fn core_and_events_k8s_io_events_are_one_store() {
-    let (app, _) = app();
-    let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "vm1.1"},
-        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "virt-controller", "reportingInstance": "x",
-        "action": "Create", "reason": "SuccessfulCreate", "type": "Normal", "note": "created VMI vm1",
-        "regarding": {"kind": "VirtualMachine", "name": "vm1", "namespace": "default", "uid": "u1"}});
-    let (code, v) = post(&app, "/apis/events.k8s.io/v1/namespaces/default/events", ev).await;
-    assert_eq!(code, StatusCode::CREATED, "{v}");
-    assert_eq!(v["note"], "created VMI vm1");
-    // kubectl describe reads core/v1 events by the involved object.
-    let (_, list) = get(&app, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dvm1,involvedObject.kind%3DVirtualMachine").await;
-    let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["message"], "created VMI vm1");
-    assert_eq!(items[0]["reportingComponent"], "virt-controller");
-    assert_eq!(items[0]["apiVersion"], "v1");
-    // And the other way round.
-    let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "pod.2"}, "message": "pulled",
-        "reason": "Pulled", "type": "Normal", "count": 2, "involvedObject": {"kind": "Pod", "name": "p"}});
-    post(&app, "/api/v1/namespaces/default/events", core).await;
-    let (_, v) = get(&app, "/apis/events.k8s.io/v1/namespaces/default/events/pod.2").await;
-    assert_eq!(
-        (
-            v["note"].as_str(),
-            v["deprecatedCount"].as_i64(),
-            v["regarding"]["name"].as_str()
-        ),
-        (Some("pulled"), Some(2), Some("p"))
-    );
-}
-
 #[tokio::test]
 async fn hostile_requests_get_the_right_status_and_never_crash_the_server() {
     let (app, _) = app();
@@ -747,44 +561,4 @@ async fn custom_resources_are_checked_against_their_schema() {
         "spec.domain.devices.disks[0].name"
     );
     assert_eq!(v["details"]["causes"][0]["message"], "Required value");
-}
-
-#[tokio::test]
-async fn namespaces_terminate_after_their_contents() {
-    let (app, _) = app();
-    post(
-        &app,
-        "/api/v1/namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
-    )
-    .await;
-    let base = "/api/v1/namespaces/team/configmaps";
-    post(&app, base, cm("plain", json!({}))).await;
-    let mut held = cm("held", json!({}));
-    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
-    post(&app, base, held).await;
-    let (code, v) = call(&app, "DELETE", "/api/v1/namespaces/team", None, "").await;
-    assert_eq!(
-        (code, v["status"]["phase"].as_str()),
-        (StatusCode::OK, Some("Terminating"))
-    );
-    eventually_gone(&app, &format!("{base}/plain")).await;
-    let (code, v) = post(&app, base, cm("new", json!({}))).await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
-    assert_eq!(
-        get(&app, "/api/v1/namespaces/team").await.0,
-        StatusCode::OK,
-        "waits for the finalizer"
-    );
-    call(
-        &app,
-        "PATCH",
-        &format!("{base}/held"),
-        Some(json!({"metadata": {"finalizers": null}})),
-        "application/merge-patch+json",
-    )
-    .await;
-    eventually_gone(&app, "/api/v1/namespaces/team").await;
-    let (code, _) = call(&app, "DELETE", "/api/v1/namespaces/default", None, "").await;
-    assert_eq!(code, StatusCode::FORBIDDEN);
 }
