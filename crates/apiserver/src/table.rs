@@ -85,6 +85,27 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             age,
         ],
         ("", "Secret") => vec![col("Type", "string", ".type", 0), age],
+        ("", "Service") => vec![
+            col("Type", "string", ".spec.type", 0),
+            col("Cluster-IP", "string", ".spec.clusterIP", 0),
+            age,
+            col("Selector", "string", ".spec.selector", 1),
+        ],
+        ("", "PersistentVolumeClaim") => vec![
+            col("Status", "string", ".status.phase", 0),
+            col("Volume", "string", ".spec.volumeName", 0),
+            col("Capacity", "string", ".status.capacity.storage", 0),
+            col("StorageClass", "string", ".spec.storageClassName", 0),
+            age,
+        ],
+        ("", "Event") => vec![
+            col("Last Seen", "date", ".lastTimestamp", 0),
+            col("Type", "string", ".type", 0),
+            col("Reason", "string", ".reason", 0),
+            col("Object", "string", ".involvedObject.name", 0),
+            col("Message", "string", ".message", 0),
+        ],
+        ("coordination.k8s.io", "Lease") => vec![col("Holder", "string", ".spec.holderIdentity", 0), age],
         ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp", 0)],
         _ => vec![age],
     }
