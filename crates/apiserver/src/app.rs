@@ -61,6 +61,8 @@ pub struct Ctx {
     pub query: Query,
     /// Request headers.
     pub headers: HeaderMap,
+    /// Who is calling.
+    pub identity: Identity,
 }
 
 /// The API router (no TLS or authentication: [`crate::server`] adds those).
@@ -109,7 +111,9 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
     if !rt.namespaced && path.namespace.is_some() {
         return Err(ApiError::no_route());
     }
-    let write = !matches!(parts.method, Method::GET | Method::HEAD);
+    // A SelfSubjectAccessReview is a question, not a write: every identity may ask.
+    let review = rt.group == "authorization.k8s.io";
+    let write = !matches!(parts.method, Method::GET | Method::HEAD) && !review;
     if write && !identity.can_write {
         let verb = match parts.method {
             Method::POST => "create",
@@ -124,7 +128,7 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
             path.namespace.as_deref(),
         ));
     }
-    let body = if write {
+    let body = if write || review {
         read_body(body).await?
     } else {
         Bytes::new()
@@ -136,6 +140,7 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
         path,
         query,
         headers: parts.headers,
+        identity: identity.clone(),
     };
     let mut resp = route(ctx, &parts.method, body).await?;
     if let Some(w) = warning
@@ -153,6 +158,9 @@ async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiEr
         (&Method::GET, false, None) if ctx.query.flag("watch")? => watch::watch(ctx).await,
         (&Method::GET, false, None) => crud::list(&ctx),
         (&Method::GET, true, None | Some("status")) => crud::get(&ctx),
+        (&Method::POST, false, None) if ctx.rt.group == "authorization.k8s.io" => {
+            crud::access_review(&ctx, &body)
+        }
         (&Method::POST, false, None) => crud::create(&ctx, &body),
         (&Method::PUT, true, None | Some("status")) => crud::update(&ctx, &body),
         (&Method::PATCH, true, None | Some("status")) => patch::patch(&ctx, &body),

@@ -635,3 +635,32 @@ pub fn bind(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
 }
+
+/// POST `selfsubjectaccessreviews` (`kubectl auth can-i`): the admin may do anything, the read-only identity may
+/// get, list and watch.
+///
+/// # Errors
+/// 400 for a malformed review.
+pub fn access_review(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let mut review = decode_body(&ctx.headers, body)?;
+    let spec = review.get("spec").cloned().unwrap_or_default();
+    let verb = spec
+        .pointer("/resourceAttributes/verb")
+        .or_else(|| spec.pointer("/nonResourceAttributes/verb"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "spec.resourceAttributes.verb or spec.nonResourceAttributes.verb is required",
+            )
+        })?
+        .to_string();
+    let allowed = ctx.identity.can_write || matches!(verb.as_str(), "get" | "list" | "watch");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": format!("{} may {verb}", ctx.identity.user)})
+    } else {
+        json!({"allowed": false, "reason": format!("{} is read-only", ctx.identity.user)})
+    };
+    Ok(json(StatusCode::CREATED, &review))
+}

@@ -96,6 +96,22 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             }
             v
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let r = k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(inner.as_slice())
+                .map_err(bad)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut out = json!({});
+            if let Some(a) = spec.resource_attributes {
+                out["resourceAttributes"] = json!({
+                    "namespace": a.namespace, "verb": a.verb, "group": a.group, "version": a.version,
+                    "resource": a.resource, "subresource": a.subresource, "name": a.name,
+                });
+            }
+            if let Some(a) = spec.non_resource_attributes {
+                out["nonResourceAttributes"] = json!({"path": a.path, "verb": a.verb});
+            }
+            json!({"metadata": meta(r.metadata), "spec": out})
+        }
         ("v1", "ServiceAccount") => {
             let sa = core::ServiceAccount::decode(inner.as_slice()).map_err(bad)?;
             json!({"metadata": meta(sa.metadata)})

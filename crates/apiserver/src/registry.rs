@@ -164,6 +164,14 @@ const BUILTINS: &[Builtin] = &[
         false,
         &[],
     ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+        &[],
+    ),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[]),
     (
         "rbac.authorization.k8s.io",

@@ -349,6 +349,13 @@ fn kubectl_against_kvbox_server() {
     );
 
     // The read-only identity reads but cannot write; no token is no access.
+    assert_eq!(server.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    let cannot = server.kubectl("kubeconfig-view.yaml", &["auth", "can-i", "delete", "vmis"]);
+    assert!(
+        String::from_utf8_lossy(&cannot.stdout).starts_with("no"),
+        "{}",
+        String::from_utf8_lossy(&cannot.stdout)
+    );
     let view = server.kubectl("kubeconfig-view.yaml", &["get", "vmis", "-o", "name"]);
     assert!(view.status.success());
     let denied = server.kubectl("kubeconfig-view.yaml", &["apply", "-f", cm.to_str().unwrap()]);
