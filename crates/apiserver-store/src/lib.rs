@@ -3,12 +3,16 @@
 //!
 //! # Design (kine's, in Rust)
 //! 1. Every write appends an [`Entry`] to a log through a narrow internal [`log::Log`] trait; the entry's id *is* the
-//!    revision. Backends: [`Store::memory`] (tests) and [`Store::sqlite`] (WAL, `synchronous=FULL`: a write returns only
-//!    once it is on disk, so an acknowledged write survives `kill -9` and power loss).
+//!    revision. Backends: [`Store::memory`] (tests) and [`Store::sqlite`] (WAL: a write returns only once the WAL holding
+//!    it is fsync'd, so an acknowledged write survives `kill -9` and power loss).
+//!    Group commit: writers append under the lock, release it, then wait for one fsync that covers every write
+//!    appended before it started; one waiter does the fsync for all (etcd batches its WAL syncs the same way).
+//!    Watchers see an entry only once it is durable.
 //! 2. The current value of a key is its newest entry; a delete appends a tombstone carrying the last value (so a
 //!    replayed DELETED event still has the object).
-//! 3. Writes are serialised by one lock; watchers are notified under that lock, so every watcher sees events in
-//!    revision order, exactly once, with no gap between replayed history and live events.
+//! 3. Writes are serialised by one lock; watchers are notified under that lock (in revision order, after the fsync),
+//!    so every watcher sees events in revision order, exactly once, with no gap between replayed history and live
+//!    events.
 //! 4. Compaction drops superseded entries and tombstones at or below a revision; watches and lists older than the
 //!    compacted revision fail with [`StoreError::Compacted`] (the API server's 410 Gone).
 //!

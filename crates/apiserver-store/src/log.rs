@@ -43,4 +43,9 @@ pub(crate) trait Log: Send {
     fn first_since_ms(&self, ms: i64) -> Result<Option<Revision>, StoreError>;
     /// Housekeeping after compaction (checkpoint, vacuum).
     fn maintain(&mut self) -> Result<(), StoreError>;
+    /// The file whose fsync makes every appended entry durable (SQLite's WAL), when appends are not durable by
+    /// themselves; the store then syncs it once for a whole group of concurrent writes. `None`: nothing to sync.
+    fn sync_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

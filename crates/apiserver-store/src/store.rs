@@ -1,8 +1,8 @@
 //! [`Store`]: the operations the API server uses, over any [`Log`], with one lock serialising writes and watch
 //! registration.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::log::{Log, NewEntry};
@@ -55,12 +55,32 @@ impl Default for Retention {
 struct Inner {
     log: Box<dyn Log>,
     hub: Hub,
+    /// Appended but not yet durable: published to watchers by the next group sync.
+    pending: Vec<crate::Entry>,
+    /// Newest revision watchers have been told about.
+    published: Revision,
+}
+
+/// Group commit over the log's sync file.
+struct GroupSync {
+    path: PathBuf,
+    state: Mutex<SyncState>,
+    wake: Condvar,
+}
+
+struct SyncState {
+    /// Every revision up to this one is durable.
+    synced: Revision,
+    /// A waiter is fsyncing right now.
+    syncing: bool,
+    file: Option<std::fs::File>,
 }
 
 /// The revisioned store. Cheap to clone; all clones share one log.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
+    sync: Option<Arc<GroupSync>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,11 +111,26 @@ impl Store {
     }
 
     fn with_log(log: Box<dyn Log>) -> Self {
+        let sync = log.sync_path().map(|path| {
+            Arc::new(GroupSync {
+                path,
+                state: Mutex::new(SyncState {
+                    synced: 0,
+                    syncing: false,
+                    file: None,
+                }),
+                wake: Condvar::new(),
+            })
+        });
+        let published = log.current().unwrap_or(0);
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 log,
                 hub: Hub::default(),
+                pending: Vec::new(),
+                published,
             })),
+            sync,
         }
     }
 
@@ -147,11 +182,76 @@ impl Store {
         }
     }
 
-    /// Appends `e` and tells the watchers.
-    fn commit(inner: &mut Inner, e: NewEntry) -> Result<KeyValue, StoreError> {
+    /// Appends `e`, releases the lock, and returns once the entry is durable and the watchers have it.
+    fn commit(&self, mut inner: MutexGuard<'_, Inner>, e: NewEntry) -> Result<KeyValue, StoreError> {
         let entry = inner.log.append(e)?;
-        inner.hub.publish(&entry);
-        Ok(entry.kv())
+        let kv = entry.kv();
+        if self.sync.is_none() {
+            inner.hub.publish(&entry);
+            inner.published = entry.revision;
+            return Ok(kv);
+        }
+        inner.pending.push(entry);
+        drop(inner);
+        self.durable(kv.mod_revision)?;
+        Ok(kv)
+    }
+
+    /// Waits until `rev` is durable: either another waiter's fsync covers it, or this one fsyncs for everyone.
+    fn durable(&self, rev: Revision) -> Result<(), StoreError> {
+        let Some(gs) = &self.sync else { return Ok(()) };
+        let poisoned = |_| StoreError::Backend("store sync lock poisoned by a panic".into());
+        let mut st = gs.state.lock().map_err(poisoned)?;
+        loop {
+            if st.synced >= rev {
+                return Ok(());
+            }
+            if !st.syncing {
+                break;
+            }
+            st = gs.wake.wait(st).map_err(poisoned)?;
+        }
+        st.syncing = true;
+        let file = st.file.take();
+        drop(st);
+        let result = self.sync_once(&gs.path, file);
+        let mut st = gs.state.lock().map_err(poisoned)?;
+        st.syncing = false;
+        gs.wake.notify_all();
+        let (file, target) = result?;
+        st.file = Some(file);
+        st.synced = st.synced.max(target);
+        if st.synced >= rev {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!("revision {rev} was not synced")))
+        }
+    }
+
+    /// One group fsync: everything appended so far becomes durable, then goes to the watchers.
+    fn sync_once(
+        &self,
+        path: &Path,
+        file: Option<std::fs::File>,
+    ) -> Result<(std::fs::File, Revision), StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let io = |e: std::io::Error| StoreError::Backend(format!("syncing {}: {e}", path.display()));
+        let on_disk = std::fs::metadata(path).map_err(io)?.ino();
+        let file = match file {
+            // SQLite keeps one WAL file while the connection is open; reopen if it was ever replaced.
+            Some(f) if f.metadata().map_err(io)?.ino() == on_disk => f,
+            _ => std::fs::File::open(path).map_err(io)?,
+        };
+        let target = self.lock()?.log.current()?;
+        file.sync_data().map_err(io)?;
+        let mut inner = self.lock()?;
+        let upto = inner.pending.partition_point(|e| e.revision <= target);
+        let ready: Vec<_> = inner.pending.drain(..upto).collect();
+        for e in &ready {
+            inner.hub.publish(e);
+        }
+        inner.published = inner.published.max(target);
+        Ok((file, target))
     }
 
     /// The current value of `key`, or `None`.
@@ -224,7 +324,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::AlreadyExists`] if it exists.
     pub fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
-        let mut inner = self.lock()?;
+        let inner = self.lock()?;
         let prev = inner.log.latest(key, Revision::MAX)?;
         if prev.as_ref().is_some_and(|p| !p.deleted) {
             return Err(StoreError::AlreadyExists { key: key.to_string() });
@@ -237,7 +337,7 @@ impl Store {
             value,
             written_ms: now_ms(),
         };
-        Self::commit(&mut inner, e)
+        self.commit(inner, e)
     }
 
     /// Replaces `key`'s value if it is still at `expected` (its `mod_revision`).
@@ -247,7 +347,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Conflict`] when the key moved on.
     pub fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
-        let mut inner = self.lock()?;
+        let inner = self.lock()?;
         let cur = Self::live(&inner, key)?;
         if cur.revision != expected {
             return Err(StoreError::Conflict {
@@ -267,7 +367,7 @@ impl Store {
             value,
             written_ms: now_ms(),
         };
-        Self::commit(&mut inner, e)
+        self.commit(inner, e)
     }
 
     /// Deletes `key` (if still at `expected`, when given); returns its last value at the deletion revision.
@@ -275,7 +375,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Conflict`] when `expected` does not match.
     pub fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
-        let mut inner = self.lock()?;
+        let inner = self.lock()?;
         let cur = Self::live(&inner, key)?;
         if let Some(exp) = expected.filter(|e| *e != cur.revision) {
             return Err(StoreError::Conflict {
@@ -292,7 +392,7 @@ impl Store {
             value: cur.value,
             written_ms: now_ms(),
         };
-        Self::commit(&mut inner, e)
+        self.commit(inner, e)
     }
 
     /// Watches keys under `prefix` for changes after revision `after`: first the history since then, then live.
@@ -308,8 +408,11 @@ impl Store {
                 compacted,
             });
         }
-        let history = inner.log.since(prefix, after)?;
-        Ok(inner.hub.add(prefix, &history))
+        // History up to what watchers were told; later (not yet durable) entries arrive live, above `after` only.
+        let published = inner.published;
+        let mut history = inner.log.since(prefix, after)?;
+        history.retain(|e| e.revision <= published);
+        Ok(inner.hub.add(prefix, &history, after.max(published)))
     }
 
     /// Number of live watchers.

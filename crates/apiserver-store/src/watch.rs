@@ -71,7 +71,8 @@ impl Watcher {
 /// Registered watchers.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
-    slots: Vec<(String, mpsc::Sender<Event>)>,
+    /// Prefix, channel, and the revision at or below which the watcher already has everything.
+    slots: Vec<(String, mpsc::Sender<Event>, Revision)>,
 }
 
 /// Events a watcher may have queued before it counts as too slow.
@@ -79,26 +80,29 @@ pub(crate) const WATCH_BUFFER: usize = 4096;
 
 impl Hub {
     /// Registers a watcher for `prefix`, pre-loaded with `history` (already in revision order).
-    pub(crate) fn add(&mut self, prefix: &str, history: &[Entry]) -> Watcher {
+    pub(crate) fn add(&mut self, prefix: &str, history: &[Entry], seen: Revision) -> Watcher {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER + history.len());
         for e in history {
             // Capacity covers the whole history, so this cannot fail.
             let _ = tx.try_send(Event::from_entry(e));
         }
-        self.slots.push((prefix.to_string(), tx));
+        self.slots.push((prefix.to_string(), tx, seen));
         Watcher { rx }
     }
 
     /// Delivers `e` to every watcher of a matching prefix; drops watchers that are gone or full.
     pub(crate) fn publish(&mut self, e: &Entry) {
         let ev = Event::from_entry(e);
-        self.slots.retain(|(prefix, tx)| {
-            !tx.is_closed() && (!e.key.starts_with(prefix.as_str()) || tx.try_send(ev.clone()).is_ok())
+        self.slots.retain(|(prefix, tx, seen)| {
+            !tx.is_closed()
+                && (!e.key.starts_with(prefix.as_str())
+                    || e.revision <= *seen
+                    || tx.try_send(ev.clone()).is_ok())
         });
     }
 
     /// Number of live watchers.
     pub(crate) fn len(&self) -> usize {
-        self.slots.iter().filter(|(_, tx)| !tx.is_closed()).count()
+        self.slots.iter().filter(|(_, tx, _)| !tx.is_closed()).count()
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::app::Ctx;
 use crate::objects::{meta_str, now_rfc3339};
 use crate::status::ApiError;
+use crate::webhook::{self, Phase};
 
 const KUBEVIRT_GROUPS: &[&str] = &[
     "kubevirt.io",
@@ -87,6 +88,15 @@ fn invalid_from_causes(ctx: &Ctx, name: &str, causes: &[StatusCause]) -> ApiErro
 /// # Errors
 /// 400/422 when admission refuses the object.
 pub fn on_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<String>), ApiError> {
+    let (obj, mut warnings) = webhook::run(ctx, Phase::Mutating, "CREATE", obj, None)?;
+    let (obj, more) = builtin_create(ctx, obj, name)?;
+    warnings.extend(more);
+    let (obj, more) = webhook::run(ctx, Phase::Validating, "CREATE", obj, None)?;
+    warnings.extend(more);
+    Ok((obj, warnings))
+}
+
+fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<String>), ApiError> {
     if is_kubevirt(ctx) {
         let decoded = Object::from_value(obj).map_err(|e| match e {
             kubevirt_api::DecodeError::Field { path, message, .. } => ApiError::invalid(
@@ -163,7 +173,15 @@ fn crd_status(crd: &Value, types: &[crate::registry::ResourceType]) -> Value {
 ///
 /// # Errors
 /// 422 when the new object is invalid.
-pub fn on_update(ctx: &Ctx, new: Value, _old: &Value) -> Result<(Value, Vec<String>), ApiError> {
+pub fn on_update(ctx: &Ctx, new: Value, old: &Value) -> Result<(Value, Vec<String>), ApiError> {
+    let (new, mut warnings) = webhook::run(ctx, Phase::Mutating, "UPDATE", new, Some(old))?;
+    let new = builtin_update(ctx, new)?;
+    let (new, more) = webhook::run(ctx, Phase::Validating, "UPDATE", new, Some(old))?;
+    warnings.extend(more);
+    Ok((new, warnings))
+}
+
+fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
     let name = meta_str(&new, "name").unwrap_or_default().to_string();
     if ctx.rt.group == "apiextensions.k8s.io" {
         crate::registry::from_crd(&new).map_err(|e| {
@@ -185,7 +203,7 @@ pub fn on_update(ctx: &Ctx, new: Value, _old: &Value) -> Result<(Value, Vec<Stri
             return Err(invalid_from_causes(ctx, &name, &causes));
         }
     }
-    Ok((new, Vec::new()))
+    Ok(new)
 }
 
 /// Effects of a stored create or update: a CRD starts being served the moment it is stored.

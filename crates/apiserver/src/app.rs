@@ -21,6 +21,8 @@ use crate::{crud, discovery, patch, watch};
 pub struct Identity {
     /// User name shown in 403 messages.
     pub user: String,
+    /// Groups the user is in (`kubectl auth whoami` shows them).
+    pub groups: Vec<String>,
     /// Whether writes are allowed.
     pub can_write: bool,
 }
@@ -31,6 +33,7 @@ impl Identity {
     pub fn admin() -> Self {
         Self {
             user: "kvbox-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
             can_write: true,
         }
     }
@@ -43,6 +46,8 @@ pub struct ApiState {
     pub store: Store,
     /// Served resources.
     pub registry: Registry,
+    /// Encoded watch events shared by the watchers of one resource.
+    pub watch_cache: crate::watch::EventCache,
 }
 
 /// Shared handle.
@@ -111,8 +116,8 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
     if !rt.namespaced && path.namespace.is_some() {
         return Err(ApiError::no_route());
     }
-    // A SelfSubjectAccessReview is a question, not a write: every identity may ask.
-    let review = rt.group == "authorization.k8s.io";
+    // SelfSubjectAccessReview and SelfSubjectReview are questions, not writes: every identity may ask.
+    let review = rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io";
     let write = !matches!(parts.method, Method::GET | Method::HEAD) && !review;
     if write && !identity.can_write {
         let verb = match parts.method {
@@ -158,18 +163,35 @@ async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiEr
         (&Method::GET, false, None) if ctx.query.flag("watch")? => watch::watch(ctx).await,
         (&Method::GET, false, None) => crud::list(&ctx),
         (&Method::GET, true, None | Some("status")) => crud::get(&ctx),
+        (&Method::GET, true, Some("scale")) => crate::scale::get(&ctx),
         (&Method::POST, false, None) if ctx.rt.group == "authorization.k8s.io" => {
             crud::access_review(&ctx, &body)
         }
-        (&Method::POST, false, None) => crud::create(&ctx, &body),
-        (&Method::PUT, true, None | Some("status")) => crud::update(&ctx, &body),
-        (&Method::PATCH, true, None | Some("status")) => patch::patch(&ctx, &body),
-        (&Method::POST, true, Some("binding")) => crud::bind(&ctx, &body),
-        (&Method::GET, true, Some("scale")) => crate::scale::get(&ctx),
-        (&Method::PUT, true, Some("scale")) => crate::scale::write(&ctx, &body, false),
-        (&Method::PATCH, true, Some("scale")) => crate::scale::write(&ctx, &body, true),
-        (&Method::DELETE, true, None) => crud::delete(&ctx, &body),
-        (&Method::DELETE, false, None) => crud::delete_collection(&ctx, &body),
+        (&Method::POST, false, None) if ctx.rt.group == "authentication.k8s.io" => crud::self_review(&ctx),
+        (&Method::GET | &Method::HEAD, _, _) => Err(ApiError::method_not_allowed()),
+        _ => {
+            // Writes wait for their group fsync: off the async workers, so many can wait on one fsync together.
+            let method = method.clone();
+            tokio::task::spawn_blocking(move || route_write(&ctx, &method, &body))
+                .await
+                .map_err(|e| ApiError::internal(format!("write task failed: {e}")))?
+        }
+    }
+}
+
+fn route_write(ctx: &Ctx, method: &Method, body: &Bytes) -> Result<Response, ApiError> {
+    let (ctx, body) = (ctx, body.clone());
+    let has_name = ctx.path.name.is_some();
+    let sub = ctx.path.subresource.clone();
+    match (method, has_name, sub.as_deref()) {
+        (&Method::POST, false, None) => crud::create(ctx, &body),
+        (&Method::PUT, true, None | Some("status")) => crud::update(ctx, &body),
+        (&Method::PATCH, true, None | Some("status")) => patch::patch(ctx, &body),
+        (&Method::POST, true, Some("binding")) => crud::bind(ctx, &body),
+        (&Method::PUT, true, Some("scale")) => crate::scale::write(ctx, &body, false),
+        (&Method::PATCH, true, Some("scale")) => crate::scale::write(ctx, &body, true),
+        (&Method::DELETE, true, None) => crud::delete(ctx, &body),
+        (&Method::DELETE, false, None) => crud::delete_collection(ctx, &body),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -664,3 +664,16 @@ pub fn access_review(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     };
     Ok(json(StatusCode::CREATED, &review))
 }
+
+/// `kubectl auth whoami`: a SelfSubjectReview answered with the caller's user name and groups.
+///
+/// # Errors
+/// None today; the body is not needed.
+pub fn self_review(ctx: &Ctx) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {"username": ctx.identity.user, "groups": ctx.identity.groups}}}),
+    ))
+}

@@ -14,6 +14,7 @@ pub mod gc;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod pki;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
@@ -21,7 +22,9 @@ pub mod scale;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod tls;
 pub mod watch;
+pub mod webhook;
 
 pub use app::{ApiState, Identity, Shared, router};
 pub mod server;

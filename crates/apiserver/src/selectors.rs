@@ -122,6 +122,50 @@ pub fn parse_labels(s: &str) -> Result<Vec<LabelReq>, String> {
     Ok(out)
 }
 
+/// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions` with In/NotIn/Exists/DoesNotExist) as
+/// requirements. An empty selector matches everything.
+///
+/// # Errors
+/// An unknown operator, or In/NotIn without values.
+pub fn parse_selector_object(sel: &Value) -> Result<Vec<LabelReq>, String> {
+    let mut out = Vec::new();
+    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in m {
+            out.push(LabelReq::Eq(
+                k.clone(),
+                v.as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let values: Vec<String> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let op = e.get("operator").and_then(Value::as_str).unwrap_or_default();
+        out.push(match op {
+            "In" | "NotIn" if values.is_empty() => return Err(format!("{op} on {key:?} needs values")),
+            "In" => LabelReq::In(key, values),
+            "NotIn" => LabelReq::NotIn(key, values),
+            "Exists" => LabelReq::Exists(key),
+            "DoesNotExist" => LabelReq::NotExists(key),
+            other => return Err(format!("{other:?} is not a valid label selector operator")),
+        });
+    }
+    Ok(out)
+}
+
 /// Whether an object's labels satisfy every requirement.
 #[must_use]
 pub fn labels_match(reqs: &[LabelReq], labels: Option<&serde_json::Map<String, Value>>) -> bool {

@@ -3,12 +3,13 @@
 //!
 //! # Start-up
 //! 1. Create the data dir (0700); generate the CA + serving cert and the tokens on first start, reuse them after.
+//!    Clients authenticate with a bearer token or a client certificate signed by the CA ([`crate::pki`]).
 //! 2. Open the store; serve every stored CRD; install kubevirt-rs's CRDs and the system namespaces if missing.
 //! 3. Bind, then write `kubeconfig.yaml` (admin) and `kubeconfig-view.yaml` (read-only) with the bound address.
 //! 4. Serve until [`Running::shutdown`] (or SIGTERM in `kvbox server`); compact the store every five minutes.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,13 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::app::{ApiState, Identity, router};
+use crate::pki::{io, kubeconfig_text, load_or_make_pki, load_or_make_token, write_private};
 use crate::registry::Registry;
 use crate::status::ApiError;
+use crate::tls::{ClientCertAcceptor, PeerCert};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,119 +79,6 @@ impl Running {
         let _ = self.task.await;
         self.stop.notify_waiters();
     }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), ServerError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-/// The CA certificate, serving certificate and key, as PEM.
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn load_or_make_pki(dir: &Path) -> Result<Pki, ServerError> {
-    let (ca_p, cert_p, key_p) = (
-        dir.join("ca.crt"),
-        dir.join("serving.crt"),
-        dir.join("serving.key"),
-    );
-    if ca_p.exists() && cert_p.exists() && key_p.exists() {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
-        return Ok(Pki {
-            ca: read(&ca_p)?,
-            cert: read(&cert_p)?,
-            key: read(&key_p)?,
-        });
-    }
-    let err = |e: rcgen::Error| ServerError::Certificates(e.to_string());
-    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kvbox-ca");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "kvbox".to_string()]).map_err(err)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kvbox-apiserver");
-    for ip in ["127.0.0.1", "::1"] {
-        if let Ok(ip) = ip.parse() {
-            params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
-        }
-    }
-    if let Ok(host_ips) = std::env::var("KVBOX_EXTRA_SANS") {
-        for s in host_ips.split(',').filter(|s| !s.is_empty()) {
-            match s.parse() {
-                Ok(ip) => params.subject_alt_names.push(rcgen::SanType::IpAddress(ip)),
-                Err(_) => params
-                    .subject_alt_names
-                    .push(rcgen::SanType::DnsName(s.try_into().map_err(err)?)),
-            }
-        }
-    }
-    let cert = params.signed_by(&key, &issuer).map_err(err)?;
-    let pki = Pki {
-        ca: ca_cert.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    };
-    write_private(&ca_p, pki.ca.as_bytes())?;
-    write_private(&cert_p, pki.cert.as_bytes())?;
-    write_private(&key_p, pki.key.as_bytes())?;
-    Ok(pki)
-}
-
-fn load_or_make_token(path: &Path) -> Result<String, ServerError> {
-    if let Ok(t) = std::fs::read_to_string(path)
-        && !t.trim().is_empty()
-    {
-        return Ok(t.trim().to_string());
-    }
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write_private(path, token.as_bytes())?;
-    Ok(token)
-}
-
-fn kubeconfig_text(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kvbox\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: kvbox\n  context:\n    cluster: kvbox\n    user: {user}\n    namespace: default\ncurrent-context: kvbox\n"
-    )
 }
 
 /// Stores `obj` under `key` unless present.
@@ -268,11 +157,27 @@ async fn authenticate(tokens: axum::extract::State<Arc<Tokens>>, mut req: Reques
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let identity = match bearer {
-        Some(t) if t == tokens.admin => Identity::admin(),
-        Some(t) if t == tokens.view => Identity {
+    let cert = req
+        .extensions()
+        .get::<Option<PeerCert>>()
+        .cloned()
+        .flatten()
+        .and_then(|c| crate::tls::subject_identity(&c.0));
+    let identity = match (bearer, cert) {
+        (Some(t), _) if t == tokens.admin => Identity::admin(),
+        (Some(t), _) if t == tokens.view => Identity {
             user: "kvbox-view".into(),
+            groups: vec!["kvbox:view".into(), "system:authenticated".into()],
             can_write: false,
+        },
+        // Until RBAC is enforced, certificates in system:masters may write and every other certificate may read.
+        (None, Some((user, mut groups))) => Identity {
+            can_write: groups.iter().any(|g| g == "system:masters"),
+            user,
+            groups: {
+                groups.push("system:authenticated".into());
+                groups
+            },
         },
         _ => return ApiError::unauthorized().into_response(),
     };
@@ -302,6 +207,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let state = Arc::new(ApiState {
         store: store.clone(),
         registry,
+        watch_cache: Default::default(),
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());
@@ -309,14 +215,11 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         Arc::new(tokens.clone()),
         authenticate,
     ));
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        pki.cert.clone().into_bytes(),
-        pki.key.clone().into_bytes(),
-    )
-    .await
-    .map_err(|e| ServerError::Certificates(e.to_string()))?;
+    let tls = crate::tls::server_config(&pki.ca, &pki.cert, &pki.key).map_err(ServerError::Certificates)?;
     let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());
+    let server = axum_server::bind(config.listen)
+        .acceptor(ClientCertAcceptor::new(tls))
+        .handle(handle.clone());
     let task = tokio::spawn(server.serve(app.into_make_service()));
     let addr = handle.listening().await.ok_or_else(|| ServerError::Io {
         path: PathBuf::from(config.listen.to_string()),

@@ -53,6 +53,17 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// An admission webhook's refusal: its code (403 unless it said otherwise) and message.
+    #[must_use]
+    pub fn webhook_denied(code: u16, message: &str, reason: &str) -> Self {
+        let code = if (400..600).contains(&code) { code } else { 403 };
+        let mut e = Self::new(code, "Forbidden", message);
+        if !reason.is_empty() {
+            e.details = Some(serde_json::json!({"causes": [{"reason": reason, "message": message}]}));
+        }
+        e
+    }
+
     /// 403 for `verb` on `rt` by `user`.
     #[must_use]
     pub fn forbidden(user: &str, verb: &str, rt: Option<&ResourceType>, namespace: Option<&str>) -> Self {

@@ -30,6 +30,35 @@ fn line(v: &Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// Encoded event lines by (revision, resource, version, type): with many watchers of one resource, each event is
+/// decoded and encoded once instead of once per watcher. Holds the newest [`EventCache::CAPACITY`] lines.
+#[derive(Debug, Default)]
+pub struct EventCache {
+    lines: std::sync::Mutex<std::collections::BTreeMap<(i64, String, &'static str), Bytes>>,
+}
+
+impl EventCache {
+    const CAPACITY: usize = 2048;
+
+    fn get_or(
+        &self,
+        key: (i64, String, &'static str),
+        make: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<Bytes> {
+        if let Some(b) = self.lines.lock().ok().and_then(|l| l.get(&key).cloned()) {
+            return Some(b);
+        }
+        let b = make()?;
+        if let Ok(mut l) = self.lines.lock() {
+            l.insert(key, b.clone());
+            while l.len() > Self::CAPACITY {
+                l.pop_first();
+            }
+        }
+        Some(b)
+    }
+}
+
 struct Filter {
     labels: Vec<LabelReq>,
     fields: Vec<FieldReq>,
@@ -54,6 +83,7 @@ struct Stream {
     table: bool,
     last_rv: i64,
     store: apiserver_store::Store,
+    state: std::sync::Arc<crate::app::ApiState>,
     done: bool,
 }
 
@@ -80,9 +110,29 @@ impl Stream {
     /// Turns a store event into a watch event line, applying the selectors.
     fn translate(&mut self, ev: &apiserver_store::Event) -> Option<Bytes> {
         self.last_rv = ev.revision();
+        let unfiltered = self.filter.labels.is_empty() && self.filter.fields.is_empty();
+        if unfiltered && !self.table {
+            let kind = match ev.kind {
+                EventKind::Created => "ADDED",
+                EventKind::Updated => "MODIFIED",
+                EventKind::Deleted => "DELETED",
+            };
+            let key = (
+                ev.revision(),
+                format!(
+                    "{}/{}/{}",
+                    self.ctx_rt.group, self.ctx_rt.version, self.ctx_rt.plural
+                ),
+                kind,
+            );
+            let (cache, rt) = (&self.state.watch_cache, &self.ctx_rt);
+            return cache.get_or(key, || {
+                let obj = from_kv(rt, &ev.kv).ok()?;
+                Some(line(&json!({"type": kind, "object": obj})))
+            });
+        }
         let obj = from_kv(&self.ctx_rt, &ev.kv).ok()?;
         let now = self.filter.matches(&obj);
-        let unfiltered = self.filter.labels.is_empty() && self.filter.fields.is_empty();
         let before = match ev.kind {
             // Without selectors an update is a MODIFIED: no need to read the previous value.
             EventKind::Updated if unfiltered => true,
@@ -232,6 +282,7 @@ pub async fn watch(ctx: Ctx) -> Result<Response, ApiError> {
         table,
         last_rv: start,
         store,
+        state: ctx.state.clone(),
         done: false,
     };
     if send_initial {

@@ -1,4 +1,4 @@
-//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`.
+//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`.
 
 mod cmd;
 mod manifest;
@@ -23,6 +23,8 @@ enum Command {
     Crds,
     /// Run the embedded Kubernetes-compatible API server (HTTPS, token auth, SQLite store).
     Server(cmd::server::Args),
+    /// Issue a client certificate from a server's CA and print a kubeconfig using it.
+    Kubeconfig(cmd::kubeconfig::Args),
     /// Load an API server (creates/s, list and watch latency) through kube-rs; see scripts/bench-api.
     BenchApi(cmd::bench_api::Args),
 }
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Crds => cmd::crds::run(),
         Command::Server(args) => cmd::server::run(&args),
         Command::BenchApi(args) => cmd::bench_api::run(&args),
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,7 @@ pub fn app() -> (axum::Router, Store) {
     let state = Arc::new(ApiState {
         store: store.clone(),
         registry,
+        watch_cache: Default::default(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)

@@ -41,6 +41,9 @@ pub(crate) struct Args {
     /// Events in the watch phase.
     #[arg(long, default_value_t = 200)]
     watch_events: usize,
+    /// An etcd client URL (`http://127.0.0.1:PORT`): run the same create phases against it and print the ratio.
+    #[arg(long)]
+    etcd: Option<String>,
 }
 
 fn cm(name: &str) -> ConfigMap {
@@ -118,6 +121,28 @@ async fn bench(args: &Args) -> anyhow::Result<ExitCode> {
         "creates/s at concurrency {}: {rate_n:.0} ({} objects)",
         args.concurrency, args.concurrent_creates
     );
+
+    if let Some(url) = &args.etcd {
+        let e1 =
+            super::bench_etcd::creates(url, &format!("bench-serial-{tag}"), args.serial_creates, 1).await?;
+        let en = super::bench_etcd::creates(
+            url,
+            &format!("bench-concurrent-{tag}"),
+            args.concurrent_creates,
+            args.concurrency,
+        )
+        .await?;
+        println!(
+            "etcd creates/s at concurrency 1: {e1:.0}; at concurrency {}: {en:.0}",
+            args.concurrency
+        );
+        println!(
+            "kvbox/etcd create throughput: {:.2}x at concurrency 1, {:.2}x at concurrency {}",
+            rate1 / e1,
+            rate_n / en,
+            args.concurrency
+        );
+    }
 
     let listed = namespace(&c, &format!("bench-list-{tag}")).await?;
     creates(&listed, "l", args.list_objects, args.concurrency).await?;

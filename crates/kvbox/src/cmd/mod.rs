@@ -2,5 +2,7 @@
 
 pub(crate) mod admit;
 pub(crate) mod bench_api;
+pub(crate) mod bench_etcd;
 pub(crate) mod crds;
+pub(crate) mod kubeconfig;
 pub(crate) mod server;
