@@ -48,6 +48,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// Encoded watch events shared by the watchers of one resource.
     pub watch_cache: crate::watch::EventCache,
+    /// Registered admission webhooks.
+    pub webhooks: crate::webhook::WebhookCache,
 }
 
 /// Shared handle.

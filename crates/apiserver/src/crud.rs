@@ -58,6 +58,19 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
 
 /// The objects a list selects, and the revision and continue token of the page.
 pub(crate) fn select(ctx: &Ctx) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let mut items = Vec::new();
+    let (rv, cont) = select_each(ctx, |obj| {
+        items.push(obj);
+        Ok(())
+    })?;
+    Ok((items, rv, cont))
+}
+
+/// Lists like [`select`] but hands each matching object to `each` as it is decoded, so nothing holds them all.
+fn select_each(
+    ctx: &Ctx,
+    mut each: impl FnMut(Value) -> Result<(), ApiError>,
+) -> Result<(i64, Option<String>), ApiError> {
     let labels =
         parse_labels(ctx.query.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
     let fields = parse_fields(ctx.query.get("fieldSelector").unwrap_or_default(), &ctx.rt.kind)
@@ -87,12 +100,11 @@ pub(crate) fn select(ctx: &Ctx) -> Result<(Vec<Value>, i64, Option<String>), Api
     opts.limit = limit;
     let prefix = ctx.rt.prefix_in(ctx.path.namespace.as_deref());
     let page = ctx.state.store.list(&prefix, &opts)?;
-    let mut items = Vec::new();
     for kv in &page.items {
         let obj = from_kv(&ctx.rt, kv)?;
         let lbl = obj.pointer("/metadata/labels").and_then(Value::as_object);
         if labels_match(&labels, lbl) && fields_match(&fields, &obj) {
-            items.push(obj);
+            each(obj)?;
         }
     }
     let cont = if page.more {
@@ -102,7 +114,7 @@ pub(crate) fn select(ctx: &Ctx) -> Result<(Vec<Value>, i64, Option<String>), Api
     } else {
         None
     };
-    Ok((items, page.revision, cont))
+    Ok((page.revision, cont))
 }
 
 /// GET a collection.
@@ -110,6 +122,33 @@ pub(crate) fn select(ctx: &Ctx) -> Result<(Vec<Value>, i64, Option<String>), Api
 /// # Errors
 /// 400 for bad selectors or tokens; 410 for an expired continue token.
 pub fn list(ctx: &Ctx) -> Result<Response, ApiError> {
+    if !table::wants_table(&ctx.headers) {
+        // Encoded item by item: a large list costs its encoded bytes, not every object as a tree at once.
+        let mut body = format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"items\":[",
+            json!(format!("{}List", ctx.rt.kind)),
+            json!(ctx.rt.api_version())
+        )
+        .into_bytes();
+        let mut first = true;
+        let (rv, cont) = select_each(ctx, |obj| {
+            if !std::mem::take(&mut first) {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, &obj).map_err(ApiError::internal)
+        })?;
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
+        }
+        body.extend_from_slice(format!("],\"metadata\":{meta}}}").as_bytes());
+        let mut resp = Response::new(axum::body::Body::from(body));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return Ok(resp);
+    }
     let (items, rv, cont) = select(ctx)?;
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = cont {
@@ -225,6 +264,37 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+/// The field manager of a non-apply write: `fieldManager`, else the User-Agent's program name (as Kubernetes does).
+fn field_manager(ctx: &Ctx) -> String {
+    if let Some(m) = ctx.query.get("fieldManager") {
+        return m.to_string();
+    }
+    let ua = ctx
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
+    ua.split('/').next().unwrap_or(ua).chars().take(128).collect()
+}
+
+/// Records a create/update/patch (not an apply, which records itself) in `managedFields`.
+fn track_fields(ctx: &Ctx, old: Option<&Value>, new: &mut Value) {
+    let is_apply = ctx
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+    if !is_apply {
+        crate::apply::record_update(
+            old,
+            new,
+            &field_manager(ctx),
+            &ctx.rt.api_version(),
+            &crate::objects::now_rfc3339(),
+        );
+    }
+}
+
 /// POST to a collection.
 ///
 /// # Errors
@@ -242,6 +312,7 @@ pub fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     let name = objects::stamp_create(&ctx.rt, &mut obj, ctx.path.namespace.as_deref())?;
     let (mut obj, mut warnings) = admit::on_create(ctx, obj, &name)?;
     warnings.extend(unknown);
+    track_fields(ctx, None, &mut obj);
     if ctx.rt.status
         && ctx.rt.crd.is_some()
         && let Some(m) = obj.as_object_mut()
@@ -384,8 +455,15 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
             .unwrap_or(1);
         meta_mut(&mut new)?.insert("generation".into(), json!(generation + 1));
     }
-    let (new, mut warnings) = admit::on_update(ctx, new, &cur)?;
+    if ctx.rt.group.is_empty() && !status_write {
+        let causes = crate::immutable::check(&ctx.rt.kind, &cur, &new);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&ctx.rt.kind, "", &name, &causes));
+        }
+    }
+    let (mut new, mut warnings) = admit::on_update(ctx, new, &cur)?;
     warnings.extend(unknown);
+    track_fields(ctx, Some(&cur), &mut new);
     if dry_run(ctx) {
         return Ok(with_warnings(
             table::respond(ctx, StatusCode::OK, new, false),

@@ -11,6 +11,7 @@ pub mod crud;
 pub mod discovery;
 pub mod fields;
 pub mod gc;
+pub mod immutable;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

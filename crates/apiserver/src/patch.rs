@@ -336,7 +336,9 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
                 manager,
                 &ctx.rt.api_version(),
                 &crate::objects::now_rfc3339(),
-            );
+                true,
+            )
+            .map_err(|c| ApiError::apply_conflict(&ctx.rt, &name, &c))?;
             obj["metadata"]["name"] = Value::String(name);
             let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
             let mut resp = crud::create(ctx, &bytes)?;
@@ -365,7 +367,9 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
             manager,
             &ctx.rt.api_version(),
             &crate::objects::now_rfc3339(),
-        );
+            ctx.query.flag("force")?,
+        )
+        .map_err(|c| ApiError::apply_conflict(&ctx.rt, &name, &c))?;
     } else if ct.starts_with("application/merge-patch+json") {
         merge_patch(&mut obj, &patch);
     } else if ct.starts_with("application/strategic-merge-patch+json") {

@@ -208,6 +208,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         store: store.clone(),
         registry,
         watch_cache: Default::default(),
+        webhooks: Default::default(),
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());

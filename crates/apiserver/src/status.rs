@@ -143,6 +143,20 @@ impl ApiError {
         .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural}))
     }
 
+    /// 409 for a server-side apply that would change fields other managers own.
+    #[must_use]
+    pub fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[crate::apply::Conflict]) -> Self {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| {
+                json!({"reason": "FieldManagerConflict", "field": c.field,
+                    "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version)})
+            })
+            .collect();
+        Self::new(409, "Conflict", crate::apply::conflict_message(conflicts))
+            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}))
+    }
+
     /// 410 Expired.
     #[must_use]
     pub fn expired(requested: i64, oldest: i64) -> Self {

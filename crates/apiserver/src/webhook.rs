@@ -126,25 +126,75 @@ fn webhook_matches(hook: &Value, ctx: &Ctx, operation: &str, obj: &Value) -> Res
     Ok(true)
 }
 
-/// Every webhook of `phase` in name order: (configuration name, webhook).
-fn webhooks(ctx: &Ctx, phase: Phase) -> Result<Vec<Value>, ApiError> {
-    let list = ctx
-        .state
-        .store
-        .list(phase.prefix(), &apiserver_store::ListOptions::default())?;
-    let mut out = Vec::new();
-    for kv in list.items {
-        let Ok(cfg) = serde_json::from_slice::<Value>(&kv.value) else {
-            continue;
+/// The registered webhooks, read once and re-read only when a configuration changes (a store watch on both
+/// prefixes tells), so a write without webhooks costs no store read.
+#[derive(Debug, Default)]
+pub struct WebhookCache {
+    inner: std::sync::Mutex<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    changes: [apiserver_store::Watcher; 2],
+    hooks: [Arc<Vec<Value>>; 2],
+}
+
+impl WebhookCache {
+    fn load(store: &apiserver_store::Store) -> Result<Cached, ApiError> {
+        let revision = store.revision()?;
+        let opts = apiserver_store::ListOptions {
+            revision: Some(revision),
+            ..Default::default()
         };
-        out.extend(
-            cfg.get("webhooks")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
+        let mut hooks: [Arc<Vec<Value>>; 2] = Default::default();
+        for (i, phase) in [Phase::Mutating, Phase::Validating].into_iter().enumerate() {
+            let mut out = Vec::new();
+            for kv in store.list(phase.prefix(), &opts)?.items {
+                let Ok(cfg) = serde_json::from_slice::<Value>(&kv.value) else {
+                    continue;
+                };
+                out.extend(
+                    cfg.get("webhooks")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            hooks[i] = Arc::new(out);
+        }
+        Ok(Cached {
+            changes: [
+                store.watch(Phase::Mutating.prefix(), revision)?,
+                store.watch(Phase::Validating.prefix(), revision)?,
+            ],
+            hooks,
+        })
     }
-    Ok(out)
+
+    /// Every webhook of `phase`, configurations in name order.
+    fn get(&self, store: &apiserver_store::Store, phase: Phase) -> Result<Arc<Vec<Value>>, ApiError> {
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| ApiError::internal("webhook cache lock poisoned"))?;
+        let stale = match guard.as_mut() {
+            None => true,
+            Some(c) => {
+                let mut changed = false;
+                for w in &mut c.changes {
+                    while w.try_recv().is_some() {
+                        changed = true;
+                    }
+                }
+                changed
+            }
+        };
+        if stale {
+            *guard = Some(Self::load(store)?);
+        }
+        let i = usize::from(phase == Phase::Validating);
+        Ok(guard.as_ref().map(|c| c.hooks[i].clone()).unwrap_or_default())
+    }
 }
 
 fn review(ctx: &Ctx, uid: &str, operation: &str, obj: &Value, old: Option<&Value>) -> Value {
@@ -281,8 +331,8 @@ pub fn run(
     if ctx.rt.group == "admissionregistration.k8s.io" {
         return Ok((obj, warnings));
     }
-    for hook in webhooks(ctx, phase)? {
-        if !webhook_matches(&hook, ctx, operation, &obj)? {
+    for hook in ctx.state.webhooks.get(&ctx.state.store, phase)?.iter() {
+        if !webhook_matches(hook, ctx, operation, &obj)? {
             continue;
         }
         let name = hook
@@ -291,7 +341,7 @@ pub fn run(
             .unwrap_or_default()
             .to_string();
         let uid = uuid::Uuid::new_v4().to_string();
-        let Some(answer) = call(&hook, &review(ctx, &uid, operation, &obj, old))? else {
+        let Some(answer) = call(hook, &review(ctx, &uid, operation, &obj, old))? else {
             continue;
         };
         let resp = answer.get("response").cloned().unwrap_or_default();

@@ -189,3 +189,37 @@ async fn finalizers_hold_deletion_until_removed() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(get(&app, &format!("{base}/held")).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn immutable_fields_are_refused_with_422() {
+    let (app, _) = app();
+    let mut cm = cm("frozen", json!({}));
+    cm["immutable"] = json!(true);
+    assert_eq!(
+        post(&app, "/api/v1/namespaces/default/configmaps", cm).await.0,
+        StatusCode::CREATED
+    );
+    let (code, status) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/frozen",
+        Some(json!({"data": {"k": "changed"}})),
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        status["message"],
+        "ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+    );
+    // Labels may still change.
+    let (code, _) = call(
+        &app,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/frozen",
+        Some(json!({"metadata": {"labels": {"x": "y"}}})),
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+}

@@ -197,6 +197,46 @@ fn kubectl_against_kvbox_server() {
             .ok(&["get", "vmis", "-n", "ssa", "-o", "name"])
             .contains("vmi-fedora")
     );
+    // A field another manager changed conflicts until the applier forces it back.
+    let owned = tmp.path().join("owned.yaml");
+    std::fs::write(
+        &owned,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  namespace: ssa\ndata:\n  k: mine\n",
+    )
+    .unwrap();
+    server.ok(&["apply", "--server-side", "-f", owned.to_str().unwrap()]);
+    server.ok(&[
+        "patch",
+        "-n",
+        "ssa",
+        "cm",
+        "owned",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"k":"theirs"}}"#,
+    ]);
+    let conflict = server.kubectl(
+        "kubeconfig.yaml",
+        &["apply", "--server-side", "-f", owned.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&conflict.stderr);
+    assert!(!conflict.status.success());
+    assert!(
+        err.contains("conflict with \"kubectl-patch\"") && err.contains(".data.k"),
+        "{err}"
+    );
+    server.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        owned.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        server.ok(&["get", "-n", "ssa", "cm", "owned", "-o", "jsonpath={.data.k}"]),
+        "mine"
+    );
 
     // describe, explain, -o json, an edit-style replace, a strategic patch on a built-in.
     assert!(
@@ -331,6 +371,15 @@ fn kubectl_against_kvbox_server() {
     };
     until(&|l| l.iter().any(|x| x.contains("settings")), "the initial list");
     server.ok(&["apply", "-f", cm.to_str().unwrap()]);
+    until(
+        &|l| l.iter().any(|x| x.contains("ADDED") && x.contains("watched")),
+        "the creation",
+    );
+    server.ok(&["label", "configmap", "watched", "touched=yes"]);
+    until(
+        &|l| l.iter().any(|x| x.contains("MODIFIED") && x.contains("watched")),
+        "the modification",
+    );
     server.ok(&["delete", "configmap", "watched"]);
     until(
         &|l| l.iter().any(|x| x.contains("DELETED") && x.contains("watched")),

@@ -26,6 +26,7 @@ pub fn app() -> (axum::Router, Store) {
         store: store.clone(),
         registry,
         watch_cache: Default::default(),
+        webhooks: Default::default(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)
