@@ -1,0 +1,278 @@
+//! Configurators for NICs and the small devices (serial console, graphics, inputs, RNG, watchdog, guest agent,
+//! balloon, panic), and the list of VMI fields this launcher refuses with an error naming them.
+
+use crate::model::{Domain, Graphics, Input as InputDev, Nic, Watchdog};
+use crate::{Ctx, DomainError};
+
+/// Fields that need host facilities this launcher does not drive yet.
+pub(crate) fn refuse_unsupported(i: &Ctx<'_>, _d: &mut Domain) -> Result<(), DomainError> {
+    let spec = &i.vmi.spec;
+    let dom = &spec.domain;
+    let dev = &dom.devices;
+    let cpu = dom.cpu.as_ref();
+    let mem = dom.memory.as_ref();
+    let checks: &[(bool, &str, &str)] = &[
+        (dev.tpm.is_some(), "spec.domain.devices.tpm", "a TPM needs swtpm"),
+        (dev.sound.is_some(), "spec.domain.devices.sound", "sound devices"),
+        (
+            dev.gpus.as_ref().is_some_and(|g| !g.is_empty()),
+            "spec.domain.devices.gpus",
+            "GPU passthrough",
+        ),
+        (
+            dev.host_devices.as_ref().is_some_and(|h| !h.is_empty()),
+            "spec.domain.devices.hostDevices",
+            "host device passthrough (VFIO)",
+        ),
+        (
+            dev.filesystems.as_ref().is_some_and(|f| !f.is_empty()),
+            "spec.domain.devices.filesystems",
+            "virtiofs needs virtiofsd",
+        ),
+        (
+            dev.downward_metrics.is_some(),
+            "spec.domain.devices.downwardMetrics",
+            "downward metrics",
+        ),
+        (
+            dev.client_passthrough.is_some(),
+            "spec.domain.devices.clientPassthrough",
+            "USB redirection",
+        ),
+        (
+            dev.autoattach_vsock == Some(true),
+            "spec.domain.devices.autoattachVSOCK",
+            "vhost-vsock",
+        ),
+        (
+            dom.launch_security.is_some(),
+            "spec.domain.launchSecurity",
+            "SEV/SNP/TDX",
+        ),
+        (
+            cpu.and_then(|c| c.dedicated_cpu_placement) == Some(true),
+            "spec.domain.cpu.dedicatedCpuPlacement",
+            "CPU pinning",
+        ),
+        (
+            cpu.and_then(|c| c.isolate_emulator_thread) == Some(true),
+            "spec.domain.cpu.isolateEmulatorThread",
+            "CPU pinning",
+        ),
+        (
+            cpu.and_then(|c| c.numa.as_ref()).is_some(),
+            "spec.domain.cpu.numa",
+            "NUMA passthrough",
+        ),
+        (
+            cpu.and_then(|c| c.realtime.as_ref()).is_some(),
+            "spec.domain.cpu.realtime",
+            "realtime vCPUs",
+        ),
+        (
+            mem.and_then(|m| m.hugepages.as_ref()).is_some(),
+            "spec.domain.memory.hugepages",
+            "hugepages",
+        ),
+        (dom.io_threads.is_some(), "spec.domain.ioThreads", "I/O threads"),
+        (
+            dom.io_threads_policy.as_deref().is_some_and(|p| p != "shared"),
+            "spec.domain.ioThreadsPolicy",
+            "I/O thread policies other than shared",
+        ),
+    ];
+    if let Some((_, field, why)) = checks.iter().find(|(hit, _, _)| *hit) {
+        return Err(DomainError::unsupported(*field, *why));
+    }
+    Ok(())
+}
+
+/// A locally administered MAC derived from the VMI and interface names: the same on every start, so a VM keeps
+/// its DHCP lease (and IP) across restarts.
+fn stable_mac(ns: &str, vmi: &str, iface: &str) -> String {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{ns}/{vmi}/{iface}").as_bytes(),
+    );
+    let b = id.as_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
+}
+
+fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split([':', '-']).collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+}
+
+/// Network cards. The plumbing (tap, bridge, DHCP) is the caller's: a NIC is attached to the tap the node facts
+/// name for it, or to nothing.
+pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
+    let ifaces = i
+        .vmi
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .as_deref()
+        .unwrap_or_default();
+    let ns = i.vmi.metadata.namespace.as_deref().unwrap_or("default");
+    let name = i.vmi.metadata.name.as_deref().unwrap_or_default();
+    for (idx, iface) in ifaces.iter().enumerate() {
+        let at = |f: &str| format!("spec.domain.devices.interfaces[{idx}]{f}");
+        if iface.sriov.is_some() {
+            return Err(DomainError::unsupported(at(".sriov"), "SR-IOV"));
+        }
+        if iface.binding.is_some() {
+            return Err(DomainError::unsupported(
+                at(".binding"),
+                "network binding plugins",
+            ));
+        }
+        if iface.pci_address.is_some() {
+            return Err(DomainError::unsupported(at(".pciAddress"), "fixed PCI addresses"));
+        }
+        match iface.state.as_deref() {
+            Some("absent") => continue,
+            Some("down") => {
+                return Err(DomainError::unsupported(
+                    at(".state"),
+                    "starting with the link down",
+                ));
+            }
+            _ => {}
+        }
+        let model = match iface.model.as_deref().unwrap_or("virtio") {
+            "virtio" => "virtio-net-pci",
+            "e1000" => "e1000",
+            "e1000e" => "e1000e",
+            "rtl8139" => "rtl8139",
+            "igb" => "igb",
+            "ne2k_pci" => "ne2k_pci",
+            "pcnet" => "pcnet",
+            other => {
+                return Err(DomainError::invalid(
+                    at(".model"),
+                    format!("unknown model {other:?}"),
+                ));
+            }
+        };
+        let mac = match iface.mac_address.as_deref() {
+            Some(m) if valid_mac(m) => m.to_ascii_lowercase().replace('-', ":"),
+            Some(m) => {
+                return Err(DomainError::invalid(
+                    at(".macAddress"),
+                    format!("{m:?} is not a MAC address"),
+                ));
+            }
+            None => stable_mac(ns, name, &iface.name),
+        };
+        d.nics.push(Nic {
+            name: iface.name.clone(),
+            model: model.into(),
+            mac,
+            boot_order: iface.boot_order.map(|b| u32::try_from(b.max(1)).unwrap_or(1)),
+            tap: i.facts.taps.get(&iface.name).cloned(),
+        });
+    }
+    Ok(())
+}
+
+/// Serial console, graphics, inputs, RNG, watchdog, guest agent, balloon, panic device, start strategy.
+pub(crate) fn devices(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
+    let dev = &i.vmi.spec.domain.devices;
+    d.serial_console = dev.autoattach_serial_console.unwrap_or(true);
+    let efi = matches!(d.firmware.kind, crate::model::FirmwareKind::Efi { .. });
+    if dev.autoattach_graphics_device.unwrap_or(true) || dev.video.is_some() {
+        let video = match dev.video.as_ref().and_then(|v| v.r#type.as_deref()) {
+            None if efi => "bochs-display",
+            None | Some("vga") => "VGA",
+            Some("bochs") => "bochs-display",
+            Some("virtio") => "virtio-vga",
+            Some("ramfb") => "ramfb",
+            Some("cirrus") => "cirrus-vga",
+            Some(other) => {
+                return Err(DomainError::invalid(
+                    "spec.domain.devices.video.type",
+                    format!("unknown {other:?}"),
+                ));
+            }
+        };
+        d.graphics = Some(Graphics { video: video.into() });
+    }
+    for (idx, input) in dev.inputs.as_deref().unwrap_or_default().iter().enumerate() {
+        if input.r#type != "tablet" {
+            return Err(DomainError::invalid(
+                format!("spec.domain.devices.inputs[{idx}].type"),
+                format!("{:?}: only tablet is supported", input.r#type),
+            ));
+        }
+        let usb = match input.bus.as_deref().unwrap_or("usb") {
+            "usb" => true,
+            "virtio" => false,
+            other => {
+                return Err(DomainError::invalid(
+                    format!("spec.domain.devices.inputs[{idx}].bus"),
+                    format!("{other:?}: only usb and virtio"),
+                ));
+            }
+        };
+        d.inputs.push(InputDev {
+            name: input.name.clone(),
+            usb,
+        });
+    }
+    d.rng = dev.rng.is_some();
+    if let Some(w) = dev.watchdog.as_ref() {
+        if w.diag288.is_some() {
+            return Err(DomainError::unsupported(
+                "spec.domain.devices.watchdog.diag288",
+                "s390x only",
+            ));
+        }
+        let action = match w
+            .i6300esb
+            .as_ref()
+            .and_then(|e| e.action.as_deref())
+            .unwrap_or("reset")
+        {
+            "reset" => "reset",
+            "poweroff" => "poweroff",
+            "shutdown" => "shutdown",
+            other => {
+                return Err(DomainError::invalid(
+                    "spec.domain.devices.watchdog.i6300esb.action",
+                    format!("{other:?} is not poweroff, reset or shutdown"),
+                ));
+            }
+        };
+        d.watchdog = Some(Watchdog {
+            name: w.name.clone(),
+            action: action.into(),
+        });
+    }
+    for (idx, p) in dev
+        .panic_devices
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match p.model.as_deref().unwrap_or("isa") {
+            "isa" | "pvpanic" => d.panic_device = true,
+            other => {
+                return Err(DomainError::unsupported(
+                    format!("spec.domain.devices.panicDevices[{idx}].model"),
+                    format!("{other:?}"),
+                ));
+            }
+        }
+    }
+    d.balloon = dev.autoattach_mem_balloon.unwrap_or(true);
+    d.start_paused = i.vmi.spec.start_strategy.as_deref() == Some("Paused");
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! The volume plan: for each VMI volume, the file QEMU will open and what the launcher must do first to make it
+//! (pure — the launcher carries the plan out). Layout under the runtime directory:
+//!
+//! | volume | QEMU opens | made by |
+//! |---|---|---|
+//! | containerDisk | `disks/<name>.qcow2` | a qcow2 overlay on the local image (never written: ephemeral) |
+//! | ephemeral | `disks/<name>.qcow2` | a qcow2 overlay on the PVC's `disk.img` |
+//! | emptyDisk | `empty-disks/<name>.qcow2` | a sparse qcow2 of `capacity` |
+//! | persistentVolumeClaim, dataVolume | `<source>/disk.img`, or `<source>` if a block device | nothing |
+//! | hostDisk | `path` | created sparse for `DiskOrCreate` if missing |
+//! | cloudInitNoCloud / ConfigDrive | `cloud-init/noCloud.iso` / `cloud-init/configdrive.iso` | an ISO |
+//! | configMap, secret, downwardAPI, serviceAccount | `config/<name>.iso` | an ISO of the source directory's files |
+//!
+//! `sources` maps volume names to local paths: the image file (or unpacked image directory) of a containerDisk,
+//! the directory or block device of a PVC/DataVolume, the directory of files of a configMap/secret/…, the directory
+//! holding the resolved secret (`userdata`/`networkdata`) of a cloud-init `secretRef`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use kubevirt_api::quantity;
+use kubevirt_api::v1::{CloudInitNoCloudSource, VirtualMachineInstance};
+
+use crate::model::Format;
+use crate::{DomainError, ResolvedVolume};
+
+/// Cloud-init flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudInitKind {
+    /// ISO label `cidata`.
+    NoCloud,
+    /// ISO label `config-2`.
+    ConfigDrive,
+}
+
+/// Data given inline or to be read from a resolved secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// The bytes.
+    Inline(Vec<u8>),
+    /// A directory holding the secret's keys as files; the first of `keys` present is used.
+    Secret {
+        /// The directory.
+        dir: PathBuf,
+        /// Candidate file names.
+        keys: [&'static str; 2],
+    },
+}
+
+/// A cloud-init disk to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudInit {
+    /// NoCloud or ConfigDrive.
+    pub kind: CloudInitKind,
+    /// `user-data`.
+    pub user_data: Option<Data>,
+    /// `network-config`.
+    pub network_data: Option<Data>,
+    /// Firmware UUID (NoCloud instance-id, ConfigDrive uuid).
+    pub uuid: String,
+    /// VMI name and namespace (ConfigDrive instance_id is `<name>.<namespace>`).
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Guest hostname.
+    pub hostname: String,
+}
+
+/// What the launcher does before QEMU can open a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepare {
+    /// Nothing: open the file as it is.
+    Use,
+    /// Resolve a PVC source: `disk.img` in a directory, or the block device itself.
+    Pvc {
+        /// The directory or device.
+        source: PathBuf,
+    },
+    /// A qcow2 overlay over `base` (a file, or an unpacked image directory holding one disk).
+    Overlay {
+        /// The base image or directory.
+        base: PathBuf,
+        /// The disk's path inside an unpacked image directory.
+        inner: Option<String>,
+    },
+    /// A sparse qcow2 of this many bytes.
+    Empty {
+        /// Virtual size.
+        bytes: u64,
+    },
+    /// A sparse raw file of this many bytes if missing (hostDisk `DiskOrCreate`).
+    CreateIfMissing {
+        /// Virtual size.
+        bytes: u64,
+    },
+    /// A cloud-init ISO.
+    CloudInit(Box<CloudInit>),
+    /// An ISO of the files in `dir`, with this volume label.
+    FilesIso {
+        /// The directory.
+        dir: PathBuf,
+        /// ISO volume label.
+        label: String,
+    },
+}
+
+/// One volume's plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedVolume {
+    /// Volume name.
+    pub name: String,
+    /// What to do first.
+    pub prepare: Prepare,
+    /// What QEMU will open (the launcher may correct `block`/`direct_io` after looking at the file).
+    pub resolved: ResolvedVolume,
+}
+
+fn file(path: PathBuf, format: Format) -> ResolvedVolume {
+    ResolvedVolume {
+        path,
+        format,
+        block: false,
+        direct_io: true,
+    }
+}
+
+fn source<'a>(
+    sources: &'a BTreeMap<String, PathBuf>,
+    name: &str,
+    field: &str,
+    what: &str,
+) -> Result<&'a Path, DomainError> {
+    sources.get(name).map(PathBuf::as_path).ok_or_else(|| {
+        DomainError::invalid(
+            field,
+            format!("no local source for {what} (give one with --volume-source {name}=PATH)"),
+        )
+    })
+}
+
+fn inline(text: Option<&String>, b64: Option<&String>, field: &str) -> Result<Option<Data>, DomainError> {
+    if let Some(t) = text {
+        return Ok(Some(Data::Inline(t.clone().into_bytes())));
+    }
+    if let Some(b) = b64 {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| DomainError::invalid(field, format!("not base64: {e}")))?;
+        return Ok(Some(Data::Inline(bytes)));
+    }
+    Ok(None)
+}
+
+fn cloud_init_data(
+    src: &CloudInitNoCloudSource,
+    at: &str,
+    name: &str,
+    sources: &BTreeMap<String, PathBuf>,
+) -> Result<(Option<Data>, Option<Data>), DomainError> {
+    let secret = |field: &str, keys| -> Result<Data, DomainError> {
+        Ok(Data::Secret {
+            dir: source(sources, name, field, "the referenced secret")?.to_path_buf(),
+            keys,
+        })
+    };
+    let user = match inline(
+        src.user_data.as_ref(),
+        src.user_data_base64.as_ref(),
+        &format!("{at}.userDataBase64"),
+    )? {
+        Some(d) => Some(d),
+        None if src.secret_ref.is_some() => {
+            Some(secret(&format!("{at}.secretRef"), ["userdata", "userData"])?)
+        }
+        None => None,
+    };
+    let network = match inline(
+        src.network_data.as_ref(),
+        src.network_data_base64.as_ref(),
+        &format!("{at}.networkDataBase64"),
+    )? {
+        Some(d) => Some(d),
+        None if src.network_data_secret_ref.is_some() => Some(secret(
+            &format!("{at}.networkDataSecretRef"),
+            ["networkdata", "networkData"],
+        )?),
+        None => None,
+    };
+    Ok((user, network))
+}
+
+fn bytes_of(
+    q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    field: &str,
+) -> Result<u64, DomainError> {
+    let v = quantity::parse(&q.0)
+        .map_err(|e| DomainError::invalid(field, e.to_string()))?
+        .value();
+    u64::try_from(v)
+        .ok()
+        .filter(|b| *b > 0)
+        .ok_or_else(|| DomainError::invalid(field, format!("{} is not a positive size", q.0)))
+}
+
+/// Plans every volume of `vmi` under `runtime_dir`.
+///
+/// # Errors
+/// A volume kind this launcher cannot provide, a missing local source, or malformed inline data.
+#[allow(clippy::too_many_lines)] // one arm per volume kind reads best as one table
+pub fn plan(
+    vmi: &VirtualMachineInstance,
+    runtime_dir: &Path,
+    sources: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<PlannedVolume>, DomainError> {
+    let mut out = Vec::new();
+    let uuid = vmi
+        .spec
+        .domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.uuid.clone())
+        .or_else(|| vmi.metadata.uid.clone())
+        .unwrap_or_default();
+    let vmi_name = vmi.metadata.name.clone().unwrap_or_default();
+    let namespace = vmi.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi_name.clone());
+    let mut cloud_init_seen = false;
+    for (idx, v) in vmi.spec.volumes.as_deref().unwrap_or_default().iter().enumerate() {
+        let at = format!("spec.volumes[{idx}]");
+        let name = v.name.clone();
+        let overlay = runtime_dir.join("disks").join(format!("{name}.qcow2"));
+        let (prepare, resolved) = if let Some(cd) = v.container_disk.as_ref() {
+            let base = source(
+                sources,
+                &name,
+                &format!("{at}.containerDisk.image"),
+                &format!("image {:?}", cd.image),
+            )?;
+            (
+                Prepare::Overlay {
+                    base: base.to_path_buf(),
+                    inner: cd.path.clone(),
+                },
+                file(overlay, Format::Qcow2),
+            )
+        } else if let Some(e) = v.ephemeral.as_ref() {
+            let claim = e
+                .persistent_volume_claim
+                .as_ref()
+                .map_or("", |p| p.claim_name.as_str());
+            let dir = source(
+                sources,
+                &name,
+                &format!("{at}.ephemeral.persistentVolumeClaim"),
+                &format!("claim {claim:?}"),
+            )?;
+            (
+                Prepare::Overlay {
+                    base: dir.join("disk.img"),
+                    inner: None,
+                },
+                file(overlay, Format::Qcow2),
+            )
+        } else if let Some(pvc) = v.persistent_volume_claim.as_ref() {
+            let src = source(
+                sources,
+                &name,
+                &format!("{at}.persistentVolumeClaim.claimName"),
+                &format!("claim {:?}", pvc.claim_name),
+            )?;
+            (
+                Prepare::Pvc {
+                    source: src.to_path_buf(),
+                },
+                file(src.join("disk.img"), Format::Raw),
+            )
+        } else if let Some(dv) = v.data_volume.as_ref() {
+            let src = source(
+                sources,
+                &name,
+                &format!("{at}.dataVolume.name"),
+                &format!("data volume {:?}", dv.name),
+            )?;
+            (
+                Prepare::Pvc {
+                    source: src.to_path_buf(),
+                },
+                file(src.join("disk.img"), Format::Raw),
+            )
+        } else if let Some(ed) = v.empty_disk.as_ref() {
+            let bytes = bytes_of(&ed.capacity, &format!("{at}.emptyDisk.capacity"))?;
+            (
+                Prepare::Empty { bytes },
+                file(
+                    runtime_dir.join("empty-disks").join(format!("{name}.qcow2")),
+                    Format::Qcow2,
+                ),
+            )
+        } else if let Some(hd) = v.host_disk.as_ref() {
+            let path = PathBuf::from(&hd.path);
+            if !path.is_absolute() {
+                return Err(DomainError::invalid(
+                    format!("{at}.hostDisk.path"),
+                    "must be an absolute path",
+                ));
+            }
+            let prepare = match hd.r#type.as_str() {
+                "Disk" => Prepare::Use,
+                "DiskOrCreate" => {
+                    let Some(c) = hd.capacity.as_ref() else {
+                        return Err(DomainError::invalid(
+                            format!("{at}.hostDisk.capacity"),
+                            "required for DiskOrCreate",
+                        ));
+                    };
+                    Prepare::CreateIfMissing {
+                        bytes: bytes_of(c, &format!("{at}.hostDisk.capacity"))?,
+                    }
+                }
+                other => {
+                    return Err(DomainError::invalid(
+                        format!("{at}.hostDisk.type"),
+                        format!("{other:?} is not Disk or DiskOrCreate"),
+                    ));
+                }
+            };
+            (prepare, file(path, Format::Raw))
+        } else if let Some((kind, src, field)) = v
+            .cloud_init_no_cloud
+            .as_ref()
+            .map(|s| (CloudInitKind::NoCloud, s.clone(), "cloudInitNoCloud"))
+            .or_else(|| {
+                v.cloud_init_config_drive.as_ref().map(|s| {
+                    let s = CloudInitNoCloudSource {
+                        network_data: s.network_data.clone(),
+                        network_data_base64: s.network_data_base64.clone(),
+                        network_data_secret_ref: s.network_data_secret_ref.clone(),
+                        secret_ref: s.secret_ref.clone(),
+                        user_data: s.user_data.clone(),
+                        user_data_base64: s.user_data_base64.clone(),
+                    };
+                    (CloudInitKind::ConfigDrive, s, "cloudInitConfigDrive")
+                })
+            })
+        {
+            if std::mem::replace(&mut cloud_init_seen, true) {
+                return Err(DomainError::invalid(
+                    format!("{at}.{field}"),
+                    "only one cloud-init volume is allowed",
+                ));
+            }
+            let (user_data, network_data) = cloud_init_data(&src, &format!("{at}.{field}"), &name, sources)?;
+            let iso = match kind {
+                CloudInitKind::NoCloud => "noCloud.iso",
+                CloudInitKind::ConfigDrive => "configdrive.iso",
+            };
+            (
+                Prepare::CloudInit(Box::new(CloudInit {
+                    kind,
+                    user_data,
+                    network_data,
+                    uuid: uuid.clone(),
+                    name: vmi_name.clone(),
+                    namespace: namespace.clone(),
+                    hostname: hostname.clone(),
+                })),
+                file(runtime_dir.join("cloud-init").join(iso), Format::Raw),
+            )
+        } else if let Some((label, field)) = v
+            .config_map
+            .as_ref()
+            .map(|c| (c.volume_label.clone(), "configMap"))
+            .or_else(|| v.secret.as_ref().map(|s| (s.volume_label.clone(), "secret")))
+            .or_else(|| {
+                v.downward_api
+                    .as_ref()
+                    .map(|d| (d.volume_label.clone(), "downwardAPI"))
+            })
+            .or_else(|| v.service_account.as_ref().map(|_| (None, "serviceAccount")))
+        {
+            let dir = source(
+                sources,
+                &name,
+                &format!("{at}.{field}"),
+                &format!("the {field} data"),
+            )?;
+            let label: String = label.unwrap_or_else(|| name.clone()).chars().take(32).collect();
+            (
+                Prepare::FilesIso {
+                    dir: dir.to_path_buf(),
+                    label,
+                },
+                file(
+                    runtime_dir.join("config").join(format!("{name}.iso")),
+                    Format::Raw,
+                ),
+            )
+        } else {
+            let field = if v.sysprep.is_some() {
+                "sysprep"
+            } else if v.memory_dump.is_some() {
+                "memoryDump"
+            } else if v.container_path.is_some() {
+                "containerPath"
+            } else if v.downward_metrics.is_some() {
+                "downwardMetrics"
+            } else {
+                return Err(DomainError::invalid(at, "the volume has no source"));
+            };
+            return Err(DomainError::unsupported(
+                format!("{at}.{field}"),
+                "this volume source",
+            ));
+        };
+        out.push(PlannedVolume {
+            name,
+            prepare,
+            resolved,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,6 @@
+//! virt-launcher's pieces: preparing volumes ([`prepare`]), running and supervising QEMU ([`vm`]), and the command
+//! socket the node agent drives ([`api`]). The `virt-launcher` binary wires them for one VMI.
+
+pub mod api;
+pub mod prepare;
+pub mod vm;

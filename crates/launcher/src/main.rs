@@ -1,0 +1,285 @@
+//! `virt-launcher`: runs one VMI under QEMU.
+//!
+//! ```text
+//! virt-launcher --vmi FILE [--emulation|--accel kvm|tcg] [--runtime-dir DIR] [--volume-source NAME=PATH]...
+//!               [--tap IFACE=TAP]... [--kernel-boot-root DIR] [--print-argv | --domain-json]
+//! ```
+//! `--print-argv` prints the QEMU command line (one argument per line) and `--domain-json` the Domain, both
+//! without touching the disk. Otherwise the volumes are prepared, QEMU starts, the command socket
+//! (`<runtime>/launcher.sock`), serial console (`serial.sock`, logged to `serial.log`) and VNC (`vnc.sock`) are
+//! served, and the launcher runs until QEMU exits; Ctrl-C or SIGTERM shuts the guest down gracefully (ACPI, then
+//! kill after the VMI's terminationGracePeriodSeconds). Exit status: 0 the guest shut down (Succeeded),
+//! 1 it crashed or QEMU died (Failed), 2 the VMI could not be started.
+//!
+//! A VMI without `metadata.uid` (a file a user wrote, not one from an API server) goes through the same defaults
+//! and validation as `kubectl apply` first.
+
+use launcher::{api, prepare, vm};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use kubevirt_api::v1::VirtualMachineInstance;
+use launcher_domain::{Accel, NodeFacts, Ovmf, ResolvedVolume};
+
+/// Runs one VMI under QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "virt-launcher", version, about)]
+struct Args {
+    /// The VirtualMachineInstance (YAML or JSON).
+    #[arg(long)]
+    vmi: PathBuf,
+    /// Use QEMU's software emulation (TCG), as `developerConfiguration.useEmulation` does.
+    #[arg(long)]
+    emulation: bool,
+    /// Accelerator: `kvm` or `tcg` (default tcg; the node agent passes kvm once its probe found KVM usable).
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// Runtime directory for sockets, overlays and logs (default: a directory under /tmp named after the VMI).
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
+    /// NAME=PATH: the local image, PVC directory or block device, or data directory of volume NAME.
+    #[arg(long = "volume-source", value_name = "NAME=PATH")]
+    volume_sources: Vec<String>,
+    /// IFACE=TAP: attach interface IFACE to the existing tap device TAP.
+    #[arg(long = "tap", value_name = "IFACE=TAP")]
+    taps: Vec<String>,
+    /// The directory holding the kernelBoot container's files (its kernelPath/initrdPath are inside it).
+    #[arg(long)]
+    kernel_boot_root: Option<PathBuf>,
+    /// Print the QEMU command line and exit.
+    #[arg(long, conflicts_with = "domain_json")]
+    print_argv: bool,
+    /// Print the Domain as JSON and exit.
+    #[arg(long)]
+    domain_json: bool,
+}
+
+fn pairs(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    list.iter()
+        .map(|s| {
+            s.split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{what} {s:?}: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
+fn load_vmi(path: &Path) -> anyhow::Result<VirtualMachineInstance> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if value.pointer("/metadata/uid").is_some() {
+        return serde_json::from_value(value)
+            .with_context(|| format!("{}: not a VirtualMachineInstance", path.display()));
+    }
+    let obj = kubevirt_api::Object::from_value(value).with_context(|| format!("{}", path.display()))?;
+    if !matches!(obj, kubevirt_api::Object::Vmi(_)) {
+        bail!("{}: not a VirtualMachineInstance", path.display());
+    }
+    let now = k8s_now();
+    let mut ids = || uuid_v4();
+    match kubevirt_api::admission::Cluster::default().admit(obj, now, &mut ids) {
+        kubevirt_api::admission::Outcome::Admitted { object, .. } => {
+            let mut vmi: VirtualMachineInstance = serde_json::from_value(object)?;
+            vmi.metadata.uid = Some(uuid_v4());
+            vmi.metadata.namespace.get_or_insert_with(|| "default".into());
+            Ok(vmi)
+        }
+        kubevirt_api::admission::Outcome::Invalid(causes) => {
+            let lines: Vec<String> = causes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c.field.as_deref().unwrap_or_default(),
+                        c.message.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect();
+            bail!("the VMI is invalid:\n{}", lines.join("\n"))
+        }
+        kubevirt_api::admission::Outcome::BadRequest(m) => bail!("{m}"),
+    }
+}
+
+fn k8s_now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAUNCHER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("virt-launcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("virt-launcher: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let vmi = load_vmi(&args.vmi)?;
+    let name = format!(
+        "{}_{}",
+        vmi.metadata.namespace.as_deref().unwrap_or("default"),
+        vmi.metadata.name.as_deref().unwrap_or_default()
+    );
+    let runtime = args
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("virt-launcher-{name}")));
+    let accel = match (args.emulation, args.accel.as_str()) {
+        (true, _) | (false, "tcg") => Accel::Tcg,
+        (false, "kvm") => Accel::Kvm,
+        (false, other) => bail!("--accel {other:?}: expected kvm or tcg"),
+    };
+    let sources: BTreeMap<String, PathBuf> = pairs(&args.volume_sources, "--volume-source")?
+        .into_iter()
+        .map(|(k, v)| (k, PathBuf::from(v)))
+        .collect();
+    let facts = NodeFacts {
+        accel,
+        ovmf: Ovmf::default(),
+        runtime_dir: runtime.clone(),
+        taps: pairs(&args.taps, "--tap")?,
+        kernel_boot_root: args.kernel_boot_root.clone(),
+    };
+    let plan = launcher_domain::volumes::plan(&vmi, &runtime, &sources)?;
+    let planned: BTreeMap<String, ResolvedVolume> = plan
+        .iter()
+        .map(|p| (p.name.clone(), p.resolved.clone()))
+        .collect();
+    if args.print_argv || args.domain_json {
+        let domain = launcher_domain::build(&vmi, &facts, &planned)?;
+        let mut text = String::new();
+        if args.domain_json {
+            text = serde_json::to_string_pretty(&domain)? + "\n";
+        } else {
+            let cmd = launcher_qemu::render(&domain, &runtime, now_unix()).map_err(anyhow::Error::msg)?;
+            for (k, v) in &cmd.env {
+                text.push_str(&format!("{k}={v}\n"));
+            }
+            text.push_str(&format!("{}\n", cmd.program.display()));
+            for a in &cmd.args {
+                text.push_str(a);
+                text.push('\n');
+            }
+        }
+        // A closed pipe (`| head`) is not an error worth a message.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Refuse what the Domain cannot express before preparing anything.
+    launcher_domain::build(&vmi, &facts, &planned)?;
+    std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
+    let result = launch(&vmi, &facts, &plan, &runtime).await;
+    cleanup(&runtime);
+    result
+}
+
+/// Removes what the launcher made (overlays, ISOs, sockets); keeps the logs.
+fn cleanup(runtime: &Path) {
+    for d in ["disks", "empty-disks", "cloud-init", "config"] {
+        let _ = std::fs::remove_dir_all(runtime.join(d));
+    }
+    for f in [
+        "qmp.sock",
+        "serial.sock",
+        "vnc.sock",
+        "qga.sock",
+        "launcher.sock",
+        "efi-vars.fd",
+    ] {
+        let _ = std::fs::remove_file(runtime.join(f));
+    }
+}
+
+async fn launch(
+    vmi: &VirtualMachineInstance,
+    facts: &NodeFacts,
+    plan: &[launcher_domain::volumes::PlannedVolume],
+    runtime: &Path,
+) -> anyhow::Result<ExitCode> {
+    let mut volumes = BTreeMap::new();
+    for p in plan {
+        volumes.insert(p.name.clone(), prepare::prepare(p)?);
+    }
+    let domain = launcher_domain::build(vmi, facts, &volumes)?;
+    let vm = vm::Vm::start(domain, runtime, now_unix()).await?;
+    let rebuild: api::Rebuild = {
+        let (facts, volumes) = (facts.clone(), volumes.clone());
+        Arc::new(move |v: &VirtualMachineInstance| {
+            launcher_domain::build(v, &facts, &volumes).map_err(|e| e.to_string())
+        })
+    };
+    api::serve(&runtime.join("launcher.sock"), vm.clone(), rebuild)
+        .with_context(|| format!("serving {}", runtime.join("launcher.sock").display()))?;
+    eprintln!(
+        "virt-launcher: {} {:?}; runtime {}",
+        vm.domain.name,
+        vm.state(),
+        runtime.display()
+    );
+    let grace = Duration::from_secs(
+        vmi.spec
+            .termination_grace_period_seconds
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or(30),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = {
+        let vm = vm.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("virt-launcher: shutting down (grace period {}s)", grace.as_secs());
+            vm.shutdown(grace).await;
+            std::future::pending::<()>().await;
+        }
+    };
+    let end = tokio::select! {
+        s = vm.wait() => s,
+        () = stop => vm.state(),
+    };
+    eprintln!("virt-launcher: {} {:?}", vm.domain.name, end);
+    Ok(match end {
+        vm::DomainState::Shutoff(_) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
