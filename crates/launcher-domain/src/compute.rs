@@ -316,3 +316,105 @@ pub(crate) fn firmware(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use crate::testing::{base, build};
+    use crate::{Accel, ClockBase, DomainError, FirmwareKind};
+
+    #[test]
+    fn host_cpu_models_fall_back_to_max_under_tcg() {
+        let mut spec = base();
+        spec["domain"]["cpu"] =
+            json!({"model": "host-passthrough", "sockets": 2, "cores": 2, "threads": 1, "maxSockets": 4});
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert_eq!(
+            (d.cpu.model.as_str(), d.cpu.count(), d.cpu.max_sockets),
+            ("max", 4, 4)
+        );
+        assert_eq!(build(spec.clone(), Accel::Kvm, &[]).unwrap().cpu.model, "host");
+        spec["domain"]["cpu"] =
+            json!({"model": "Skylake-Client", "features": [{"name": "vmx", "policy": "disable"}]});
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert_eq!(
+            (d.cpu.model.as_str(), d.cpu.features.clone()),
+            ("Skylake-Client", vec![("vmx".to_string(), false)])
+        );
+        spec["domain"]["cpu"] = json!({"cores": 0});
+        assert!(
+            matches!(build(spec, Accel::Tcg, &[]), Err(DomainError::Invalid { field, .. }) if field == "spec.domain.cpu.cores")
+        );
+    }
+
+    #[test]
+    fn memory_comes_from_guest_then_requests_and_is_required() {
+        let d = build(base(), Accel::Tcg, &[]).unwrap();
+        assert_eq!((d.memory_mib, d.max_memory_mib), (128, None));
+        let spec = json!({"domain": {"devices": {}, "resources": {"requests": {"memory": "1G"}}}});
+        assert_eq!(build(spec, Accel::Tcg, &[]).unwrap().memory_mib, 954);
+        let spec = json!({"domain": {"devices": {}, "memory": {"guest": "1Gi", "maxGuest": "4Gi"}}});
+        assert_eq!(build(spec, Accel::Tcg, &[]).unwrap().max_memory_mib, Some(4096));
+        let err = build(json!({"domain": {"devices": {}}}), Accel::Tcg, &[]).unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { field, .. } if field == "spec.domain.memory.guest"));
+    }
+
+    #[test]
+    fn features_and_clock() {
+        let mut spec = base();
+        spec["domain"]["features"] = json!({"acpi": {"enabled": false}, "smm": {}, "hyperv": {"relaxed": {}, "spinlocks": {"spinlocks": 8191}}});
+        spec["domain"]["clock"] = json!({"timezone": "Europe/Paris", "timer": {"hpet": {"present": false}, "rtc": {"tickPolicy": "catchup"}}});
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert!(!d.features.acpi && d.features.smm);
+        assert_eq!(d.features.hyperv, ["hv-relaxed", "hv-spinlocks=0x1fff"]);
+        assert_eq!(d.clock.base, ClockBase::Timezone("Europe/Paris".into()));
+        assert_eq!((d.clock.hpet, d.clock.rtc_catchup), (Some(false), true));
+        spec["domain"]["clock"] = json!({"utc": {"offsetSeconds": 3600}});
+        assert_eq!(
+            build(spec.clone(), Accel::Tcg, &[]).unwrap().clock.base,
+            ClockBase::Utc { offset_seconds: 3600 }
+        );
+        spec["domain"]["clock"] = json!({"timezone": "../etc/passwd"});
+        assert!(build(spec, Accel::Tcg, &[]).is_err());
+    }
+
+    #[test]
+    fn firmware_bios_efi_and_kernel_boot() {
+        let mut spec = base();
+        spec["domain"]["firmware"] = json!({"uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223", "bootloader": {"bios": {"useSerial": true}}});
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert_eq!(d.uuid, "5d307ca9-b3ef-428c-8861-06e72d69f223");
+        assert_eq!(d.firmware.kind, FirmwareKind::Bios { use_serial: true });
+        // Secure boot (the default for EFI) needs SMM.
+        spec["domain"]["firmware"] = json!({"bootloader": {"efi": {}}});
+        let err = build(spec.clone(), Accel::Tcg, &[]).unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { field, .. } if field == "spec.domain.features.smm"));
+        spec["domain"]["features"] = json!({"smm": {}});
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert!(
+            matches!(&d.firmware.kind, FirmwareKind::Efi { secure_boot: true, code, vars, .. }
+            if code.ends_with("OVMF_CODE_4M.secboot.fd") && vars.ends_with("efi-vars.fd"))
+        );
+        // Without a firmware UUID the VMI's uid is used.
+        assert_eq!(d.uuid, "11111111-2222-4333-8444-555555555555");
+        spec["domain"]["firmware"] = json!({"kernelBoot": {"kernelArgs": "console=ttyS0",
+            "container": {"image": "k", "kernelPath": "/boot/vmlinuz", "initrdPath": "/boot/initrd"}}});
+        let k = build(spec, Accel::Tcg, &[]).unwrap().firmware.kernel.unwrap();
+        assert_eq!(k.kernel.to_str(), Some("/kb/boot/vmlinuz"));
+        assert_eq!(k.initrd.unwrap().to_str(), Some("/kb/boot/initrd"));
+    }
+
+    #[test]
+    fn only_q35_on_amd64() {
+        let mut spec = base();
+        spec["domain"]["machine"] = json!({"type": "pc-i440fx-9.0"});
+        assert!(
+            matches!(build(spec.clone(), Accel::Tcg, &[]), Err(DomainError::Unsupported { field, .. }) if field == "spec.domain.machine.type")
+        );
+        spec["domain"]["machine"] = json!({"type": "pc-q35-9.2"});
+        assert_eq!(build(spec, Accel::Tcg, &[]).unwrap().machine, "pc-q35-9.2");
+    }
+}

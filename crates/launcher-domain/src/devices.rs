@@ -276,3 +276,101 @@ pub(crate) fn devices(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
     d.start_paused = i.vmi.spec.start_strategy.as_deref() == Some("Paused");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::stable_mac;
+    use crate::testing::{base, build};
+    use crate::{Accel, DomainError};
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        for (path, value, field) in [
+            ("/domain/devices/tpm", json!({}), "spec.domain.devices.tpm"),
+            (
+                "/domain/devices/gpus",
+                json!([{"name": "g", "deviceName": "x"}]),
+                "spec.domain.devices.gpus",
+            ),
+            (
+                "/domain/cpu",
+                json!({"dedicatedCpuPlacement": true}),
+                "spec.domain.cpu.dedicatedCpuPlacement",
+            ),
+            (
+                "/domain/memory",
+                json!({"guest": "1Gi", "hugepages": {"pageSize": "2Mi"}}),
+                "spec.domain.memory.hugepages",
+            ),
+        ] {
+            let mut spec = base();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            spec.pointer_mut(parent).unwrap()[key] = value;
+            let err = build(spec, Accel::Tcg, &[]).unwrap_err();
+            assert!(
+                matches!(&err, DomainError::Unsupported { field: f, .. } if f == field),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn nics_get_stable_macs_and_their_taps() {
+        let mut spec = base();
+        spec["domain"]["devices"]["interfaces"] = json!([
+            {"name": "default", "masquerade": {}},
+            {"name": "second", "bridge": {}, "model": "e1000e", "macAddress": "DE-AD-00-00-BE-EF", "bootOrder": 2},
+            {"name": "gone", "bridge": {}, "state": "absent"},
+        ]);
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert_eq!(d.nics.len(), 2);
+        assert_eq!(
+            (d.nics[0].model.as_str(), d.nics[0].tap.as_deref()),
+            ("virtio-net-pci", Some("tap7"))
+        );
+        assert_eq!(d.nics[0].mac, stable_mac("ns", "t", "default"));
+        assert!(d.nics[0].mac.starts_with("02:"));
+        assert_eq!(
+            build(spec.clone(), Accel::Tcg, &[]).unwrap().nics[0].mac,
+            d.nics[0].mac,
+            "same on every start"
+        );
+        assert_eq!(
+            (
+                d.nics[1].mac.as_str(),
+                d.nics[1].boot_order,
+                d.nics[1].tap.as_deref()
+            ),
+            ("de:ad:00:00:be:ef", Some(2), None)
+        );
+        spec["domain"]["devices"]["interfaces"] = json!([{"name": "x", "macAddress": "nope"}]);
+        assert!(build(spec.clone(), Accel::Tcg, &[]).is_err());
+        spec["domain"]["devices"]["interfaces"] = json!([{"name": "x", "sriov": {}}]);
+        assert!(matches!(
+            build(spec, Accel::Tcg, &[]),
+            Err(DomainError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn small_devices() {
+        let d = build(base(), Accel::Tcg, &[]).unwrap();
+        assert!(d.serial_console && d.guest_agent && d.balloon && !d.rng);
+        assert_eq!(d.graphics.unwrap().video, "VGA");
+        let mut spec = base();
+        spec["domain"]["devices"] = json!({"autoattachGraphicsDevice": false, "autoattachSerialConsole": false,
+            "autoattachMemBalloon": false, "rng": {}, "watchdog": {"name": "w", "i6300esb": {"action": "poweroff"}},
+            "inputs": [{"name": "tablet", "type": "tablet", "bus": "virtio"}]});
+        spec["startStrategy"] = json!("Paused");
+        let d = build(spec.clone(), Accel::Tcg, &[]).unwrap();
+        assert!(d.graphics.is_none() && !d.serial_console && !d.balloon && d.rng && d.start_paused);
+        assert_eq!(d.watchdog.unwrap().action, "poweroff");
+        assert!(!d.inputs[0].usb);
+        spec["domain"]["devices"]["inputs"] = json!([{"name": "k", "type": "keyboard"}]);
+        assert!(build(spec, Accel::Tcg, &[]).is_err());
+    }
+}

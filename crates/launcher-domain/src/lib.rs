@@ -198,3 +198,58 @@ pub fn build(
     }
     Ok(d)
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Builders shared by the configurators' tests.
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use serde_json::{Value, json};
+
+    use super::{Accel, Domain, DomainError, Format, NodeFacts, Ovmf, ResolvedVolume};
+
+    pub(crate) fn vmi(spec: Value) -> kubevirt_api::v1::VirtualMachineInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "t", "namespace": "ns", "uid": "11111111-2222-4333-8444-555555555555"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn facts(accel: Accel) -> NodeFacts {
+        NodeFacts {
+            accel,
+            ovmf: Ovmf::default(),
+            runtime_dir: PathBuf::from("/run/t"),
+            taps: BTreeMap::from([("default".to_string(), "tap7".to_string())]),
+            kernel_boot_root: Some(PathBuf::from("/kb")),
+        }
+    }
+
+    pub(crate) fn volume(block: bool, direct_io: bool) -> ResolvedVolume {
+        ResolvedVolume {
+            path: PathBuf::from("/img"),
+            format: Format::Qcow2,
+            block,
+            direct_io,
+        }
+    }
+
+    /// Builds with one volume per name in `vols`.
+    pub(crate) fn build(
+        spec: Value,
+        accel: Accel,
+        vols: &[(&str, ResolvedVolume)],
+    ) -> Result<Domain, DomainError> {
+        let volumes = vols.iter().map(|(n, v)| ((*n).to_string(), v.clone())).collect();
+        super::build(&vmi(spec), &facts(accel), &volumes)
+    }
+
+    pub(crate) fn base() -> Value {
+        json!({"domain": {"devices": {}, "memory": {"guest": "128Mi"}}})
+    }
+}

@@ -154,3 +154,137 @@ pub(crate) fn disks(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use crate::testing::{base, build, volume};
+    use crate::{Accel, Bus, Cache, DiskDevice, DomainError, Io};
+
+    fn spec(disks: serde_json::Value) -> serde_json::Value {
+        let mut s = base();
+        s["domain"]["devices"]["disks"] = disks;
+        s
+    }
+
+    #[test]
+    fn buses_devices_and_defaults() {
+        let s = spec(json!([
+            {"name": "a", "disk": {"bus": "virtio"}, "bootOrder": 1, "serial": "S1"},
+            {"name": "b", "cdrom": {"bus": "sata"}},
+            {"name": "c", "disk": {"bus": "scsi", "readonly": true}, "cache": "writeback"},
+            {"name": "d", "disk": {"bus": "usb"}},
+        ]));
+        let v = volume(false, true);
+        let d = build(
+            s,
+            Accel::Tcg,
+            &[("a", v.clone()), ("b", v.clone()), ("c", v.clone()), ("d", v)],
+        )
+        .unwrap();
+        let got: Vec<_> = d
+            .disks
+            .iter()
+            .map(|x| (x.bus, x.device, x.readonly, x.cache, x.io))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Bus::Virtio, DiskDevice::Disk, false, Cache::None, Io::Threads),
+                (Bus::Sata, DiskDevice::Cdrom, true, Cache::None, Io::Threads),
+                (Bus::Scsi, DiskDevice::Disk, true, Cache::Writeback, Io::Threads),
+                (Bus::Usb, DiskDevice::Disk, false, Cache::None, Io::Threads),
+            ]
+        );
+        assert_eq!(
+            (d.disks[0].boot_order, d.disks[0].serial.as_deref()),
+            (Some(1), Some("S1"))
+        );
+    }
+
+    #[test]
+    fn direct_io_block_devices_and_luns() {
+        // A file system without O_DIRECT: writethrough by default, `none` refused.
+        let d = build(
+            spec(json!([{"name": "a", "disk": {}}])),
+            Accel::Tcg,
+            &[("a", volume(false, false))],
+        )
+        .unwrap();
+        assert_eq!(d.disks[0].cache, Cache::Writethrough);
+        let err = build(
+            spec(json!([{"name": "a", "disk": {}, "cache": "none"}])),
+            Accel::Tcg,
+            &[("a", volume(false, false))],
+        );
+        assert!(
+            matches!(err, Err(DomainError::Invalid { field, .. }) if field == "spec.domain.devices.disks[0].cache")
+        );
+        // Block + O_DIRECT: native I/O.
+        let d = build(
+            spec(json!([{"name": "a", "disk": {}}])),
+            Accel::Tcg,
+            &[("a", volume(true, true))],
+        )
+        .unwrap();
+        assert_eq!(d.disks[0].io, Io::Native);
+        let err = build(
+            spec(json!([{"name": "a", "lun": {}}])),
+            Accel::Tcg,
+            &[("a", volume(false, true))],
+        );
+        assert!(
+            matches!(err, Err(DomainError::Unsupported { field, .. }) if field == "spec.domain.devices.disks[0].lun")
+        );
+        let d = build(
+            spec(json!([{"name": "a", "lun": {}}])),
+            Accel::Tcg,
+            &[("a", volume(true, true))],
+        )
+        .unwrap();
+        assert_eq!((d.disks[0].bus, d.disks[0].device), (Bus::Scsi, DiskDevice::Lun));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                json!([{"name": "a", "cdrom": {"bus": "virtio"}}]),
+                "spec.domain.devices.disks[0].cdrom.bus",
+            ),
+            (
+                json!([{"name": "a", "disk": {"bus": "ide"}}]),
+                "spec.domain.devices.disks[0].disk.bus",
+            ),
+            (
+                json!([{"name": "a", "disk": {}, "io": "native", "cache": "writeback"}]),
+                "spec.domain.devices.disks[0].io",
+            ),
+            (
+                json!([{"name": "a", "disk": {}, "blockSize": {"custom": {"logical": 1000, "physical": 4096}}}]),
+                "spec.domain.devices.disks[0].blockSize.custom",
+            ),
+            (
+                json!([{"name": "zz", "disk": {}}]),
+                "spec.domain.devices.disks[0].name",
+            ),
+        ];
+        for (disks, want) in cases {
+            let err = build(spec(disks.clone()), Accel::Tcg, &[("a", volume(false, true))]).unwrap_err();
+            let field = match &err {
+                DomainError::Invalid { field, .. } | DomainError::Unsupported { field, .. } => field.clone(),
+            };
+            assert_eq!(field, want, "{disks}: {err}");
+        }
+        let d = build(
+            spec(json!([{"name": "a", "disk": {}, "blockSize": {"custom": {"logical": 512, "physical": 4096}}}])),
+            Accel::Tcg,
+            &[("a", volume(false, true))],
+        )
+        .unwrap();
+        assert_eq!(d.disks[0].block_size, Some((512, 4096)));
+    }
+}

@@ -421,3 +421,126 @@ pub fn plan(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use super::{CloudInitKind, Data, Prepare, plan};
+    use crate::testing::vmi;
+    use crate::{DomainError, Format};
+
+    fn sources(names: &[&str]) -> BTreeMap<String, PathBuf> {
+        names
+            .iter()
+            .map(|n| ((*n).to_string(), PathBuf::from(format!("/src/{n}"))))
+            .collect()
+    }
+
+    #[test]
+    fn each_volume_kind_has_its_file_and_preparation() {
+        let v = vmi(json!({"domain": {"devices": {}}, "hostname": "h", "volumes": [
+            {"name": "cd", "containerDisk": {"image": "img"}},
+            {"name": "eph", "ephemeral": {"persistentVolumeClaim": {"claimName": "c"}}},
+            {"name": "pvc", "persistentVolumeClaim": {"claimName": "c"}},
+            {"name": "dv", "dataVolume": {"name": "d"}},
+            {"name": "empty", "emptyDisk": {"capacity": "1Gi"}},
+            {"name": "host", "hostDisk": {"path": "/data/h.img", "type": "DiskOrCreate", "capacity": "2Mi"}},
+            {"name": "ci", "cloudInitNoCloud": {"userDataBase64": "aGVsbG8="}},
+            {"name": "cm", "configMap": {"name": "m", "volumeLabel": "CFG"}},
+        ]}));
+        let p = plan(&v, Path::new("/rt"), &sources(&["cd", "eph", "pvc", "dv", "cm"])).unwrap();
+        let got: Vec<_> = p
+            .iter()
+            .map(|x| {
+                (
+                    x.name.as_str(),
+                    x.resolved.path.to_str().unwrap(),
+                    x.resolved.format,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cd", "/rt/disks/cd.qcow2", Format::Qcow2),
+                ("eph", "/rt/disks/eph.qcow2", Format::Qcow2),
+                ("pvc", "/src/pvc/disk.img", Format::Raw),
+                ("dv", "/src/dv/disk.img", Format::Raw),
+                ("empty", "/rt/empty-disks/empty.qcow2", Format::Qcow2),
+                ("host", "/data/h.img", Format::Raw),
+                ("ci", "/rt/cloud-init/noCloud.iso", Format::Raw),
+                ("cm", "/rt/config/cm.iso", Format::Raw),
+            ]
+        );
+        assert_eq!(
+            p[1].prepare,
+            Prepare::Overlay {
+                base: PathBuf::from("/src/eph/disk.img"),
+                inner: None
+            }
+        );
+        assert_eq!(p[4].prepare, Prepare::Empty { bytes: 1 << 30 });
+        assert_eq!(p[5].prepare, Prepare::CreateIfMissing { bytes: 2 << 20 });
+        match &p[6].prepare {
+            Prepare::CloudInit(ci) => {
+                assert_eq!(
+                    (ci.kind, ci.user_data.clone(), ci.hostname.as_str()),
+                    (CloudInitKind::NoCloud, Some(Data::Inline(b"hello".to_vec())), "h")
+                );
+                assert_eq!(ci.uuid, "11111111-2222-4333-8444-555555555555");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            p[7].prepare,
+            Prepare::FilesIso {
+                dir: PathBuf::from("/src/cm"),
+                label: "CFG".into()
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_volume_field() {
+        let cases = [
+            (
+                json!([{"name": "cd", "containerDisk": {"image": "img"}}]),
+                "spec.volumes[0].containerDisk.image",
+            ),
+            (
+                json!([{"name": "ci", "cloudInitNoCloud": {"userDataBase64": "%%%"}}]),
+                "spec.volumes[0].cloudInitNoCloud.userDataBase64",
+            ),
+            (
+                json!([{"name": "ci", "cloudInitNoCloud": {"secretRef": {"name": "s"}}}]),
+                "spec.volumes[0].cloudInitNoCloud.secretRef",
+            ),
+            (
+                json!([{"name": "a", "cloudInitNoCloud": {"userData": "x"}}, {"name": "b", "cloudInitConfigDrive": {"userData": "y"}}]),
+                "spec.volumes[1].cloudInitConfigDrive",
+            ),
+            (
+                json!([{"name": "h", "hostDisk": {"path": "rel.img", "type": "Disk"}}]),
+                "spec.volumes[0].hostDisk.path",
+            ),
+            (
+                json!([{"name": "s", "sysprep": {"configMap": {"name": "x"}}}]),
+                "spec.volumes[0].sysprep",
+            ),
+        ];
+        for (vols, want) in cases {
+            let v = vmi(json!({"domain": {"devices": {}}, "volumes": vols}));
+            let err = plan(&v, Path::new("/rt"), &BTreeMap::new()).unwrap_err();
+            let field = match &err {
+                DomainError::Invalid { field, .. } | DomainError::Unsupported { field, .. } => field.clone(),
+            };
+            assert_eq!(field, want, "{err}");
+        }
+    }
+}

@@ -88,7 +88,8 @@ fn machine(d: &Domain, a: &mut Args) {
         "-accel",
         match d.accel {
             Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
+            // QEMU's default translation cache is 1 GiB, and a busy guest makes it resident: cap it.
+            Accel::Tcg => "tcg,tb-size=64",
         },
     );
     let mut cpu = d.cpu.model.clone();

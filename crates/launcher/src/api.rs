@@ -67,6 +67,88 @@ pub type Rebuild = Arc<
         + Sync,
 >;
 
+/// Starts the VM of a first Sync.
+pub type Start = Arc<
+    dyn Fn(
+            kubevirt_api::v1::VirtualMachineInstance,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Arc<Vm>, Rebuild), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What the socket serves: the VM once it runs, and how a first Sync starts it.
+pub struct Served {
+    running: tokio::sync::watch::Sender<Option<(Arc<Vm>, Rebuild)>>,
+    start: Option<Start>,
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").finish_non_exhaustive()
+    }
+}
+
+impl Served {
+    /// A socket for a VM that already runs.
+    #[must_use]
+    pub fn running(vm: Arc<Vm>, rebuild: Rebuild) -> Arc<Self> {
+        Arc::new(Self {
+            running: tokio::sync::watch::channel(Some((vm, rebuild))).0,
+            start: None,
+            starting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A socket waiting for the node agent's first Sync, which `start` turns into a running VM.
+    #[must_use]
+    pub fn waiting(start: Start) -> Arc<Self> {
+        Arc::new(Self {
+            running: tokio::sync::watch::channel(None).0,
+            start: Some(start),
+            starting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn current(&self) -> Option<(Arc<Vm>, Rebuild)> {
+        self.running.borrow().clone()
+    }
+
+    /// Waits until a VM runs.
+    pub async fn vm(&self) -> Arc<Vm> {
+        let mut rx = self.running.subscribe();
+        loop {
+            if let Some((vm, _)) = rx.borrow_and_update().clone() {
+                return vm;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn dispatch(&self, cmd: Command) -> Result<Value, String> {
+        if let Some((vm, rebuild)) = self.current() {
+            return handle(&vm, &rebuild, cmd).await;
+        }
+        match cmd {
+            Command::Ping => Ok(json!("pong")),
+            Command::Sync { vmi } => {
+                let _one = self.starting.lock().await;
+                if let Some((vm, rebuild)) = self.current() {
+                    return handle(&vm, &rebuild, Command::Sync { vmi }).await;
+                }
+                let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
+                let (vm, rebuild) = start(*vmi).await?;
+                self.running.send_replace(Some((vm, rebuild)));
+                Ok(json!("started"))
+            }
+            _ => Err("no VM yet: send Sync first".into()),
+        }
+    }
+}
+
 async fn agent_call(vm: &Vm, cmd: &str) -> Result<Value, String> {
     let qga = vm
         .agent()
@@ -137,13 +219,17 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             Ok(json!("shutting down"))
         }
         Command::Kill => {
-            vm.kill("killed by request").await;
-            Ok(json!("killed"))
+            // Answer first: the launcher exits with QEMU.
+            let vm = vm.clone();
+            tokio::spawn(async move { vm.kill("killed by request").await });
+            Ok(json!("killing"))
         }
         Command::GetDomain => {
             let status = q.query_status().await.ok();
             Ok(json!({"domain": vm.domain, "state": vm.state(),
-                "status": status.map(|s| json!({"running": s.running, "status": s.status}))}))
+                "status": status.map(|s| json!({"running": s.running, "status": s.status})),
+                "blocks": q.execute("query-block", None).await.ok(),
+                "cpus": q.execute("query-cpus-fast", None).await.ok()}))
         }
         Command::GetGuestInfo => {
             let qga = vm
@@ -170,12 +256,12 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
 ///
 /// # Errors
 /// The socket cannot be bound.
-pub fn serve(path: &Path, vm: Arc<Vm>, rebuild: Rebuild) -> std::io::Result<()> {
+pub fn serve(path: &Path, served: Arc<Served>) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (vm, rebuild) = (vm.clone(), rebuild.clone());
+            let served = served.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let (tx, mut rx) = mpsc::channel::<String>(64);
@@ -186,12 +272,13 @@ pub fn serve(path: &Path, vm: Arc<Vm>, rebuild: Rebuild) -> std::io::Result<()> 
                         }
                     }
                 });
-                let hello =
-                    json!({"protocol": PROTOCOL, "launcher": "kubevirt-rs", "domain": vm.domain.name});
+                let name = served.current().map(|(vm, _)| vm.domain.name.clone());
+                let hello = json!({"protocol": PROTOCOL, "launcher": "kubevirt-rs", "domain": name});
                 let _ = tx.send(format!("{hello}\n")).await;
-                let mut events = vm.events.subscribe();
                 let etx = tx.clone();
+                let events_of = served.clone();
                 let forward = tokio::spawn(async move {
+                    let mut events = events_of.vm().await.events.subscribe();
                     while let Ok(ev) = events.recv().await {
                         if etx.send(format!("{}\n", json!({"event": ev}))).await.is_err() {
                             return;
@@ -201,7 +288,7 @@ pub fn serve(path: &Path, vm: Arc<Vm>, rebuild: Rebuild) -> std::io::Result<()> 
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => match handle(&vm, &rebuild, req.command).await {
+                        Ok(req) => match served.dispatch(req.command).await {
                             Ok(result) => json!({"id": req.id, "ok": true, "result": result}),
                             Err(error) => json!({"id": req.id, "ok": false, "error": error}),
                         },

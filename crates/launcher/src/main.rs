@@ -31,9 +31,10 @@ use launcher_domain::{Accel, NodeFacts, Ovmf, ResolvedVolume};
 #[derive(Debug, Parser)]
 #[command(name = "virt-launcher", version, about)]
 struct Args {
-    /// The VirtualMachineInstance (YAML or JSON).
-    #[arg(long)]
-    vmi: PathBuf,
+    /// The VirtualMachineInstance (YAML or JSON). Without it the launcher waits on its command socket for the node
+    /// agent's first Sync (then --runtime-dir is required).
+    #[arg(long, required_if_eq_any([("print_argv", "true"), ("domain_json", "true")]))]
+    vmi: Option<PathBuf>,
     /// Use QEMU's software emulation (TCG), as `developerConfiguration.useEmulation` does.
     #[arg(long)]
     emulation: bool,
@@ -151,17 +152,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let vmi = load_vmi(&args.vmi)?;
-    let name = format!(
-        "{}_{}",
-        vmi.metadata.namespace.as_deref().unwrap_or("default"),
-        vmi.metadata.name.as_deref().unwrap_or_default()
-    );
-    let runtime = args
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("virt-launcher-{name}")));
+fn facts_of(args: &Args, runtime: &Path) -> anyhow::Result<(NodeFacts, BTreeMap<String, PathBuf>)> {
     let accel = match (args.emulation, args.accel.as_str()) {
         (true, _) | (false, "tcg") => Accel::Tcg,
         (false, "kvm") => Accel::Kvm,
@@ -174,93 +165,153 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let facts = NodeFacts {
         accel,
         ovmf: Ovmf::default(),
-        runtime_dir: runtime.clone(),
+        runtime_dir: runtime.to_path_buf(),
         taps: pairs(&args.taps, "--tap")?,
         kernel_boot_root: args.kernel_boot_root.clone(),
     };
-    let plan = launcher_domain::volumes::plan(&vmi, &runtime, &sources)?;
+    Ok((facts, sources))
+}
+
+fn print(
+    vmi: &VirtualMachineInstance,
+    facts: &NodeFacts,
+    sources: &BTreeMap<String, PathBuf>,
+    argv: bool,
+) -> anyhow::Result<()> {
+    let plan = launcher_domain::volumes::plan(vmi, &facts.runtime_dir, sources)?;
     let planned: BTreeMap<String, ResolvedVolume> = plan
         .iter()
         .map(|p| (p.name.clone(), p.resolved.clone()))
         .collect();
-    if args.print_argv || args.domain_json {
-        let domain = launcher_domain::build(&vmi, &facts, &planned)?;
-        let mut text = String::new();
-        if args.domain_json {
-            text = serde_json::to_string_pretty(&domain)? + "\n";
-        } else {
-            let cmd = launcher_qemu::render(&domain, &runtime, now_unix()).map_err(anyhow::Error::msg)?;
-            for (k, v) in &cmd.env {
-                text.push_str(&format!("{k}={v}\n"));
-            }
-            text.push_str(&format!("{}\n", cmd.program.display()));
-            for a in &cmd.args {
-                text.push_str(a);
-                text.push('\n');
-            }
+    let domain = launcher_domain::build(vmi, facts, &planned)?;
+    let mut text = String::new();
+    if argv {
+        let cmd =
+            launcher_qemu::render(&domain, &facts.runtime_dir, now_unix()).map_err(anyhow::Error::msg)?;
+        for (k, v) in &cmd.env {
+            text.push_str(&format!("{k}={v}\n"));
         }
-        // A closed pipe (`| head`) is not an error worth a message.
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-        return Ok(ExitCode::SUCCESS);
+        text.push_str(&format!("{}\n", cmd.program.display()));
+        for a in &cmd.args {
+            text.push_str(a);
+            text.push('\n');
+        }
+    } else {
+        text = serde_json::to_string_pretty(&domain)? + "\n";
     }
-    // Refuse what the Domain cannot express before preparing anything.
-    launcher_domain::build(&vmi, &facts, &planned)?;
-    std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
-    let result = launch(&vmi, &facts, &plan, &runtime).await;
-    cleanup(&runtime);
-    result
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(())
 }
 
-/// Removes what the launcher made (overlays, ISOs, sockets); keeps the logs.
-fn cleanup(runtime: &Path) {
-    for d in ["disks", "empty-disks", "cloud-init", "config"] {
-        let _ = std::fs::remove_dir_all(runtime.join(d));
-    }
-    for f in [
-        "qmp.sock",
-        "serial.sock",
-        "vnc.sock",
-        "qga.sock",
-        "launcher.sock",
-        "efi-vars.fd",
-    ] {
-        let _ = std::fs::remove_file(runtime.join(f));
-    }
-}
-
-async fn launch(
+/// Plans, prepares and starts `vmi`; on failure removes what it made.
+async fn start_vm(
     vmi: &VirtualMachineInstance,
     facts: &NodeFacts,
-    plan: &[launcher_domain::volumes::PlannedVolume],
-    runtime: &Path,
-) -> anyhow::Result<ExitCode> {
-    let mut volumes = BTreeMap::new();
-    for p in plan {
-        volumes.insert(p.name.clone(), prepare::prepare(p)?);
+    sources: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<(Arc<vm::Vm>, api::Rebuild)> {
+    let runtime = &facts.runtime_dir;
+    let plan = launcher_domain::volumes::plan(vmi, runtime, sources)?;
+    let planned: BTreeMap<String, ResolvedVolume> = plan
+        .iter()
+        .map(|p| (p.name.clone(), p.resolved.clone()))
+        .collect();
+    // Refuse what the Domain cannot express before preparing anything.
+    launcher_domain::build(vmi, facts, &planned)?;
+    std::fs::create_dir_all(runtime).with_context(|| format!("creating {}", runtime.display()))?;
+    let started = async {
+        let mut volumes = BTreeMap::new();
+        for p in &plan {
+            volumes.insert(p.name.clone(), prepare::prepare(p)?);
+        }
+        let domain = launcher_domain::build(vmi, facts, &volumes)?;
+        let vm = vm::Vm::start(domain, runtime, now_unix()).await?;
+        let rebuild: api::Rebuild = {
+            let (facts, volumes) = (facts.clone(), volumes.clone());
+            Arc::new(move |v: &VirtualMachineInstance| {
+                launcher_domain::build(v, &facts, &volumes).map_err(|e| e.to_string())
+            })
+        };
+        anyhow::Ok((vm, rebuild))
     }
-    let domain = launcher_domain::build(vmi, facts, &volumes)?;
-    let vm = vm::Vm::start(domain, runtime, now_unix()).await?;
-    let rebuild: api::Rebuild = {
-        let (facts, volumes) = (facts.clone(), volumes.clone());
-        Arc::new(move |v: &VirtualMachineInstance| {
-            launcher_domain::build(v, &facts, &volumes).map_err(|e| e.to_string())
-        })
+    .await;
+    if started.is_err() {
+        cleanup(runtime);
+    }
+    started
+}
+
+fn grace_of(vmi: &VirtualMachineInstance) -> Duration {
+    Duration::from_secs(
+        vmi.spec
+            .termination_grace_period_seconds
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or(30),
+    )
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let vmi = args.vmi.as_deref().map(load_vmi).transpose()?;
+    let runtime = match (&args.runtime_dir, &vmi) {
+        (Some(d), _) => d.clone(),
+        (None, Some(vmi)) => std::env::temp_dir().join(format!(
+            "virt-launcher-{}_{}",
+            vmi.metadata.namespace.as_deref().unwrap_or("default"),
+            vmi.metadata.name.as_deref().unwrap_or_default()
+        )),
+        (None, None) => {
+            bail!("without --vmi, --runtime-dir is required (the node agent connects to its launcher.sock)")
+        }
     };
-    api::serve(&runtime.join("launcher.sock"), vm.clone(), rebuild)
-        .with_context(|| format!("serving {}", runtime.join("launcher.sock").display()))?;
+    let (facts, sources) = facts_of(&args, &runtime)?;
+    if args.print_argv || args.domain_json {
+        if let Some(vmi) = &vmi {
+            print(vmi, &facts, &sources, args.print_argv)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let grace = Arc::new(std::sync::Mutex::new(Duration::from_secs(30)));
+    let served = match &vmi {
+        Some(vmi) => {
+            let (vm, rebuild) = start_vm(vmi, &facts, &sources).await?;
+            if let Ok(mut g) = grace.lock() {
+                *g = grace_of(vmi);
+            }
+            api::Served::running(vm, rebuild)
+        }
+        None => {
+            std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
+            let grace = grace.clone();
+            let start: api::Start = Arc::new(move |vmi: VirtualMachineInstance| {
+                let (facts, sources, grace) = (facts.clone(), sources.clone(), grace.clone());
+                Box::pin(async move {
+                    let started = start_vm(&vmi, &facts, &sources)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    if let Ok(mut g) = grace.lock() {
+                        *g = grace_of(&vmi);
+                    }
+                    Ok(started)
+                })
+            });
+            api::Served::waiting(start)
+        }
+    };
+    let sock = runtime.join("launcher.sock");
+    api::serve(&sock, served.clone()).with_context(|| format!("serving {}", sock.display()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let vm = tokio::select! {
+        vm = served.vm() => vm,
+        _ = tokio::signal::ctrl_c() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
+        _ = term.recv() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
+    };
     eprintln!(
         "virt-launcher: {} {:?}; runtime {}",
         vm.domain.name,
         vm.state(),
         runtime.display()
     );
-    let grace = Duration::from_secs(
-        vmi.spec
-            .termination_grace_period_seconds
-            .and_then(|g| u64::try_from(g).ok())
-            .unwrap_or(30),
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let grace = grace.lock().map(|g| *g).unwrap_or(Duration::from_secs(30));
     let stop = {
         let vm = vm.clone();
         async move {
@@ -278,8 +329,26 @@ async fn launch(
         () = stop => vm.state(),
     };
     eprintln!("virt-launcher: {} {:?}", vm.domain.name, end);
+    cleanup(&runtime);
     Ok(match end {
         vm::DomainState::Shutoff(_) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
+}
+
+/// Removes what the launcher made (overlays, ISOs, sockets); keeps the logs.
+fn cleanup(runtime: &Path) {
+    for d in ["disks", "empty-disks", "cloud-init", "config"] {
+        let _ = std::fs::remove_dir_all(runtime.join(d));
+    }
+    for f in [
+        "qmp.sock",
+        "serial.sock",
+        "vnc.sock",
+        "qga.sock",
+        "launcher.sock",
+        "efi-vars.fd",
+    ] {
+        let _ = std::fs::remove_file(runtime.join(f));
+    }
 }

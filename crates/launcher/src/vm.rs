@@ -278,9 +278,13 @@ impl Vm {
         if self.qmp.system_powerdown().await.is_ok() {
             let mut rx = self.state.subscribe();
             let done = tokio::time::timeout(grace, async {
+                // A guest still booting misses a press: press again every few seconds.
+                let mut again = tokio::time::interval(Duration::from_secs(5));
+                again.tick().await;
                 while !rx.borrow_and_update().is_final() {
-                    if rx.changed().await.is_err() {
-                        return;
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() { return },
+                        _ = again.tick() => { let _ = self.qmp.system_powerdown().await; }
                     }
                 }
             })

@@ -79,7 +79,11 @@ fn kernel_boot_guest_lifecycle_through_the_command_socket() {
     c.ok(json!({"Shutdown": {"gracePeriodSeconds": 60}}));
     let (code, stderr) = l.wait_exit(Duration::from_secs(90));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("guest shut down"), "{stderr}");
+    assert!(
+        stderr.contains("guest shut down"),
+        "{stderr}\nserial log:\n{}",
+        l.serial_log()
+    );
     assert!(l.serial_log().contains("acpi: power button"));
     wait_no_qemu(&l.runtime);
     assert!(!l.runtime.join("qmp.sock").exists(), "sockets are cleaned up");
@@ -107,5 +111,35 @@ fn a_hung_guest_is_killed_after_the_grace_period() {
     let (code, stderr) = l.wait_exit(Duration::from_secs(60));
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("killed after the 2s grace period"), "{stderr}");
+    wait_no_qemu(&l.runtime);
+}
+
+#[test]
+fn without_a_vmi_the_launcher_waits_for_the_node_agents_sync() {
+    let img = images();
+    let mut l = Launcher::start_waiting(&["--kernel-boot-root".into(), img.display().to_string()]);
+    let mut c = l.client();
+    assert_eq!(c.ok(json!("Ping")), "pong");
+    let early = c.call(json!("GetDomain"));
+    assert_eq!(early["ok"], false);
+    assert!(
+        early["error"].as_str().unwrap().contains("send Sync first"),
+        "{early}"
+    );
+    // The node agent sends the VMI as the API server stored it (uid, firmware UUID set).
+    let mut vmi: serde_json::Value = serde_norway::from_str(&kernel_boot_vmi("synced", "", 10)).unwrap();
+    vmi["metadata"]["uid"] = json!("00000000-0000-4000-8000-00000000abcd");
+    vmi["metadata"]["namespace"] = json!("default");
+    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi.clone()}})), "started");
+    l.wait_serial(BANNER, 1);
+    assert_eq!(
+        c.ok(json!("GetDomain"))["domain"]["uuid"],
+        "00000000-0000-4000-8000-00000000abcd"
+    );
+    // The same VMI again: nothing to do.
+    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi}})), "in sync");
+    assert_eq!(c.ok(json!("Kill")), "killing");
+    let (code, stderr) = l.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
     wait_no_qemu(&l.runtime);
 }

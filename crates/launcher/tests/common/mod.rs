@@ -62,6 +62,26 @@ impl Launcher {
         }
     }
 
+    /// Starts `virt-launcher` without a VMI: it waits for a Sync on its command socket.
+    pub fn start_waiting(extra: &[String]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = tmp.path().join("rt");
+        let child = Command::new(env!("CARGO_BIN_EXE_virt-launcher"))
+            .arg("--emulation")
+            .arg("--runtime-dir")
+            .arg(&runtime)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            runtime,
+            _tmp: tmp,
+        }
+    }
+
     pub fn serial_log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.runtime.join("serial.log")).unwrap_or_default())
             .into_owned()
