@@ -99,6 +99,16 @@ fn hook(name: &str, url: &str, ca: &str, extra: Value) -> Value {
     h
 }
 
+const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
+
+/// Replaces the ValidatingWebhookConfiguration `name` with one holding `hook`.
+async fn replace_validating(app: &axum::Router, name: &str, hook: Value) {
+    let _ = call(app, "DELETE", &format!("{VALIDATING}/{name}"), None, "").await;
+    let cfg = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name}, "webhooks": [hook]});
+    assert_eq!(post(app, VALIDATING, cfg).await.0, StatusCode::CREATED);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_webhooks_mutate_validate_and_fail_by_policy() {
     let (app, _store) = app();
@@ -213,28 +223,17 @@ async fn admission_webhooks_mutate_validate_and_fail_by_policy() {
         ("Ignore", "d", StatusCode::CREATED),
         ("Fail", "e", StatusCode::INTERNAL_SERVER_ERROR),
     ] {
-        let cfg = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "slow"},
-            "webhooks": [hook("slow.test.io", &format!("{base}/slow"), &ca,
-                json!({"failurePolicy": policy, "timeoutSeconds": 1}))]});
-        let _ = call(
+        replace_validating(
             &app,
-            "DELETE",
-            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/slow",
-            None,
-            "",
+            "slow",
+            hook(
+                "slow.test.io",
+                &format!("{base}/slow"),
+                &ca,
+                json!({"failurePolicy": policy, "timeoutSeconds": 1}),
+            ),
         )
         .await;
-        assert_eq!(
-            post(
-                &app,
-                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-                cfg
-            )
-            .await
-            .0,
-            StatusCode::CREATED
-        );
         let (code, body) = post(
             &app,
             "/api/v1/namespaces/plain/configmaps",
@@ -255,27 +254,18 @@ async fn admission_webhooks_mutate_validate_and_fail_by_policy() {
 
     // A webhook whose certificate the caBundle does not trust is a call failure.
     let (other_ca, _, _) = pki();
-    let cfg = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "untrusted"},
-        "webhooks": [hook("untrusted.test.io", &format!("{base}/validate"), &other_ca, json!({}))]});
-    let _ = call(
+    let _ = call(&app, "DELETE", &format!("{VALIDATING}/slow"), None, "").await;
+    replace_validating(
         &app,
-        "DELETE",
-        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/slow",
-        None,
-        "",
+        "untrusted",
+        hook(
+            "untrusted.test.io",
+            &format!("{base}/validate"),
+            &other_ca,
+            json!({}),
+        ),
     )
     .await;
-    assert_eq!(
-        post(
-            &app,
-            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-            cfg
-        )
-        .await
-        .0,
-        StatusCode::CREATED
-    );
     let (code, body) = post(
         &app,
         "/api/v1/namespaces/plain/configmaps",

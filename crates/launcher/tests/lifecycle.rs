@@ -68,11 +68,17 @@ fn kernel_boot_guest_lifecycle_through_the_command_socket() {
     // Hard reset: the guest boots again.
     c.ok(json!("Reset"));
     l.wait_serial(BANNER, 2);
-    assert!(
-        c.events.iter().any(|e| e["event"]["event"] == "RESET"),
-        "{:?}",
-        c.events
-    );
+    // Events arrive on their own time: ping until the RESET shows up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !c.events.iter().any(|e| e["event"]["event"] == "RESET") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no RESET event: {:?}",
+            c.events
+        );
+        c.ok(json!("Ping"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     l.wait_serial("test guest ready", 2);
 
     // ACPI shutdown: the guest powers off inside the grace period; the VMI succeeded.

@@ -40,33 +40,24 @@ pub struct Launcher {
 impl Launcher {
     /// Starts `virt-launcher --vmi <yaml>` with `extra` arguments under TCG.
     pub fn start(vmi_yaml: &str, extra: &[String]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = tmp.path().join("rt");
-        let vmi = tmp.path().join("vmi.yaml");
-        std::fs::write(&vmi, vmi_yaml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_virt-launcher"))
-            .arg("--vmi")
-            .arg(&vmi)
-            .arg("--emulation")
-            .arg("--runtime-dir")
-            .arg(&runtime)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            runtime,
-            _tmp: tmp,
-        }
+        Self::spawn(Some(vmi_yaml), extra)
     }
 
     /// Starts `virt-launcher` without a VMI: it waits for a Sync on its command socket.
     pub fn start_waiting(extra: &[String]) -> Self {
+        Self::spawn(None, extra)
+    }
+
+    fn spawn(vmi_yaml: Option<&str>, extra: &[String]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let runtime = tmp.path().join("rt");
-        let child = Command::new(env!("CARGO_BIN_EXE_virt-launcher"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_virt-launcher"));
+        if let Some(yaml) = vmi_yaml {
+            let vmi = tmp.path().join("vmi.yaml");
+            std::fs::write(&vmi, yaml).unwrap();
+            cmd.arg("--vmi").arg(vmi);
+        }
+        let child = cmd
             .arg("--emulation")
             .arg("--runtime-dir")
             .arg(&runtime)
