@@ -1,6 +1,7 @@
-//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`.
+//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`, `images`.
 
 mod cmd;
+mod images;
 mod manifest;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Crds,
     /// Run the embedded Kubernetes-compatible API server (HTTPS, token auth, SQLite store).
     Server(cmd::server::Args),
+    /// Manage the local image store (containerDisk and kernelBoot images).
+    Images(cmd::images::Args),
     /// Issue a client certificate from a server's CA and print a kubeconfig using it.
     Kubeconfig(cmd::kubeconfig::Args),
     /// Load an API server (creates/s, list and watch latency) through kube-rs; see scripts/bench-api.
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Server(args) => cmd::server::run(&args),
         Command::BenchApi(args) => cmd::bench_api::run(&args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
+        Command::Images(args) => cmd::images::run(&args),
     };
     match result {
         Ok(code) => code,
