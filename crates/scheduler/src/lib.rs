@@ -8,6 +8,8 @@
 //! `devices.kubevirt.io/kvm`) minus what its bound, unfinished pods request cover the pod's requests. Among fitting
 //! nodes the one with the most free memory wins (then the name, for determinism).
 
+pub mod binder;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};

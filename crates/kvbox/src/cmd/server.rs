@@ -1,4 +1,4 @@
-//! `kvbox server`: the embedded API server in the foreground until SIGTERM or Ctrl-C.
+//! `kvbox server`: the embedded API server and the box scheduler in the foreground until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             running.kubeconfig.display(),
             running.kubeconfig_view.display()
         );
+        // Box-mode components talk to the API server as any client would: through kube-rs and the admin kubeconfig.
+        let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig)
+            .context("reading the admin kubeconfig")?;
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?,
+        )?;
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let scheduler = tokio::spawn(scheduler::binder::run(client, stop.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -49,6 +57,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => {}
         }
         eprintln!("kvbox server shutting down");
+        stop.notify_waiters();
+        let _ = scheduler.await;
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
