@@ -1,5 +1,6 @@
 //! virt-controller's logic: rendering a VMI's launcher pod ([`pod`]) with our measured memory overhead
-//! ([`overhead`]). The reconcilers that use them arrive with the control loop.
+//! ([`overhead`]), and the VMI reconciler ([`vmi`]). VM and replica-set reconcilers come next.
 
 pub mod overhead;
 pub mod pod;
+pub mod vmi;

@@ -103,3 +103,88 @@ fn pending_pods_are_bound_or_told_why_not() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_vmi_gets_its_launcher_pod_which_is_scheduled_and_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let vmi = common::examples().join("vmi-fedora.yaml");
+    kubectl(dir, &["apply", "-f", vmi.to_str().unwrap()], None);
+    let uid = kubectl(
+        dir,
+        &["get", "vmi", "vmi-fedora", "-o", "jsonpath={.metadata.uid}"],
+        None,
+    );
+    let selector = format!("kubevirt.io/created-by={uid}");
+    eventually("the launcher pod", || {
+        kubectl(dir, &["get", "pods", "-l", &selector, "-o", "name"], None)
+            .starts_with("pod/virt-launcher-vmi-fedora-")
+    });
+    let pod = kubectl(dir, &["get", "pods", "-l", &selector, "-o", "json"], None);
+    let pod: serde_json::Value = serde_json::from_str(&pod).unwrap();
+    let pod = &pod["items"][0];
+    assert_eq!(pod["metadata"]["labels"]["kubevirt.io"], "virt-launcher");
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachineInstance"
+    );
+    assert_eq!(pod["spec"]["containers"][1]["name"], "volumecontainerdisk");
+    eventually("phase Scheduling", || {
+        kubectl(
+            dir,
+            &["get", "vmi", "vmi-fedora", "-o", "jsonpath={.status.phase}"],
+            None,
+        ) == "Scheduling"
+    });
+    // No node yet: the scheduler's reason reaches the VMI's PodScheduled condition.
+    eventually("PodScheduled=False on the VMI", || {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "vmi",
+                "vmi-fedora",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].reason}"#,
+            ],
+            None,
+        ) == "Unschedulable"
+    });
+    // A node that can take it (the KVM device is not needed: the example cluster runs without emulation, so give
+    // the node the devices the pod asks for).
+    let node = NODE
+        .replace("NAME", "box1")
+        .replace(r#""kubevirt.io/schedulable": "true""#, r#""kubevirt.io/schedulable": "true", "kubernetes.io/arch": "amd64""#)
+        .replace(
+        r#""pods": "110""#,
+        r#""pods": "110", "devices.kubevirt.io/kvm": "1k", "devices.kubevirt.io/tun": "1k", "devices.kubevirt.io/vhost-net": "1k""#,
+    );
+    kubectl(dir, &["create", "-f", "-"], Some(&node));
+    eventually("the pod bound", || {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "pods",
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={.items[0].spec.nodeName}",
+            ],
+            None,
+        ) == "box1"
+    });
+    // Deleting the VMI removes its pod, then the finalizer, then the VMI.
+    kubectl(
+        dir,
+        &["delete", "vmi", "vmi-fedora", "--wait=true", "--timeout=30s"],
+        None,
+    );
+    assert_eq!(
+        kubectl(dir, &["get", "pods", "-l", &selector, "-o", "name"], None),
+        ""
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -110,7 +110,11 @@ fn kubectl_against_kvbox_server() {
     for col in ["NAME", "AGE", "PHASE", "IP", "NODENAME", "READY"] {
         assert!(header.contains(col), "{header}");
     }
-    assert!(vmis.contains("vmi-fedora") && vmis.contains("Pending"), "{vmis}");
+    // The VMI controller moves new VMIs from Pending to Scheduling once their launcher pods exist.
+    assert!(
+        vmis.contains("vmi-fedora") && (vmis.contains("Pending") || vmis.contains("Scheduling")),
+        "{vmis}"
+    );
     assert!(
         server
             .ok(&["get", "vmi", "-o", "wide"])

@@ -1,10 +1,14 @@
-//! `kvbox server`: the embedded API server and the box scheduler in the foreground until SIGTERM or Ctrl-C.
+//! `kvbox server`: the embedded API server, the VMI controller and the box scheduler in the foreground until
+//! SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+
+/// The image box mode's launcher pods name: the pod runtime runs its own `virt-launcher` for it.
+const LAUNCHER_IMAGE: &str = "kubevirt-rs/virt-launcher:box";
 
 /// Arguments of `kvbox server`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +53,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?,
         )?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-        let scheduler = tokio::spawn(scheduler::binder::run(client, stop.clone()));
+        let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
+        let vmi_controller = tokio::spawn(controller::vmi::run(std::sync::Arc::new(controller::vmi::Ctx {
+            client,
+            launcher_image: LAUNCHER_IMAGE.into(),
+        })));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -59,6 +67,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("kvbox server shutting down");
         stop.notify_waiters();
         let _ = scheduler.await;
+        vmi_controller.abort();
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })

@@ -1,0 +1,223 @@
+//! The VMI reconciler (virt-controller's part of a VMI's life): creates the launcher pod, moves the phase
+//! Pending → Scheduling → Scheduled (node name and the `kubevirt.io/nodeName` label once the pod is bound and
+//! Ready), fails the VMI when its pod fails or vanishes, copies the pod's PodScheduled condition, and on deletion
+//! removes the launcher pod, then the `kubevirt.io/foregroundDeleteVirtualMachine` finalizer.
+//! From Scheduled on, the node's handler owns the phase.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kubevirt_api::v1::{KubeVirt, VirtualMachineInstance};
+use serde_json::{Value, json};
+
+use crate::pod::{RenderConfig, render};
+
+/// The finalizer that holds a VMI until its launcher pod is gone.
+pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
+
+/// Why a reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or failed a call.
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+    /// The VMI cannot be rendered into a pod.
+    #[error("rendering the launcher pod: {0}")]
+    Render(#[from] crate::pod::RenderError),
+}
+
+/// Shared state of the reconciler.
+pub struct Ctx {
+    /// The API client.
+    pub client: kube::Client,
+    /// The launcher image.
+    pub launcher_image: String,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("launcher_image", &self.launcher_image)
+            .finish_non_exhaustive()
+    }
+}
+
+fn phase(vmi: &VirtualMachineInstance) -> &str {
+    vmi.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn use_emulation(client: &kube::Client) -> bool {
+    let kvs: Api<KubeVirt> = Api::all(client.clone());
+    let list = kvs
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    kubevirt_api::config::ClusterConfig::from_kubevirt(list.first()).use_emulation()
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// A status patch moving the VMI to `to` (recording the transition time) plus `extra` status fields.
+fn phase_patch(vmi: &VirtualMachineInstance, to: &str, mut extra: Value) -> Value {
+    let mut transitions = serde_json::to_value(
+        vmi.status
+            .as_ref()
+            .and_then(|s| s.phase_transition_timestamps.clone())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|_| json!([]));
+    if let Some(a) = transitions.as_array_mut() {
+        a.push(json!({"phase": to, "phaseTransitionTimestamp": now()}));
+    }
+    extra["phase"] = json!(to);
+    extra["phaseTransitionTimestamps"] = transitions;
+    json!({"status": extra})
+}
+
+async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "reconcile_vmi",
+        vmi = %format!("{}/{}", vmi.metadata.namespace.as_deref().unwrap_or_default(), vmi.metadata.name.as_deref().unwrap_or_default())
+    );
+    sync(vmi, ctx).instrument(span).await
+}
+
+async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = vmi.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    let uid = vmi.metadata.uid.clone().unwrap_or_default();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = pods
+        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
+        .await?
+        .items;
+
+    if vmi.metadata.deletion_timestamp.is_some() {
+        for p in owned.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            if let Some(n) = p.metadata.name.as_deref() {
+                let _ = pods.delete(n, &DeleteParams::default()).await;
+            }
+        }
+        if owned.is_empty() {
+            let finalizers: Vec<String> = vmi
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            if finalizers.len() != vmi.metadata.finalizers.as_ref().map_or(0, Vec::len) {
+                let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": vmi.metadata.resource_version}});
+                vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let ph = phase(&vmi);
+    if matches!(ph, "Succeeded" | "Failed") {
+        return Ok(Action::await_change());
+    }
+    let pod = owned.iter().find(|p| p.metadata.deletion_timestamp.is_none());
+    match (ph, pod) {
+        ("" | "Pending", None) => {
+            let cfg = RenderConfig {
+                launcher_image: ctx.launcher_image.clone(),
+                use_emulation: use_emulation(&ctx.client).await,
+            };
+            let rendered = render(&vmi, &cfg)?;
+            pods.create(&PostParams::default(), &rendered).await?;
+            tracing::info!("created the launcher pod");
+        }
+        ("" | "Pending", Some(_)) => {
+            let patch = phase_patch(&vmi, "Scheduling", json!({}));
+            vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        ("Scheduling", Some(p)) => {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let scheduled = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+                .map(|c| json!({"type": "PodScheduled", "status": c.status, "reason": c.reason, "message": c.message,
+                    "lastTransitionTime": c.last_transition_time}));
+            if let (Some(node), true) = (node.clone(), pod_ready(p)) {
+                let patch = phase_patch(&vmi, "Scheduled", json!({"nodeName": node}));
+                vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                let label = json!({"metadata": {"labels": {"kubevirt.io/nodeName": node}}});
+                vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+                    .await?;
+            } else if let Some(c) = scheduled {
+                let patch = json!({"status": {"conditions": [c]}});
+                vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            if pod_failed(p) {
+                let patch = phase_patch(&vmi, "Failed", json!({"reason": "PodFailed"}));
+                vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+        ("Scheduling" | "Scheduled" | "Running", None) => {
+            let patch = phase_patch(&vmi, "Failed", json!({"reason": "PodNotExists"}));
+            vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        (_, Some(p)) if pod_failed(p) => {
+            let patch = phase_patch(&vmi, "Failed", json!({"reason": "PodFailed"}));
+            vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+fn pod_failed(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed" | "Succeeded")
+    )
+}
+
+fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "VMI reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the VMI controller until the stream ends.
+pub async fn run(ctx: Arc<Ctx>) {
+    let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    Controller::new(vmis, watcher::Config::default())
+        .owns(
+            pods,
+            watcher::Config::default().labels("kubevirt.io=virt-launcher"),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
