@@ -55,9 +55,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
         let vmi_controller = tokio::spawn(controller::vmi::run(std::sync::Arc::new(controller::vmi::Ctx {
-            client,
+            client: client.clone(),
             launcher_image: LAUNCHER_IMAGE.into(),
         })));
+        let rs_controller = tokio::spawn(controller::replicaset::run(std::sync::Arc::new(
+            controller::replicaset::Ctx { client },
+        )));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -68,6 +71,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         stop.notify_waiters();
         let _ = scheduler.await;
         vmi_controller.abort();
+        rs_controller.abort();
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })

@@ -1,5 +1,6 @@
-//! The box scheduler inside `kvbox server`: a pending pod is bound to the Ready node it fits; a pod no node fits gets
-//! PodScheduled=False with the reason; a node that appears later takes it.
+//! The control loop inside `kvbox server`, driven with kubectl: the scheduler binds pending pods or says why not;
+//! the VMI controller creates, schedules and cleans up launcher pods; the replica-set controller follows
+//! `kubectl scale`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -184,6 +185,79 @@ fn a_vmi_gets_its_launcher_pod_which_is_scheduled_and_cleaned_up() {
     assert_eq!(
         kubectl(dir, &["get", "pods", "-l", &selector, "-o", "name"], None),
         ""
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn replica_sets_scale_with_kubectl_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let rs = common::examples().join("vmi-replicaset-cirros.yaml");
+    kubectl(dir, &["apply", "-f", rs.to_str().unwrap()], None);
+    let count = |dir: &std::path::Path| {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "vmis",
+                "-l",
+                "kubevirt.io/vmReplicaSet=vmi-replicaset-cirros",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .lines()
+        .count()
+    };
+    eventually("3 VMIs", || count(dir) == 3);
+    for n in [0usize, 3, 1] {
+        kubectl(
+            dir,
+            &[
+                "scale",
+                "vmirs",
+                "vmi-replicaset-cirros",
+                &format!("--replicas={n}"),
+            ],
+            None,
+        );
+        eventually(&format!("{n} VMIs"), || count(dir) == n);
+        eventually(&format!("status.replicas {n}"), || {
+            kubectl(
+                dir,
+                &[
+                    "get",
+                    "vmirs",
+                    "vmi-replicaset-cirros",
+                    "-o",
+                    "jsonpath={.status.replicas}",
+                ],
+                None,
+            ) == n.to_string()
+        });
+    }
+    let names = kubectl(dir, &["get", "vmis", "-o", "name"], None);
+    assert!(
+        names.starts_with("virtualmachineinstance.kubevirt.io/vmi-replicaset-cirros"),
+        "{names}"
+    );
+    assert_eq!(
+        kubectl(
+            dir,
+            &[
+                "get",
+                "vmirs",
+                "vmi-replicaset-cirros",
+                "-o",
+                "jsonpath={.status.labelSelector}"
+            ],
+            None
+        ),
+        "kubevirt.io/vmReplicaSet=vmi-replicaset-cirros"
     );
     let _ = server.kill();
     let _ = server.wait();
