@@ -1,7 +1,8 @@
 //! virt-controller's logic: rendering a VMI's launcher pod ([`pod`]) with our measured memory overhead
-//! ([`overhead`]), the VMI reconciler ([`vmi`]) and the replica-set reconciler ([`replicaset`]). The VM reconciler comes next.
+//! ([`overhead`]), the VMI, VM and replica-set reconcilers ([`vmi`], [`vm`], [`replicaset`]).
 
 pub mod overhead;
 pub mod pod;
 pub mod replicaset;
+pub mod vm;
 pub mod vmi;

@@ -262,3 +262,130 @@ fn replica_sets_scale_with_kubectl_scale() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn vm_run_strategies_drive_the_vmi_and_printable_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let vm = common::examples().join("vm-cirros.yaml");
+    kubectl(dir, &["apply", "-f", vm.to_str().unwrap()], None);
+    let status = |dir: &std::path::Path| {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "vm",
+                "vm-cirros",
+                "-o",
+                "jsonpath={.status.printableStatus}",
+            ],
+            None,
+        )
+    };
+    eventually("Stopped", || status(dir) == "Stopped");
+    assert!(kubectl(dir, &["get", "vmis", "-o", "name"], None).is_empty());
+
+    // Always: the VMI is created from the template, owned by the VM. No node can take it here, so the scheduler's
+    // verdict surfaces as ErrorUnschedulable.
+    kubectl(
+        dir,
+        &[
+            "patch",
+            "vm",
+            "vm-cirros",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    );
+    eventually("the VMI", || {
+        kubectl(dir, &["get", "vmis", "-o", "name"], None).contains("vm-cirros")
+    });
+    let owner = kubectl(
+        dir,
+        &[
+            "get",
+            "vmi",
+            "vm-cirros",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}",
+        ],
+        None,
+    );
+    assert_eq!(owner, "VirtualMachine");
+    eventually("ErrorUnschedulable", || status(dir) == "ErrorUnschedulable");
+    assert_eq!(
+        kubectl(
+            dir,
+            &["get", "vm", "vm-cirros", "-o", "jsonpath={.status.created}"],
+            None
+        ),
+        "true"
+    );
+
+    // Halted: the VMI goes away and the VM is Stopped again.
+    kubectl(
+        dir,
+        &[
+            "patch",
+            "vm",
+            "vm-cirros",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Halted"}}"#,
+        ],
+        None,
+    );
+    eventually("the VMI gone", || {
+        kubectl(dir, &["get", "vmis", "-o", "name"], None).is_empty()
+    });
+    eventually("Stopped again", || status(dir) == "Stopped");
+
+    // Manual: nothing starts until a Start request.
+    kubectl(
+        dir,
+        &[
+            "patch",
+            "vm",
+            "vm-cirros",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Manual"}}"#,
+        ],
+        None,
+    );
+    // Once the controller has seen the change (status.runStrategy), still no VMI.
+    eventually("Manual observed", || {
+        kubectl(
+            dir,
+            &["get", "vm", "vm-cirros", "-o", "jsonpath={.status.runStrategy}"],
+            None,
+        ) == "Manual"
+    });
+    assert!(kubectl(dir, &["get", "vmis", "-o", "name"], None).is_empty());
+    kubectl(
+        dir,
+        &[
+            "patch",
+            "vm",
+            "vm-cirros",
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"stateChangeRequests":[{"action":"Start"}]}}"#,
+        ],
+        None,
+    );
+    eventually("the started VMI", || {
+        kubectl(dir, &["get", "vmis", "-o", "name"], None).contains("vm-cirros")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -59,8 +59,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             launcher_image: LAUNCHER_IMAGE.into(),
         })));
         let rs_controller = tokio::spawn(controller::replicaset::run(std::sync::Arc::new(
-            controller::replicaset::Ctx { client },
+            controller::replicaset::Ctx {
+                client: client.clone(),
+            },
         )));
+        let vm_controller = tokio::spawn(controller::vm::run(std::sync::Arc::new(controller::vm::Ctx {
+            client,
+        })));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -72,6 +77,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let _ = scheduler.await;
         vmi_controller.abort();
         rs_controller.abort();
+        vm_controller.abort();
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })

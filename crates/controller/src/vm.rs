@@ -1,0 +1,224 @@
+//! The VirtualMachine reconciler: turns the run strategy into a VMI (created from the template, the VM as its
+//! controller owner, named like the VM) or its absence, and reports `created`, `ready`, `runStrategy`,
+//! `observedGeneration` and `printableStatus`.
+//!
+//! Run strategies: Always (create; a finished VMI is deleted and so recreated), Halted (delete), Manual (only
+//! Start/Stop requests in `status.stateChangeRequests` act), RerunOnFailure (create; a Failed VMI is recreated, a
+//! Succeeded one stays), Once (create only if never created). Not yet: crash-loop backoff (`startFailure`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kubevirt_api::v1::{VirtualMachine, VirtualMachineInstance};
+use serde_json::json;
+
+/// Why a reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or failed a call.
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Shared state.
+pub struct Ctx {
+    /// The API client.
+    pub client: kube::Client,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+fn condition<'a>(
+    vmi: &'a VirtualMachineInstance,
+    kind: &str,
+) -> Option<&'a kubevirt_api::v1::VirtualMachineInstanceCondition> {
+    vmi.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.r#type == kind)
+}
+
+fn phase(vmi: &VirtualMachineInstance) -> &str {
+    vmi.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// `status.printableStatus`, first match wins in upstream's order (the subset this control loop can observe).
+#[must_use]
+pub fn printable_status(
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+    strategy: &str,
+) -> &'static str {
+    if vm.metadata.deletion_timestamp.is_some() {
+        return "Terminating";
+    }
+    let Some(vmi) = vmi else { return "Stopped" };
+    let final_ = matches!(phase(vmi), "Succeeded" | "Failed");
+    if vmi.metadata.deletion_timestamp.is_some() || (strategy == "Halted" && !final_) {
+        return "Stopping";
+    }
+    if condition(vmi, "Paused").is_some_and(|c| c.status == "True") {
+        return "Paused";
+    }
+    if phase(vmi) == "Running" {
+        return "Running";
+    }
+    if condition(vmi, "PodScheduled")
+        .is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+    {
+        return "ErrorUnschedulable";
+    }
+    if matches!(phase(vmi), "" | "Pending" | "Scheduling" | "Scheduled") {
+        return "Starting";
+    }
+    if final_ {
+        return "Stopped";
+    }
+    "Unknown"
+}
+
+fn requested(vm: &VirtualMachine, action: &str) -> bool {
+    vm.status
+        .as_ref()
+        .and_then(|s| s.state_change_requests.as_ref())
+        .is_some_and(|rs| rs.iter().any(|r| r.action == action))
+}
+
+fn new_vmi(vm: &VirtualMachine) -> VirtualMachineInstance {
+    let t = vm.spec.template.metadata.clone().unwrap_or_default();
+    VirtualMachineInstance {
+        api_version: Some("kubevirt.io/v1".into()),
+        kind: Some("VirtualMachineInstance".into()),
+        metadata: ObjectMeta {
+            name: vm.metadata.name.clone(),
+            namespace: vm.metadata.namespace.clone(),
+            labels: t.labels,
+            annotations: t.annotations,
+            owner_references: Some(vec![OwnerReference {
+                api_version: "kubevirt.io/v1".into(),
+                kind: "VirtualMachine".into(),
+                name: vm.metadata.name.clone().unwrap_or_default(),
+                uid: vm.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: vm.spec.template.spec.clone().unwrap_or_default(),
+        status: None,
+    }
+}
+
+async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "reconcile_vm",
+        vm = %format!("{}/{}", vm.metadata.namespace.as_deref().unwrap_or_default(), vm.metadata.name.as_deref().unwrap_or_default())
+    );
+    sync(vm, ctx).instrument(span).await
+}
+
+async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = vm.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = vm.metadata.name.clone().unwrap_or_default();
+    let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let strategy = kubevirt_api::defaults::effective_run_strategy(&vm.spec).to_string();
+    let mut vmi = vmis.get_opt(&name).await?;
+    // Only a VMI this VM controls counts.
+    if vmi.as_ref().is_some_and(|v| {
+        !v.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == vm.metadata.uid.as_ref() && o.controller == Some(true))
+    }) {
+        vmi = None;
+    }
+    let mut clear_requests = false;
+    if vm.metadata.deletion_timestamp.is_none() {
+        let exists = vmi
+            .as_ref()
+            .is_some_and(|v| v.metadata.deletion_timestamp.is_none());
+        let final_phase = vmi
+            .as_ref()
+            .map(|v| phase(v).to_string())
+            .filter(|p| p == "Succeeded" || p == "Failed");
+        let delete = match strategy.as_str() {
+            "Halted" => exists,
+            "Always" => exists && (final_phase.is_some() || requested(&vm, "Stop")),
+            "RerunOnFailure" => {
+                exists && (final_phase.as_deref() == Some("Failed") || requested(&vm, "Stop"))
+            }
+            "Manual" => exists && requested(&vm, "Stop"),
+            _ => false,
+        };
+        let create = !exists
+            && vmi.is_none()
+            && match strategy.as_str() {
+                "Always" | "RerunOnFailure" => !requested(&vm, "Stop"),
+                "Manual" => requested(&vm, "Start"),
+                "Once" => vm.status.as_ref().and_then(|s| s.created).is_none(),
+                _ => false,
+            };
+        if delete {
+            vmis.delete(&name, &DeleteParams::default()).await?;
+            clear_requests = requested(&vm, "Stop");
+        } else if create {
+            match vmis.create(&PostParams::default(), &new_vmi(&vm)).await {
+                Ok(v) => vmi = Some(v),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            clear_requests = requested(&vm, "Start");
+        }
+    }
+    let ready = vmi
+        .as_ref()
+        .and_then(|v| condition(v, "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let mut status = json!({
+        "created": vmi.is_some(),
+        "ready": ready,
+        "runStrategy": strategy,
+        "printableStatus": printable_status(&vm, vmi.as_ref(), &strategy),
+        "observedGeneration": vm.metadata.generation,
+    });
+    if clear_requests {
+        status["stateChangeRequests"] = json!(null);
+    }
+    vms.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+fn error_policy(_vm: Arc<VirtualMachine>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "VM reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the VM controller until the stream ends.
+pub async fn run(ctx: Arc<Ctx>) {
+    let vms: Api<VirtualMachine> = Api::all(ctx.client.clone());
+    let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
+    Controller::new(vms, watcher::Config::default())
+        .owns(vmis, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
