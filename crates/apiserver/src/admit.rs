@@ -136,9 +136,43 @@ fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<Strin
         ("", "namespaces") => {
             obj["status"] = json!({"phase": "Active"});
         }
+        ("", "pods") => {
+            // As kube-apiserver's pod strategy: a new pod is Pending, with its QoS class.
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
+        }
         _ => {}
     }
     Ok((obj, Vec::new()))
+}
+
+/// The pod's QoS class: Guaranteed when every container limits cpu and memory at its requests, BestEffort when no
+/// container asks for either, Burstable otherwise.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let get = |c: &Value, kind: &str, res: &str| {
+        c.pointer(&format!("/resources/{kind}/{res}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let any = containers.iter().any(|c| {
+        ["cpu", "memory"]
+            .iter()
+            .any(|r| get(c, "requests", r).is_some() || get(c, "limits", r).is_some())
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = get(c, "limits", r);
+            limit.is_some() && get(c, "requests", r).is_none_or(|q| Some(q) == limit)
+        })
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
 }
 
 fn crd_status(crd: &Value, types: &[crate::registry::ResourceType]) -> Value {

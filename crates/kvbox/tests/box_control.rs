@@ -389,3 +389,43 @@ fn vm_run_strategies_drive_the_vmi_and_printable_status() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn emulation_mode_is_recorded_in_the_kubevirt_cr_and_shapes_launcher_pods() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut server = common::start_server_with(dir, "127.0.0.1:0", &["--emulation"]);
+    eventually("the default KubeVirt CR", || {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "kubevirt",
+                "-n",
+                "kubevirt",
+                "kubevirt",
+                "-o",
+                "jsonpath={.spec.configuration.developerConfiguration.useEmulation}",
+                "--ignore-not-found",
+            ],
+            None,
+        ) == "true"
+    });
+    let vmi = common::examples().join("vmi-fedora.yaml");
+    kubectl(dir, &["apply", "-f", vmi.to_str().unwrap()], None);
+    eventually("a launcher pod without the KVM device", || {
+        let limits = kubectl(
+            dir,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={.items[0].spec.containers[0].resources.limits}",
+            ],
+            None,
+        );
+        !limits.is_empty() && !limits.contains("devices.kubevirt.io/kvm")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}

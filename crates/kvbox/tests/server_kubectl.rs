@@ -71,9 +71,10 @@ fn kubectl_against_kvbox_server() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let server = Server::start(&dir);
 
-    // The KubeVirt CR (in its namespace) enables the gates two examples need, as upstream's example cluster does.
+    // kvbox server created the kubevirt namespace and a default KubeVirt CR; the gates fixture enables the feature
+    // gates two examples need, as upstream's example cluster does.
     // `kubectl create` sends protobuf bodies.
-    server.ok(&["create", "namespace", "kubevirt"]);
+    server.ok(&["create", "namespace", "protobuf-ns"]);
     server.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
     server.ok(&[
         "create",

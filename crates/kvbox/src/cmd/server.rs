@@ -19,6 +19,41 @@ pub(crate) struct Args {
     /// Address to listen on (HTTPS). Port 0 picks a free port; the kubeconfig records the real one.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Run every guest under QEMU's software emulation (TCG): sets `useEmulation` in the KubeVirt CR, for machines
+    /// without a usable KVM.
+    #[arg(long)]
+    emulation: bool,
+}
+
+/// Creates the `kubevirt` namespace and the default KubeVirt CR at first start; `--emulation` switches on
+/// `developerConfiguration.useEmulation` (also in an existing CR).
+async fn ensure_kubevirt_cr(client: &kube::Client, emulation: bool) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use kubevirt_api::v1::KubeVirt;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt("kubevirt").await?.is_none() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "kubevirt"}}))?;
+        namespaces.create(&PostParams::default(), &ns).await?;
+    }
+    let kvs: Api<KubeVirt> = Api::namespaced(client.clone(), "kubevirt");
+    match kvs.get_opt("kubevirt").await? {
+        None => {
+            let kv: KubeVirt = serde_json::from_value(serde_json::json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+                "spec": {"configuration": {"developerConfiguration": {"useEmulation": emulation}}},
+            }))?;
+            kvs.create(&PostParams::default(), &kv).await?;
+        }
+        Some(_) if emulation => {
+            let patch = serde_json::json!({"spec": {"configuration": {"developerConfiguration": {"useEmulation": true}}}});
+            kvs.patch("kubevirt", &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -52,6 +87,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_from(
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?,
         )?;
+        ensure_kubevirt_cr(&client, args.emulation)
+            .await
+            .context("creating the default KubeVirt CR")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
         let vmi_controller = tokio::spawn(controller::vmi::run(std::sync::Arc::new(controller::vmi::Ctx {

@@ -13,9 +13,15 @@ use std::time::{Duration, Instant};
 
 /// Starts `kvbox server` on `listen` with `dir` as its data dir and waits for its kubeconfig.
 pub fn start_server(dir: &Path, listen: &str) -> Child {
+    start_server_with(dir, listen, &[])
+}
+
+/// [`start_server`] with extra `kvbox server` flags.
+pub fn start_server_with(dir: &Path, listen: &str, extra: &[&str]) -> Child {
     let _ = std::fs::remove_file(dir.join("kubeconfig.yaml"));
     let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
         .args(["server", "--data-dir", dir.to_str().unwrap(), "--listen", listen])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
