@@ -429,3 +429,77 @@ fn emulation_mode_is_recorded_in_the_kubevirt_cr_and_shapes_launcher_pods() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_node_that_stops_heartbeating_fails_its_vmis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut server = common::start_server_with(dir, "127.0.0.1:0", &["--node-heartbeat-timeout", "2s"]);
+    let now = jiff_now();
+    let node = NODE.replace("NAME", "quiet").replace(
+        r#""metadata": {"name": "quiet","#,
+        &format!(r#""metadata": {{"name": "quiet", "annotations": {{"kubevirt.io/heartbeat": "{now}"}},"#),
+    );
+    kubectl(dir, &["create", "-f", "-"], Some(&node));
+    let vmi = common::examples().join("vmi-fedora.yaml");
+    kubectl(dir, &["apply", "-f", vmi.to_str().unwrap()], None);
+    eventually("Scheduling", || {
+        kubectl(
+            dir,
+            &["get", "vmi", "vmi-fedora", "-o", "jsonpath={.status.phase}"],
+            None,
+        ) == "Scheduling"
+    });
+    // What the node's handler would have written.
+    kubectl(
+        dir,
+        &[
+            "patch",
+            "vmi",
+            "vmi-fedora",
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"phase":"Running","nodeName":"quiet"}}"#,
+        ],
+        None,
+    );
+    eventually("the node marked unschedulable", || {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "node",
+                "quiet",
+                "-o",
+                r#"jsonpath={.metadata.labels.kubevirt\.io/schedulable}"#,
+            ],
+            None,
+        ) == "false"
+    });
+    eventually("NodeUnresponsive", || {
+        kubectl(
+            dir,
+            &[
+                "get",
+                "vmi",
+                "vmi-fedora",
+                "-o",
+                "jsonpath={.status.phase}/{.status.reason}",
+            ],
+            None,
+        ) == "Failed/NodeUnresponsive"
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn jiff_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

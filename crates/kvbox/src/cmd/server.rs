@@ -23,6 +23,23 @@ pub(crate) struct Args {
     /// without a usable KVM.
     #[arg(long)]
     emulation: bool,
+    /// A node whose handler has not refreshed `kubevirt.io/heartbeat` for this long (e.g. 5m, 30s) is marked
+    /// unschedulable and its VMIs fail with NodeUnresponsive.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    node_heartbeat_timeout: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h"))?;
+    match unit {
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        "h" => Ok(std::time::Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
+    }
 }
 
 /// Creates the `kubevirt` namespace and the default KubeVirt CR at first start; `--emulation` switches on
@@ -101,6 +118,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 client: client.clone(),
             },
         )));
+        let node_watch = tokio::spawn(controller::node::run(
+            client.clone(),
+            args.node_heartbeat_timeout,
+            stop.clone(),
+        ));
         let vm_controller = tokio::spawn(controller::vm::run(std::sync::Arc::new(controller::vm::Ctx {
             client,
         })));
@@ -113,6 +135,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("kvbox server shutting down");
         stop.notify_waiters();
         let _ = scheduler.await;
+        let _ = node_watch.await;
         vmi_controller.abort();
         rs_controller.abort();
         vm_controller.abort();
