@@ -66,22 +66,34 @@ fn from_fields_v1(v: &Value, prefix: &mut Vec<String>, out: &mut BTreeSet<Vec<St
     }
 }
 
-/// The union of the field sets of the `managedFields` entries `pick(manager, is_apply)` selects.
-fn owned(obj: &Value, pick: impl Fn(&str, bool) -> bool) -> BTreeSet<Vec<String>> {
-    let mut out = BTreeSet::new();
-    for e in obj
-        .pointer("/metadata/managedFields")
+/// Every `managedFields` entry of `obj`.
+fn managed(obj: &Value) -> impl Iterator<Item = &Value> {
+    obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
-        let m = e.get("manager").and_then(Value::as_str).unwrap_or_default();
-        let is_apply = e.get("operation").and_then(Value::as_str) == Some("Apply");
-        if let (true, Some(f)) = (pick(m, is_apply), e.get("fieldsV1")) {
-            from_fields_v1(f, &mut Vec::new(), &mut out);
-        }
+}
+
+/// An entry's manager, whether it is an `Apply` entry, and its field set.
+fn entry(e: &Value) -> (&str, bool, BTreeSet<Vec<String>>) {
+    let mut fields = BTreeSet::new();
+    if let Some(f) = e.get("fieldsV1") {
+        from_fields_v1(f, &mut Vec::new(), &mut fields);
     }
-    out
+    (
+        e.get("manager").and_then(Value::as_str).unwrap_or_default(),
+        e.get("operation").and_then(Value::as_str) == Some("Apply"),
+        fields,
+    )
+}
+
+/// The union of the field sets of the `managedFields` entries `pick(manager, is_apply)` selects.
+fn owned(obj: &Value, pick: impl Fn(&str, bool) -> bool) -> BTreeSet<Vec<String>> {
+    managed(obj)
+        .map(entry)
+        .filter(|(m, is_apply, _)| pick(m, *is_apply))
+        .flat_map(|(_, _, fields)| fields)
+        .collect()
 }
 
 fn remove_path(obj: &mut Value, path: &[String]) {
@@ -167,14 +179,9 @@ fn disown(obj: &mut Value, fields: &BTreeSet<Vec<String>>, keep: &str, keep_appl
         return;
     };
     entries.retain_mut(|e| {
-        let m = e.get("manager").and_then(Value::as_str).unwrap_or_default();
-        let is_apply = e.get("operation").and_then(Value::as_str) == Some("Apply");
+        let (m, is_apply, mut set) = entry(e);
         if m == keep && is_apply == keep_apply {
             return true;
-        }
-        let mut set = BTreeSet::new();
-        if let Some(f) = e.get("fieldsV1") {
-            from_fields_v1(f, &mut Vec::new(), &mut set);
         }
         let before = set.len();
         set.retain(|p| !fields.iter().any(|f| overlaps(p, f)));
@@ -268,20 +275,10 @@ pub fn apply(
     let mut obj = live.cloned().unwrap_or_else(|| json!({}));
     if live.is_some() {
         let mut conflicts = Vec::new();
-        for e in obj
-            .pointer("/metadata/managedFields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let m = e.get("manager").and_then(Value::as_str).unwrap_or_default();
-            let is_apply = e.get("operation").and_then(Value::as_str) == Some("Apply");
+        for e in managed(&obj) {
+            let (m, is_apply, theirs) = entry(e);
             if m == manager && is_apply {
                 continue;
-            }
-            let mut theirs = BTreeSet::new();
-            if let Some(f) = e.get("fieldsV1") {
-                from_fields_v1(f, &mut Vec::new(), &mut theirs);
             }
             for p in &fields {
                 let differs = value_at(&obj, p) != value_at(intent, p);

@@ -34,6 +34,31 @@ fn kubectl(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A `kvbox server` in a temporary data dir, killed when dropped (also when a test fails).
+struct BoxServer {
+    child: std::process::Child,
+    tmp: tempfile::TempDir,
+}
+
+impl BoxServer {
+    fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = common::start_server_with(tmp.path(), "127.0.0.1:0", extra);
+        Self { child, tmp }
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for BoxServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
@@ -54,9 +79,8 @@ fn pod(name: &str, selector: &str) -> String {
 
 #[test]
 fn pending_pods_are_bound_or_told_why_not() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let server = BoxServer::start(&[]);
+    let dir = server.dir();
     kubectl(dir, &["create", "-f", "-"], Some(&NODE.replace("NAME", "box1")));
     kubectl(
         dir,
@@ -101,15 +125,12 @@ fn pending_pods_are_bound_or_told_why_not() {
             None,
         ) == "box2"
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
 fn a_vmi_gets_its_launcher_pod_which_is_scheduled_and_cleaned_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let server = BoxServer::start(&[]);
+    let dir = server.dir();
     let vmi = common::examples().join("vmi-fedora.yaml");
     kubectl(dir, &["apply", "-f", vmi.to_str().unwrap()], None);
     let uid = kubectl(
@@ -186,15 +207,12 @@ fn a_vmi_gets_its_launcher_pod_which_is_scheduled_and_cleaned_up() {
         kubectl(dir, &["get", "pods", "-l", &selector, "-o", "name"], None),
         ""
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
 fn replica_sets_scale_with_kubectl_scale() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let server = BoxServer::start(&[]);
+    let dir = server.dir();
     let rs = common::examples().join("vmi-replicaset-cirros.yaml");
     kubectl(dir, &["apply", "-f", rs.to_str().unwrap()], None);
     let count = |dir: &std::path::Path| {
@@ -259,15 +277,12 @@ fn replica_sets_scale_with_kubectl_scale() {
         ),
         "kubevirt.io/vmReplicaSet=vmi-replicaset-cirros"
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
 fn vm_run_strategies_drive_the_vmi_and_printable_status() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server(dir, "127.0.0.1:0");
+    let server = BoxServer::start(&[]);
+    let dir = server.dir();
     let vm = common::examples().join("vm-cirros.yaml");
     kubectl(dir, &["apply", "-f", vm.to_str().unwrap()], None);
     let status = |dir: &std::path::Path| {
@@ -386,15 +401,12 @@ fn vm_run_strategies_drive_the_vmi_and_printable_status() {
     eventually("the started VMI", || {
         kubectl(dir, &["get", "vmis", "-o", "name"], None).contains("vm-cirros")
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
 fn emulation_mode_is_recorded_in_the_kubevirt_cr_and_shapes_launcher_pods() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server_with(dir, "127.0.0.1:0", &["--emulation"]);
+    let server = BoxServer::start(&["--emulation"]);
+    let dir = server.dir();
     eventually("the default KubeVirt CR", || {
         kubectl(
             dir,
@@ -426,15 +438,12 @@ fn emulation_mode_is_recorded_in_the_kubevirt_cr_and_shapes_launcher_pods() {
         );
         !limits.is_empty() && !limits.contains("devices.kubevirt.io/kvm")
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
 fn a_node_that_stops_heartbeating_fails_its_vmis() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut server = common::start_server_with(dir, "127.0.0.1:0", &["--node-heartbeat-timeout", "2s"]);
+    let server = BoxServer::start(&["--node-heartbeat-timeout", "2s"]);
+    let dir = server.dir();
     let now = jiff_now();
     let node = NODE.replace("NAME", "quiet").replace(
         r#""metadata": {"name": "quiet","#,
@@ -492,8 +501,6 @@ fn a_node_that_stops_heartbeating_fails_its_vmis() {
             None,
         ) == "Failed/NodeUnresponsive"
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 fn jiff_now() -> String {

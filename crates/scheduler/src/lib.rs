@@ -149,49 +149,39 @@ fn untolerated(pod: &Pod, node: &Node) -> Option<String> {
         })
 }
 
+fn milli(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Milli {
+    quantity::parse(&q.0).map_or(0, |m| m.0)
+}
+
+/// What one container asks for: its requests, plus extended resources (`vendor/name`) asked for by limits alone.
+fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, Milli> {
+    let res = c.resources.as_ref();
+    let mut out: BTreeMap<String, Milli> = res
+        .and_then(|r| r.requests.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, q)| (k.clone(), milli(q)))
+        .collect();
+    for (k, q) in res.and_then(|r| r.limits.as_ref()).into_iter().flatten() {
+        if k.contains('/') {
+            out.entry(k.clone()).or_insert_with(|| milli(q));
+        }
+    }
+    out
+}
+
 /// What a pod requests: the sum over its containers, or the largest init container if larger.
 fn requests(pod: &Pod) -> BTreeMap<String, Milli> {
     let mut sum: BTreeMap<String, Milli> = BTreeMap::new();
     let Some(spec) = pod.spec.as_ref() else { return sum };
     for c in &spec.containers {
-        for (k, q) in c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            *sum.entry(k.clone()).or_default() += quantity::parse(&q.0).map_or(0, |m| m.0);
-        }
-        // Extended resources are asked for by limits alone.
-        for (k, q) in c
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            if k.contains('/')
-                && !c
-                    .resources
-                    .as_ref()
-                    .and_then(|r| r.requests.as_ref())
-                    .is_some_and(|r| r.contains_key(k))
-            {
-                *sum.entry(k.clone()).or_default() += quantity::parse(&q.0).map_or(0, |m| m.0);
-            }
+        for (k, v) in container_requests(c) {
+            *sum.entry(k).or_default() += v;
         }
     }
     for c in spec.init_containers.iter().flatten() {
-        for (k, q) in c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let v = quantity::parse(&q.0).map_or(0, |m| m.0);
-            let e = sum.entry(k.clone()).or_default();
+        for (k, v) in container_requests(c) {
+            let e = sum.entry(k).or_default();
             *e = (*e).max(v);
         }
     }
@@ -213,7 +203,7 @@ fn free(node: &Node, bound: &[&Pod]) -> BTreeMap<String, Milli> {
         .and_then(|s| s.allocatable.as_ref())
         .into_iter()
         .flatten()
-        .map(|(k, q)| (k.clone(), quantity::parse(&q.0).map_or(0, |m| m.0)))
+        .map(|(k, q)| (k.clone(), milli(q)))
         .collect();
     for p in bound.iter().filter(|p| !finished(p)) {
         for (k, v) in requests(p) {
