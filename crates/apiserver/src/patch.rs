@@ -327,65 +327,73 @@ pub fn patch(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
             )],
         ));
     }
-    let Some(kv) = ctx.state.store.get(&key)? else {
-        if is_apply && ctx.path.subresource.is_none() {
+    for attempt in 1..=5 {
+        let Some(kv) = ctx.state.store.get(&key)? else {
+            if is_apply && ctx.path.subresource.is_none() {
+                let manager = ctx.query.get("fieldManager").unwrap_or_default();
+                let mut obj = crate::apply::apply(
+                    None,
+                    &patch,
+                    manager,
+                    &ctx.rt.api_version(),
+                    &crate::objects::now_rfc3339(),
+                    true,
+                )
+                .map_err(|c| ApiError::apply_conflict(&ctx.rt, &name, &c))?;
+                obj["metadata"]["name"] = Value::String(name);
+                let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+                let mut resp = crud::create(ctx, &bytes)?;
+                *resp.status_mut() = StatusCode::CREATED;
+                return Ok(resp);
+            }
+            return Err(ApiError::not_found(&ctx.rt, &name));
+        };
+        let mut obj = from_kv(&ctx.rt, &kv)?;
+        if ct.starts_with("application/json-patch+json") {
+            json_patch(&mut obj, &patch).map_err(|(code, msg)| match code {
+                400 => ApiError::bad_request(msg),
+                413 => ApiError::too_large(),
+                _ => ApiError::invalid(
+                    &ctx.rt.kind,
+                    &ctx.rt.group,
+                    &name,
+                    &[(String::new(), msg, "FieldValueInvalid".into())],
+                ),
+            })?;
+        } else if is_apply {
             let manager = ctx.query.get("fieldManager").unwrap_or_default();
-            let mut obj = crate::apply::apply(
-                None,
+            obj = crate::apply::apply(
+                Some(&obj),
                 &patch,
                 manager,
                 &ctx.rt.api_version(),
                 &crate::objects::now_rfc3339(),
-                true,
+                ctx.query.flag("force")?,
             )
             .map_err(|c| ApiError::apply_conflict(&ctx.rt, &name, &c))?;
-            obj["metadata"]["name"] = Value::String(name);
-            let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
-            let mut resp = crud::create(ctx, &bytes)?;
-            *resp.status_mut() = StatusCode::CREATED;
-            return Ok(resp);
-        }
-        return Err(ApiError::not_found(&ctx.rt, &name));
-    };
-    let mut obj = from_kv(&ctx.rt, &kv)?;
-    if ct.starts_with("application/json-patch+json") {
-        json_patch(&mut obj, &patch).map_err(|(code, msg)| match code {
-            400 => ApiError::bad_request(msg),
-            413 => ApiError::too_large(),
-            _ => ApiError::invalid(
-                &ctx.rt.kind,
-                &ctx.rt.group,
-                &name,
-                &[(String::new(), msg, "FieldValueInvalid".into())],
-            ),
-        })?;
-    } else if is_apply {
-        let manager = ctx.query.get("fieldManager").unwrap_or_default();
-        obj = crate::apply::apply(
-            Some(&obj),
-            &patch,
-            manager,
-            &ctx.rt.api_version(),
-            &crate::objects::now_rfc3339(),
-            ctx.query.flag("force")?,
-        )
-        .map_err(|c| ApiError::apply_conflict(&ctx.rt, &name, &c))?;
-    } else if ct.starts_with("application/merge-patch+json") {
-        merge_patch(&mut obj, &patch);
-    } else if ct.starts_with("application/strategic-merge-patch+json") {
-        if ctx.rt.crd.is_some() {
+        } else if ct.starts_with("application/merge-patch+json") {
+            merge_patch(&mut obj, &patch);
+        } else if ct.starts_with("application/strategic-merge-patch+json") {
+            if ctx.rt.crd.is_some() {
+                return Err(ApiError::unsupported_media(ACCEPTED_CR));
+            }
+            strategic_merge(&mut obj, &patch);
+        } else {
             return Err(ApiError::unsupported_media(ACCEPTED_CR));
         }
-        strategic_merge(&mut obj, &patch);
-    } else {
-        return Err(ApiError::unsupported_media(ACCEPTED_CR));
+        // A patch carries no resourceVersion precondition unless the patch itself set one.
+        let patched_rv = patch.pointer("/metadata/resourceVersion").is_some();
+        if !patched_rv {
+            obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
+        }
+        // Without a resourceVersion in the patch, a concurrent write is not the client's conflict: like
+        // kube-apiserver, apply the patch again to the newer object.
+        match crud::write(ctx, obj, false) {
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !patched_rv && attempt < 5 => {}
+            result => return result,
+        }
     }
-    // A patch carries no resourceVersion precondition unless the patch itself set one.
-    let patched_rv = patch.pointer("/metadata/resourceVersion").is_some();
-    if !patched_rv {
-        obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
-    }
-    crud::write(ctx, obj, false)
+    Err(ApiError::internal("patch retries exhausted"))
 }
 
 #[cfg(test)]

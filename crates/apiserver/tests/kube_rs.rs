@@ -142,6 +142,13 @@ async fn kube_rs_crud_apply_controller_and_watcher() {
         })
         .await;
     }
+    // The counter moves just after the patch a reader can already see: wait for it before stopping.
+    let counted = reconciled.clone();
+    eventually("three reconciles counted", || {
+        let counted = counted.clone();
+        async move { counted.load(std::sync::atomic::Ordering::SeqCst) >= 3 }
+    })
+    .await;
     ctrl.abort();
     assert!(reconciled.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 
