@@ -535,6 +535,34 @@ pub fn delete(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     delete_one(ctx, &key(ctx), name(ctx), &opts)
 }
 
+/// The grace period a pod bound to a node gets before it is removed (kube-apiserver's graceful deletion):
+/// `None` when it goes at once — unbound, finished, or `gracePeriodSeconds: 0` (the kubelet's final delete).
+fn pod_grace(ctx: &Ctx, obj: &Value, opts: &Value) -> Option<i64> {
+    if !(ctx.rt.group.is_empty() && ctx.rt.plural == "pods") {
+        return None;
+    }
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished {
+        return None;
+    }
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
+}
+
 pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Response, ApiError> {
     let kv = ctx
         .state
@@ -581,14 +609,33 @@ pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Resu
             details: None,
         });
     }
-    if !fins.is_empty() || namespace {
+    let grace = pod_grace(ctx, &obj, opts);
+    if !fins.is_empty() || namespace || grace.is_some() {
         if namespace {
             obj["status"] = json!({"phase": "Terminating"});
         }
         let meta = meta_mut(&mut obj)?;
-        if !meta.contains_key("deletionTimestamp") {
-            meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
-            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        let shorter = |g: i64| {
+            meta.get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .is_none_or(|old| g < old)
+        };
+        match grace {
+            // A running pod's kubelet gets the grace period to stop it, then deletes it for good (grace 0);
+            // a second delete may only shorten the period.
+            Some(g) if !meta.contains_key("deletionTimestamp") || shorter(g) => {
+                let at = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(g))
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                meta.insert("deletionTimestamp".into(), json!(objects::rfc3339(at)));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(g));
+            }
+            Some(_) => {}
+            None if !meta.contains_key("deletionTimestamp") => {
+                meta.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            }
+            None => {}
         }
         if !fins.is_empty() {
             meta.insert("finalizers".into(), json!(fins));

@@ -107,9 +107,14 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 /// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
 #[must_use]
 pub fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// `at` as Kubernetes writes times: RFC 3339, whole seconds, UTC.
+#[must_use]
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    jiff::Timestamp::from_second(at.as_second())
+        .unwrap_or(at)
         .to_string()
 }
 

@@ -70,19 +70,24 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Namespace") => vec![col("Status", "string", ".status.phase", 0), age],
         ("", "Pod") => vec![
-            col("Status", "string", ".status.phase", 0),
+            col("Ready", "string", "@pod-ready", 0),
+            col("Status", "string", "@pod-status", 0),
+            col("Restarts", "string", "@pod-restarts", 0),
             age,
             col("IP", "string", ".status.podIP", 1),
             col("Node", "string", ".spec.nodeName", 1),
         ],
         ("", "Node") => vec![
-            col(
-                "Status",
-                "string",
-                ".status.conditions[?(@.type=='Ready')].status",
-                0,
-            ),
+            col("Status", "string", "@node-status", 0),
+            col("Roles", "string", "@none", 0),
             age,
+            col("Version", "string", ".status.nodeInfo.kubeletVersion", 0),
+            col(
+                "Internal-IP",
+                "string",
+                ".status.addresses[?(@.type=='InternalIP')].address",
+                1,
+            ),
         ],
         ("", "Secret") => vec![col("Type", "string", ".type", 0), age],
         ("", "Service") => vec![
@@ -136,7 +141,69 @@ pub fn table_for(rt: &ResourceType, items: &[Value], include: &str) -> Value {
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": defs, "rows": rows})
 }
 
+/// The columns kubectl computes rather than reads (`@name`): a pod's READY/STATUS/RESTARTS, a node's STATUS.
+fn computed(item: &Value, name: &str) -> Value {
+    let statuses = item
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match name {
+        "pod-ready" => {
+            let total = item
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
+            json!(format!("{ready}/{total}"))
+        }
+        "pod-restarts" => json!(
+            statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum::<i64>()
+                .to_string()
+        ),
+        "pod-status" => {
+            if item.pointer("/metadata/deletionTimestamp").is_some() {
+                return json!("Terminating");
+            }
+            let waiting = statuses.iter().find_map(|c| {
+                c.pointer("/state/waiting/reason")
+                    .or_else(|| c.pointer("/state/terminated/reason"))
+                    .and_then(Value::as_str)
+            });
+            let phase = item
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
+            let reason = item.pointer("/status/reason").and_then(Value::as_str);
+            json!(reason.or(waiting.filter(|_| phase != "Running")).unwrap_or(phase))
+        }
+        "node-status" => {
+            let ready = item
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            let mut s = match ready {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if item.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                s.push_str(",SchedulingDisabled");
+            }
+            json!(s)
+        }
+        _ => json!("<none>"),
+    }
+}
+
 fn cell(item: &Value, c: &Column, now: jiff::Timestamp) -> Value {
+    if let Some(name) = c.json_path.strip_prefix('@') {
+        return computed(item, name);
+    }
     let v = jsonpath(item, &c.json_path);
     match (c.type_.as_str(), v) {
         (_, None) => Value::Null,

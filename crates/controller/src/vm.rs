@@ -79,6 +79,17 @@ pub fn printable_status(
     {
         return "ErrorUnschedulable";
     }
+    if let Some(reason) = condition(vmi, "Synchronized")
+        .filter(|c| c.status == "False")
+        .and_then(|c| c.reason.as_deref())
+        .filter(|r| matches!(*r, "ErrImagePull" | "ImagePullBackOff"))
+    {
+        return if reason == "ErrImagePull" {
+            "ErrImagePull"
+        } else {
+            "ImagePullBackOff"
+        };
+    }
     if matches!(phase(vmi), "" | "Pending" | "Scheduling" | "Scheduled") {
         return "Starting";
     }

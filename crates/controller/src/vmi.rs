@@ -170,10 +170,30 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
                 let label = json!({"metadata": {"labels": {"kubevirt.io/nodeName": node}}});
                 vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
                     .await?;
-            } else if let Some(c) = scheduled {
-                let patch = json!({"status": {"conditions": [c]}});
-                vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
+            } else if scheduled.is_some() || pull_error(p).is_some() {
+                // The pod's scheduling and image-pull troubles, as the VMI's PodScheduled and Synchronized
+                // conditions (the VM's printableStatus reads them).
+                let mut conditions: Vec<Value> = scheduled.into_iter().collect();
+                if let Some((reason, message)) = pull_error(p) {
+                    conditions.push(
+                        json!({"type": "Synchronized", "status": "False", "reason": reason,
+                        "message": message, "lastTransitionTime": now()}),
+                    );
+                }
+                let current = serde_json::to_value(vmi.status.as_ref().and_then(|s| s.conditions.clone()))
+                    .unwrap_or_default();
+                let same = |c: &Value| {
+                    current.as_array().is_some_and(|cs| {
+                        cs.iter().any(|x| {
+                            x["type"] == c["type"] && x["reason"] == c["reason"] && x["status"] == c["status"]
+                        })
+                    })
+                };
+                if !conditions.iter().all(same) {
+                    let patch = json!({"status": {"conditions": conditions}});
+                    vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
             }
             if pod_failed(p) {
                 let patch = phase_patch(&vmi, "Failed", json!({"reason": "PodFailed"}));
@@ -186,6 +206,11 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
+        // A running VMI's handler reports how its domain ended; only when it has not within a while is the
+        // finished pod taken as a failure.
+        ("Running", Some(p)) if pod_failed(p) && finished_for(p).is_some_and(|d| d < HANDLER_GRACE) => {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
         (_, Some(p)) if pod_failed(p) => {
             let patch = phase_patch(&vmi, "Failed", json!({"reason": "PodFailed"}));
             vmis.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -194,6 +219,43 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         _ => {}
     }
     Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// A container of the pod that cannot get its image: `(ErrImagePull | ImagePullBackOff, message)`.
+fn pull_error(p: &Pod) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.clone()?;
+            matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
+                .then(|| (reason, w.message.clone().unwrap_or_default()))
+        })
+}
+
+/// How long the handler has to report a domain's end after its launcher pod finished.
+const HANDLER_GRACE: Duration = Duration::from_secs(15);
+
+/// How long ago the pod's compute container finished.
+fn finished_for(p: &Pod) -> Option<Duration> {
+    let at = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "compute")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .finished_at
+        .as_ref()?
+        .0;
+    Some(jiff::Timestamp::now().duration_since(at).unsigned_abs())
 }
 
 fn pod_failed(p: &Pod) -> bool {

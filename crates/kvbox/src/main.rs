@@ -1,8 +1,9 @@
-//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`, `images`.
+//! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`, `images`, `agent`.
 
 mod cmd;
 mod images;
 mod manifest;
+mod node;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Crds,
     /// Run the embedded Kubernetes-compatible API server (HTTPS, token auth, SQLite store).
     Server(cmd::server::Args),
+    /// Join a `kvbox server` as an extra node (heartbeat, handler, pod runtime).
+    Agent(cmd::agent::Args),
     /// Manage the local image store (containerDisk and kernelBoot images).
     Images(cmd::images::Args),
     /// Issue a client certificate from a server's CA and print a kubeconfig using it.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::BenchApi(args) => cmd::bench_api::run(&args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
         Command::Images(args) => cmd::images::run(&args),
+        Command::Agent(args) => cmd::agent::run(&args),
     };
     match result {
         Ok(code) => code,

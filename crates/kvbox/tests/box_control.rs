@@ -43,7 +43,7 @@ struct BoxServer {
 impl BoxServer {
     fn start(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let child = common::start_server_with(tmp.path(), "127.0.0.1:0", extra);
+        let child = common::start_server_with(tmp.path(), "127.0.0.1:0", &[extra, &["--no-node"]].concat());
         Self { child, tmp }
     }
 
@@ -197,10 +197,32 @@ fn a_vmi_gets_its_launcher_pod_which_is_scheduled_and_cleaned_up() {
             None,
         ) == "box1"
     });
-    // Deleting the VMI removes its pod, then the finalizer, then the VMI.
+    // Deleting the VMI deletes its pod gracefully (box1 has no kubelet: the test finishes that deletion as one
+    // would), then the finalizer goes, then the VMI.
+    kubectl(dir, &["delete", "vmi", "vmi-fedora", "--wait=false"], None);
+    eventually("the pod terminating", || {
+        !kubectl(
+            dir,
+            &[
+                "get",
+                "pods",
+                "-l",
+                &selector,
+                "-o",
+                "jsonpath={.items[0].metadata.deletionTimestamp}",
+            ],
+            None,
+        )
+        .is_empty()
+    });
     kubectl(
         dir,
-        &["delete", "vmi", "vmi-fedora", "--wait=true", "--timeout=30s"],
+        &["delete", "pods", "-l", &selector, "--grace-period=0", "--force"],
+        None,
+    );
+    kubectl(
+        dir,
+        &["wait", "--for=delete", "vmi/vmi-fedora", "--timeout=30s"],
         None,
     );
     assert_eq!(

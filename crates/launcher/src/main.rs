@@ -329,6 +329,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         () = stop => vm.state(),
     };
     eprintln!("virt-launcher: {} {:?}", vm.domain.name, end);
+    // The node agent reads how the domain ended even if it was not connected when it did.
+    if let Ok(text) = serde_json::to_string(&end) {
+        let _ = std::fs::write(runtime.join("final-state.json"), text);
+    }
     cleanup(&runtime);
     Ok(match end {
         vm::DomainState::Shutoff(_) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! `kvbox server`: the embedded API server, the VMI controller and the box scheduler in the foreground until
-//! SIGTERM or Ctrl-C.
+//! `kvbox server`: the embedded API server, virt-controller's loops, the box scheduler and (unless `--no-node`)
+//! this machine as a node — heartbeat, handler, pod runtime — in the foreground until SIGTERM or Ctrl-C. Running
+//! VMs outlive the server (like containers outlive a kubelet) and are adopted when it starts again.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-/// The image box mode's launcher pods name: the pod runtime runs its own `virt-launcher` for it.
-const LAUNCHER_IMAGE: &str = "kubevirt-rs/virt-launcher:box";
+use crate::node::{LAUNCHER_IMAGE, NodeArgs, parse_duration};
 
 /// Arguments of `kvbox server`.
 #[derive(Debug, clap::Args)]
@@ -27,24 +27,17 @@ pub(crate) struct Args {
     /// unschedulable and its VMIs fail with NodeUnresponsive.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     node_heartbeat_timeout: std::time::Duration,
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with s, m or h"))?;
-    match unit {
-        "s" | "" => Ok(std::time::Duration::from_secs(n)),
-        "m" => Ok(std::time::Duration::from_secs(n * 60)),
-        "h" => Ok(std::time::Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
-    }
+    /// Run only the control plane (API server, controllers, scheduler): this machine is not a node. VMs then run
+    /// on `kvbox agent` nodes.
+    #[arg(long)]
+    no_node: bool,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 /// Creates the `kubevirt` namespace and the default KubeVirt CR at first start; `--emulation` switches on
 /// `developerConfiguration.useEmulation` (also in an existing CR).
-async fn ensure_kubevirt_cr(client: &kube::Client, emulation: bool) -> anyhow::Result<()> {
+async fn ensure_kubevirt_cr(client: &kube::Client, emulation: bool, kvm: bool) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Api, Patch, PatchParams, PostParams};
     use kubevirt_api::v1::KubeVirt;
@@ -59,7 +52,7 @@ async fn ensure_kubevirt_cr(client: &kube::Client, emulation: bool) -> anyhow::R
             let kv: KubeVirt = serde_json::from_value(serde_json::json!({
                 "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
                 "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-                "spec": {"configuration": {"developerConfiguration": {"useEmulation": emulation}}},
+                "spec": {"configuration": {"developerConfiguration": {"useEmulation": emulation || !kvm}}},
             }))?;
             kvs.create(&PostParams::default(), &kv).await?;
         }
@@ -104,7 +97,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_from(
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?,
         )?;
-        ensure_kubevirt_cr(&client, args.emulation)
+        // A machine without a usable KVM falls back to TCG: the first start records useEmulation in the CR.
+        let kvm = if args.no_node {
+            true
+        } else {
+            crate::node::probe_kvm(args.emulation).await
+        };
+        ensure_kubevirt_cr(&client, args.emulation, kvm)
             .await
             .context("creating the default KubeVirt CR")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -124,8 +123,19 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             stop.clone(),
         ));
         let vm_controller = tokio::spawn(controller::vm::run(std::sync::Arc::new(controller::vm::Ctx {
-            client,
+            client: client.clone(),
         })));
+        let node = if args.no_node {
+            None
+        } else {
+            let node = crate::node::Node::start(&client, &args.node, &args.data_dir, kvm)?;
+            eprintln!(
+                "kvbox node {} running (pods in {})",
+                args.node.name(),
+                args.data_dir.join("pods").display()
+            );
+            Some(node)
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -134,6 +144,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("kvbox server shutting down");
         stop.notify_waiters();
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
         let _ = scheduler.await;
         let _ = node_watch.await;
         vmi_controller.abort();

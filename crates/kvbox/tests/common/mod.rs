@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Starts `kvbox server` on `listen` with `dir` as its data dir and waits for its kubeconfig.
 pub fn start_server(dir: &Path, listen: &str) -> Child {
-    start_server_with(dir, listen, &[])
+    start_server_with(dir, listen, &["--no-node"])
 }
 
 /// [`start_server`] with extra `kvbox server` flags.

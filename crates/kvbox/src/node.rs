@@ -1,0 +1,161 @@
+//! The node side of box mode, shared by `kvbox server` (its local node) and `kvbox agent` (extra nodes): the node
+//! registration and heartbeat, the handler's VMI loop and the pod runtime, all in this process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::images;
+
+/// The image box mode's launcher pods name: the pod runtime runs its own `virt-launcher` for it.
+pub(crate) const LAUNCHER_IMAGE: &str = "kubevirt-rs/virt-launcher:box";
+
+/// Options of a box node.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// The name this machine registers as (default: its hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address, reported as its InternalIP and its pods' hostIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// The pods' subnet (CNI host-local range); each node of a box needs its own.
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pod_cidr: String,
+    /// The Linux bridge the CNI bridge plugin attaches pods to.
+    #[arg(long, default_value = "kvbox0")]
+    cni_bridge: String,
+    /// Where the standard CNI plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// The virt-launcher binary (default: the one beside this kvbox).
+    #[arg(long)]
+    launcher_bin: Option<PathBuf>,
+    /// How often the handler refreshes the node's `kubevirt.io/heartbeat` (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kvbox".into())
+}
+
+impl NodeArgs {
+    /// The node's name.
+    pub(crate) fn name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// Probes KVM unless `emulation` makes it moot; prints what it found.
+pub(crate) async fn probe_kvm(emulation: bool) -> bool {
+    if emulation {
+        return false;
+    }
+    let p = handler::kvm::probe(Path::new("qemu-system-x86_64"), Duration::from_secs(5)).await;
+    if p.usable {
+        eprintln!("kvbox: KVM is usable: guests run with hardware acceleration");
+    } else {
+        eprintln!(
+            "kvbox: KVM is not usable here ({}); guests need TCG (useEmulation)",
+            p.reason
+        );
+    }
+    p.usable
+}
+
+/// The running node side.
+pub(crate) struct Node {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Node {
+    /// Starts the heartbeat, the handler and the pod runtime for this machine, keeping state under `data_dir`.
+    pub(crate) fn start(
+        client: &kube::Client,
+        args: &NodeArgs,
+        data_dir: &Path,
+        kvm: bool,
+    ) -> anyhow::Result<Self> {
+        let name = args.name();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let launcher_bin = match &args.launcher_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("locating kvbox")?
+                .with_file_name("virt-launcher"),
+        };
+        if !launcher_bin.exists() {
+            anyhow::bail!(
+                "{} not found: build it (cargo build -p launcher) or pass --launcher-bin",
+                launcher_bin.display()
+            );
+        }
+        let cni_dir = data_dir.join("cni");
+        let cni = podruntime::cni::Cni::init(
+            &args.cni_bin_dir,
+            &cni_dir.join("net.d").join("10-kvbox.conf"),
+            &args.cni_bridge,
+            &args.pod_cidr,
+            &cni_dir.join("ipam"),
+        )?;
+        if !args.cni_bin_dir.join("bridge").exists() {
+            anyhow::bail!(
+                "no CNI bridge plugin in {} (install containernetworking-plugins)",
+                args.cni_bin_dir.display()
+            );
+        }
+        let store = images::Store::new(data_dir);
+        let resolve: podruntime::ResolveImage =
+            Arc::new(move |image: &str| store.resolve(image).map_err(|e| e.to_string()));
+        let launchers_dir = data_dir.join("launchers");
+        let cfg = podruntime::Config {
+            node_name: name.clone(),
+            node_ip: args.node_ip.clone(),
+            pods_dir: data_dir.join("pods"),
+            launchers_dir: launchers_dir.clone(),
+            launcher_bin,
+            launcher_images: vec![LAUNCHER_IMAGE.into()],
+            resolve_image: resolve,
+            cni,
+            kvm,
+        };
+        let spec = handler::node::NodeSpec::local(&name, kvm, &args.node_ip, args.heartbeat_interval);
+        let (ctx, kicks) = handler::vmi::Ctx::new(client.clone(), name, launchers_dir);
+        let tasks = vec![
+            tokio::spawn(handler::node::run(client.clone(), spec, stop.clone())),
+            tokio::spawn(podruntime::run(client.clone(), cfg, stop.clone())),
+            tokio::spawn(handler::vmi::run(ctx, kicks)),
+        ];
+        Ok(Self { tasks, stop })
+    }
+
+    /// Stops the node side; launchers (and their VMs) keep running and are adopted at the next start.
+    pub(crate) async fn shutdown(self) {
+        self.stop.notify_waiters();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! VMs really running in box mode, driven with kubectl as a user would: `kvbox server --emulation` with its node
+//! (handler + pod runtime over CNI) boots the test guest from the image store, reports Running with the pod IP,
+//! restarts crashed VMs per run strategy, stops them, cleans up every namespace, lease and process, and keeps VMs
+//! running across a `kill -9` of the server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/node.rs"]
+mod node;
+
+use node::{NodeBox, eventually};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The test VM fixture turned into a bare VMI named `name`.
+fn vmi(name: &str) -> String {
+    let vm: serde_json::Value = serde_norway::from_str(&fixture("vm-testguest.yaml")).unwrap();
+    let mut spec = vm["spec"]["template"]["spec"].clone();
+    spec["volumes"][1]["cloudInitNoCloud"]["userData"] =
+        serde_json::json!(format!("#cloud-config\nhostname: {name}-guest\n"));
+    serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name}, "spec": spec})
+    .to_string()
+}
+
+#[test]
+fn a_vmi_runs_with_its_pod_ip_and_deleting_it_removes_everything() {
+    let b = NodeBox::start(1, &[]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("vmi-a")));
+    eventually("VMI Running", 60, || {
+        b.get("vmi vmi-a", "{.status.phase}") == "Running"
+    });
+    let uid = b.get("vmi vmi-a", "{.metadata.uid}");
+    assert_eq!(b.get("vmi vmi-a", "{.status.nodeName}"), "box0");
+    assert_eq!(
+        b.get("vmi vmi-a", "{.metadata.labels.kubevirt\\.io/nodeName}"),
+        "box0"
+    );
+    let sel = format!("kubevirt.io/created-by={uid}");
+    let pod_ip = b.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &sel,
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    let pod_uid = b.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &sel,
+        "-o",
+        "jsonpath={.items[0].metadata.uid}",
+    ]);
+    assert!(pod_ip.starts_with("10.251.1."), "pod IP {pod_ip:?}");
+    assert_eq!(b.get("vmi vmi-a", "{.status.interfaces[0].ipAddress}"), pod_ip);
+    assert!(NodeBox::netns_exists(&pod_uid));
+    assert!(b.leases().contains(&pod_ip), "{:?}", b.leases());
+    let qemu = b.qemu_pid(&uid).expect("a QEMU for the VMI");
+    // The guest boots from the imported image with the cloud-init hostname, and its agent connects.
+    eventually("the guest's banner", 120, || {
+        b.serial(&uid).contains("test guest ready")
+    });
+    assert!(b.serial(&uid).contains("cloud-init: hostname=vmi-a-guest"));
+    eventually("AgentConnected", 60, || {
+        b.get(
+            "vmi vmi-a",
+            r#"{.status.conditions[?(@.type=="AgentConnected")].status}"#,
+        ) == "True"
+    });
+    let ready = b.kubectl(&["get", "pods", "-l", &sel, "--no-headers"]);
+    assert!(ready.contains("2/2") && ready.contains("Running"), "{ready}");
+
+    b.kubectl(&["delete", "vmi", "vmi-a", "--wait=true", "--timeout=90s"]);
+    assert_eq!(b.kubectl(&["get", "pods", "-l", &sel, "-o", "name"]), "");
+    eventually("QEMU gone", 30, || {
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists()
+    });
+    assert!(
+        !NodeBox::netns_exists(&pod_uid),
+        "the pod's network namespace is left"
+    );
+    assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
+    assert!(!b.dir().join("pods").join(&pod_uid).exists());
+    assert!(!b.dir().join("launchers").join(&uid).exists());
+}
+
+/// `kubectl get vm NAME --watch`: the printableStatus values it goes through, consecutive repeats dropped.
+struct StatusWatch {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StatusWatch {
+    fn start(b: &NodeBox, vm: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
+            .env("HOME", b.dir().join("home"))
+            .args([
+                "get",
+                "vm",
+                vm,
+                "--watch",
+                "-o",
+                "jsonpath={.status.printableStatus}{\"\\n\"}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut v = s.lock().unwrap();
+                if !line.is_empty() && v.last() != Some(&line) {
+                    v.push(line);
+                }
+            }
+        });
+        Self { child, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_vm_is_restarted_when_qemu_dies_and_stopped_by_halted() {
+    let b = NodeBox::start(2, &[]);
+    let halted = fixture("vm-testguest.yaml").replace("runStrategy: Always", "runStrategy: Halted");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&halted));
+    eventually("VM Stopped", 30, || {
+        b.get("vm testvm", "{.status.printableStatus}") == "Stopped"
+    });
+    let watch = StatusWatch::start(&b, "testvm");
+    eventually("the watch's first event", 30, || !watch.seen().is_empty());
+    b.kubectl(&[
+        "patch",
+        "vm",
+        "testvm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ]);
+    eventually("VM Running", 60, || {
+        b.get("vm testvm", "{.status.printableStatus}") == "Running"
+    });
+    eventually("VM ready", 30, || b.get("vm testvm", "{.status.ready}") == "true");
+    let first = b.get("vmi testvm", "{.metadata.uid}");
+    let qemu = b.qemu_pid(&first).expect("QEMU");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &qemu.to_string()])
+        .status();
+    // Always: a new VMI (new uid) runs again.
+    eventually("a new VMI running", 60, || {
+        let uid = b.get("vmi testvm", "{.metadata.uid}");
+        !uid.is_empty() && uid != first && b.get("vmi testvm", "{.status.phase}") == "Running"
+    });
+    let second = b.get("vmi testvm", "{.metadata.uid}");
+    assert!(b.qemu_pid(&second).is_some());
+    eventually("the guest up again", 120, || {
+        b.serial(&second).contains("test guest ready")
+    });
+    // Halted: the guest is shut down (ACPI), the VMI and its pod go.
+    b.kubectl(&[
+        "patch",
+        "vm",
+        "testvm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Halted"}}"#,
+    ]);
+    eventually("VM Stopped", 90, || {
+        b.get("vm testvm", "{.status.printableStatus}") == "Stopped"
+    });
+    eventually("VMI gone", 30, || {
+        b.get("vmi testvm", "{.metadata.name}").is_empty()
+    });
+    eventually("no launcher pods", 30, || {
+        b.kubectl(&["get", "pods", "-o", "name"]).is_empty()
+    });
+    assert!(b.qemu_pid(&second).is_none());
+    eventually("the watch saw Stopped again", 10, || {
+        watch.seen().last().map(String::as_str) == Some("Stopped")
+    });
+    // Stopped → Starting → Running → … → Stopping → Stopped, in that order.
+    let seen = watch.seen();
+    let mut want = ["Stopped", "Starting", "Running", "Stopping", "Stopped"]
+        .into_iter()
+        .peekable();
+    for s in &seen {
+        if want.peek() == Some(&s.as_str()) {
+            want.next();
+        }
+    }
+    assert_eq!(want.next(), None, "printableStatus went {seen:?}");
+    assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
+}
+
+#[test]
+fn vms_keep_running_across_a_kill_9_of_the_server_and_are_adopted() {
+    let mut b = NodeBox::start(3, &[]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&fixture("vm-testguest.yaml")));
+    eventually("VMI Running", 60, || {
+        b.get("vmi testvm", "{.status.phase}") == "Running"
+    });
+    let uid = b.get("vmi testvm", "{.metadata.uid}");
+    let qemu = b.qemu_pid(&uid).expect("QEMU");
+    b.kill9();
+    assert!(
+        std::path::Path::new(&format!("/proc/{qemu}")).exists(),
+        "the VM died with the server"
+    );
+    b.run();
+    // Same VMI, same QEMU, still Running; the node heartbeats again.
+    eventually("the node Ready again", 30, || {
+        b.get("node box0", r#"{.status.conditions[?(@.type=="Ready")].status}"#) == "True"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(b.get("vmi testvm", "{.metadata.uid}"), uid);
+    assert_eq!(b.get("vmi testvm", "{.status.phase}"), "Running");
+    assert_eq!(b.qemu_pid(&uid), Some(qemu));
+    // The adopted launcher still obeys: stopping the VM shuts it down.
+    b.kubectl(&[
+        "patch",
+        "vm",
+        "testvm",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Halted"}}"#,
+    ]);
+    eventually("VMI gone", 90, || {
+        b.get("vmi testvm", "{.metadata.name}").is_empty()
+    });
+    eventually("QEMU gone", 30, || {
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists()
+    });
+    assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
+}
+
+#[test]
+fn a_missing_image_is_reported_as_an_image_pull_error() {
+    let b = NodeBox::start(4, &[]);
+    let vm = fixture("vm-testguest.yaml")
+        .replace("name: testvm", "name: noimage")
+        .replace("kubevirt-rs/test-guest:latest", "example.com/missing:1");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+    eventually("ErrImagePull on the pod", 30, || {
+        let out = b.kubectl(&["get", "pods", "--no-headers"]);
+        out.contains("ErrImagePull") || out.contains("ImagePullBackOff")
+    });
+    eventually("the VM's printableStatus", 30, || {
+        matches!(
+            b.get("vm noimage", "{.status.printableStatus}").as_str(),
+            "ErrImagePull" | "ImagePullBackOff"
+        )
+    });
+    let message = b.kubectl(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={.items[0].status.containerStatuses[*].state.waiting.message}",
+    ]);
+    assert!(message.contains("kvbox images import"), "{message}");
+    b.kubectl(&["delete", "vm", "noimage"]);
+    eventually("pods gone", 30, || {
+        b.kubectl(&["get", "pods", "-o", "name"]).is_empty()
+    });
+}
+
+#[test]
+fn a_replica_set_scales_running_vms_with_kubectl_scale() {
+    let b = NodeBox::start(5, &[]);
+    let vm: serde_json::Value = serde_norway::from_str(&fixture("vm-testguest.yaml")).unwrap();
+    let rs = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceReplicaSet",
+        "metadata": {"name": "guests"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "guests"}},
+            "template": {"metadata": {"labels": {"app": "guests"}}, "spec": vm["spec"]["template"]["spec"]}}});
+    b.kubectl_in(&["apply", "-f", "-"], Some(&rs.to_string()));
+    let running = |b: &NodeBox| {
+        b.kubectl(&[
+            "get",
+            "vmis",
+            "-l",
+            "app=guests",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ])
+        .split_whitespace()
+        .filter(|p| *p == "Running")
+        .count()
+    };
+    let total = |b: &NodeBox| {
+        b.kubectl(&["get", "vmis", "-l", "app=guests", "-o", "name"])
+            .lines()
+            .count()
+    };
+    eventually("status.replicas 0", 30, || {
+        b.get("vmirs guests", "{.status.replicas}") == "0"
+    });
+    b.kubectl(&["scale", "vmirs", "guests", "--replicas=3"]);
+    eventually("3 VMIs running", 120, || running(&b) == 3);
+    eventually("readyReplicas 3", 30, || {
+        b.get("vmirs guests", "{.status.readyReplicas}") == "3"
+    });
+    let qemus = b
+        .kubectl(&[
+            "get",
+            "vmis",
+            "-l",
+            "app=guests",
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+        .split_whitespace()
+        .filter(|u| b.qemu_pid(u).is_some())
+        .count();
+    assert_eq!(qemus, 3);
+    b.kubectl(&["scale", "vmirs", "guests", "--replicas=1"]);
+    eventually("1 VMI left", 120, || total(&b) == 1 && running(&b) == 1);
+    eventually("2 launcher pods gone", 60, || {
+        b.kubectl(&["get", "pods", "-o", "name"]).lines().count() == 1
+    });
+    eventually("two leases released", 30, || b.leases().len() == 1);
+}

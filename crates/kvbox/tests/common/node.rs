@@ -1,0 +1,233 @@
+//! A `kvbox server` that is also a node (handler + pod runtime), with its own CNI bridge and pod subnet so tests run
+//! side by side; dropping it kills the server, then whatever launchers and QEMUs it left, their network namespaces
+//! and the bridge.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code,
+    unreachable_pub
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) struct NodeBox {
+    pub(crate) child: Option<Child>,
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) bridge: String,
+    pub(crate) cidr: String,
+    pub(crate) extra: Vec<String>,
+}
+
+/// The test guest's qcow2 (built by scripts/build-test-images).
+pub(crate) fn test_disk() -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = repo.join("target/test-images");
+    let status = Command::new(repo.join("scripts/build-test-images"))
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/build-test-images");
+    assert!(status.success(), "building the test images failed");
+    dir.join("disk.qcow2")
+}
+
+pub(crate) fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl NodeBox {
+    /// A server in emulation mode; `idx` (1..=200) picks the bridge and subnet.
+    pub(crate) fn start(idx: u8, extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = Self {
+            child: None,
+            tmp,
+            bridge: format!("kvbt{idx}"),
+            cidr: format!("10.251.{idx}.0/24"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.run();
+        import_test_guest(b.dir());
+        b
+    }
+
+    /// (Re)starts the server process on the same data dir.
+    pub(crate) fn run(&mut self) {
+        let dir = self.dir().to_path_buf();
+        let _ = std::fs::remove_file(dir.join("kubeconfig.yaml"));
+        let launcher = PathBuf::from(env!("CARGO_BIN_EXE_kvbox")).with_file_name("virt-launcher");
+        assert!(
+            launcher.exists(),
+            "{} missing: build the workspace",
+            launcher.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--emulation",
+                "--node-name",
+                "box0",
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--cni-bridge", &self.bridge, "--pod-cidr", &self.cidr])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        eventually("the kubeconfig", 30, || dir.join("kubeconfig.yaml").exists());
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// kubectl against this server; panics on failure.
+    pub(crate) fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_in(args, None)
+    }
+
+    pub(crate) fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out, err) = self.try_kubectl(args, stdin);
+        assert!(ok, "kubectl {args:?}: {err}");
+        out
+    }
+
+    pub(crate) fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        use std::io::Write as _;
+        let home = self.dir().join("home");
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", self.dir().join("kubeconfig.yaml"))
+            .env("HOME", home)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `kubectl get KIND NAME -o jsonpath=PATH`, empty when absent.
+    pub(crate) fn get(&self, what: &str, path: &str) -> String {
+        let mut args: Vec<&str> = vec!["get"];
+        args.extend(what.split(' '));
+        let jp = format!("jsonpath={path}");
+        args.extend(["-o", &jp, "--ignore-not-found"]);
+        self.try_kubectl(&args, None).1
+    }
+
+    /// The pid of the QEMU running the VMI with `uid`.
+    pub(crate) fn qemu_pid(&self, uid: &str) -> Option<u32> {
+        let marker = self.dir().join("launchers").join(uid);
+        let marker = marker.to_string_lossy().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            let exe = cmd.split('\0').next().unwrap_or_default();
+            (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
+        })
+    }
+
+    /// The guest's serial log of the VMI with `uid`.
+    pub(crate) fn serial(&self, uid: &str) -> String {
+        std::fs::read_to_string(self.dir().join("launchers").join(uid).join("serial.log")).unwrap_or_default()
+    }
+
+    /// Whether the network namespace of the pod with `uid` exists.
+    pub(crate) fn netns_exists(pod_uid: &str) -> bool {
+        Path::new("/run/netns").join(format!("kvbox-{pod_uid}")).exists()
+    }
+
+    /// Addresses still leased by host-local IPAM.
+    pub(crate) fn leases(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir().join("cni/ipam/kvbox"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect()
+    }
+}
+
+/// Kills what a node with `data_dir` left running (launchers, QEMUs), its pods' namespaces and `bridge`.
+pub(crate) fn cleanup_node(data_dir: &Path, bridge: &str) {
+    let pods = std::fs::read_dir(data_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for p in pods {
+        let uid = p.file_name().to_string_lossy().to_string();
+        if let Ok(text) = std::fs::read_to_string(p.path().join("record.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &format!("kvbox-{uid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = Command::new("ip")
+        .args(["link", "delete", bridge])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Imports the test guest as `kubevirt-rs/test-guest:latest` into the image store of `data_dir`.
+pub(crate) fn import_test_guest(data_dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbox"))
+        .args(["images", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg("kubevirt-rs/test-guest:latest")
+        .arg(test_disk())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Drop for NodeBox {
+    fn drop(&mut self) {
+        self.kill9();
+        // Launchers outlive the server by design: stop the ones this box started.
+        cleanup_node(self.tmp.path(), &self.bridge);
+    }
+}

@@ -1,0 +1,500 @@
+//! One pod's life on the node: image check, sandbox (netns + CNI), the launcher process, status reports, graceful
+//! stop on deletion, and cleanup. A record on disk (`record.json`) lets a restarted runtime adopt the launcher.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::Runtime;
+use crate::process;
+use crate::status::{Compute, View, now, render};
+
+/// What the runtime remembers about a started pod.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    pid: u32,
+    netns: String,
+    ip: String,
+    runtime_dir: PathBuf,
+    started: String,
+    start_time: String,
+}
+
+impl Record {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("record.json")
+    }
+
+    fn load(dir: &Path) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(Self::path(dir)).ok()?).ok()
+    }
+
+    fn save(&self, dir: &Path) {
+        if let Ok(text) = serde_json::to_string(self) {
+            let tmp = dir.join("record.json.tmp");
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, Self::path(dir));
+            }
+        }
+    }
+}
+
+/// The launcher process: our child, or one adopted after a restart.
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted(u32),
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Child(c) => c.id().unwrap_or_default(),
+            Self::Adopted(p) => *p,
+        }
+    }
+
+    /// Waits for the launcher to end; its exit code (from wait(2), or from the final state it left).
+    async fn exited(&mut self, runtime: &Path) -> i32 {
+        match self {
+            Self::Child(c) => match c.wait().await {
+                Ok(s) => s
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(9)),
+                Err(_) => 1,
+            },
+            Self::Adopted(pid) => {
+                while process::alive(*pid, runtime) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                code_from_final_state(runtime)
+            }
+        }
+    }
+}
+
+/// How a launcher that was not our child ended: 0 when its guest shut down, 1 otherwise.
+fn code_from_final_state(runtime: &Path) -> i32 {
+    let state = std::fs::read_to_string(runtime.join("final-state.json")).unwrap_or_default();
+    if state.contains("\"Shutoff\"") { 0 } else { 1 }
+}
+
+struct Pctx {
+    rt: Arc<Runtime>,
+    api: Api<Pod>,
+    name: String,
+    uid: String,
+    dir: PathBuf,
+}
+
+impl Pctx {
+    async fn report(&self, pod: &Pod, view: &View) {
+        let patch = json!({"status": render(pod, view)});
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(pod = %self.name, error = %e, "status update");
+        }
+    }
+
+    fn view(&self, phase: &'static str, compute: Compute, ip: Option<String>, start_time: &str) -> View {
+        View {
+            phase,
+            reason: None,
+            message: None,
+            host_ip: self.rt.cfg.node_ip.clone(),
+            pod_ip: ip,
+            start_time: start_time.to_string(),
+            compute,
+        }
+    }
+
+    /// The kubelet's last word on a deleted pod: removal with grace 0.
+    async fn finish_delete(&self) {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&self.name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => {}
+            Err(e) => tracing::warn!(pod = %self.name, error = %e, "final delete"),
+        }
+    }
+}
+
+fn netns_name(uid: &str) -> String {
+    format!("kvbox-{uid}")
+}
+
+/// Removes the sandbox of a pod: CNI DEL, the namespace, the record.
+async fn teardown(rt: &Runtime, uid: &str, dir: &Path) {
+    let ns = netns_name(uid);
+    if crate::netns::exists(&ns)
+        && let Err(e) = rt.cfg.cni.del(uid, &crate::netns::path(&ns), "eth0").await
+    {
+        tracing::warn!(pod_uid = uid, error = %e, "CNI DEL");
+    }
+    if let Err(e) = crate::netns::delete(&ns).await {
+        tracing::warn!(pod_uid = uid, error = %e, "removing the network namespace");
+    }
+    let _ = std::fs::remove_file(Record::path(dir));
+}
+
+/// Stops a launcher: SIGTERM, then SIGKILL to its group after `grace`.
+async fn stop(pid: u32, runtime: &Path, grace: Duration) {
+    process::signal(pid, process::TERM, false);
+    let deadline = Instant::now() + grace;
+    while process::alive(pid, runtime) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    process::signal(pid, process::KILL, true);
+}
+
+/// Cleans up after a pod the API no longer has (deleted while the runtime was down).
+pub(crate) async fn remove_orphan(rt: Arc<Runtime>, uid: String) {
+    let dir = rt.cfg.pods_dir.join(&uid);
+    if let Some(rec) = Record::load(&dir) {
+        tracing::info!(pod_uid = %uid, pid = rec.pid, "stopping the launcher of a pod that is gone");
+        if process::alive(rec.pid, &rec.runtime_dir) {
+            stop(rec.pid, &rec.runtime_dir, Duration::from_secs(10)).await;
+        }
+        let _ = std::fs::remove_dir_all(&rec.runtime_dir);
+    }
+    teardown(&rt, &uid, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn compute_image(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "compute")
+        .and_then(|c| c.image.clone())
+}
+
+fn deleting(pod: Option<&Pod>) -> bool {
+    pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+}
+
+fn grace_of(pod: Option<&Pod>) -> Duration {
+    let secs = pod
+        .and_then(|p| p.metadata.deletion_grace_period_seconds)
+        .or_else(|| {
+            pod.and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
+}
+
+/// The launcher's `--volume-source` arguments for the containerDisk containers, from the image store.
+fn volume_sources(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> {
+    let mut out = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let Some(volume) = c.name.strip_prefix("volume") else {
+            if c.name == "kernel-boot" {
+                return Err((
+                    "ErrImagePull".into(),
+                    "kernelBoot containers are not served by the box image store yet".into(),
+                ));
+            }
+            continue;
+        };
+        let image = c.image.clone().unwrap_or_default();
+        let path = (rt.cfg.resolve_image)(&image).map_err(|e| ("ErrImagePull".to_string(), e))?;
+        out.push(format!("{volume}={}", path.display()));
+    }
+    Ok(out)
+}
+
+/// Runs one pod until it is gone from the API.
+pub(crate) async fn supervise(rt: Arc<Runtime>, mut rx: watch::Receiver<Option<Pod>>) {
+    let Some(pod) = rx.borrow_and_update().clone() else {
+        return;
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let span = tracing::info_span!("pod", pod = %format!("{ns}/{name}"));
+    let ctx = Pctx {
+        api: Api::namespaced(rt.client.clone(), &ns),
+        dir: rt.cfg.pods_dir.join(&uid),
+        rt,
+        name,
+        uid,
+    };
+    tracing::Instrument::instrument(lifecycle(ctx, pod, rx), span).await;
+}
+
+async fn lifecycle(ctx: Pctx, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
+    let _ = std::fs::create_dir_all(&ctx.dir);
+    let vmi_uid = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubevirt.io/created-by"))
+        .cloned()
+        .unwrap_or_else(|| ctx.uid.clone());
+    let runtime = ctx.rt.cfg.launchers_dir.join(&vmi_uid);
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    let record = Record::load(&ctx.dir);
+    let started = match record {
+        Some(rec) if process::alive(rec.pid, &rec.runtime_dir) => {
+            tracing::info!(pid = rec.pid, "adopting a running launcher");
+            Some((Proc::Adopted(rec.pid), rec))
+        }
+        Some(rec) => {
+            // Ended while the runtime was away.
+            let code = code_from_final_state(&rec.runtime_dir);
+            ended(&ctx, &pod, &rec, code).await;
+            None
+        }
+        None if finished || deleting(Some(&pod)) => None,
+        None => start(&ctx, &pod, &mut rx, &runtime).await,
+    };
+    if let Some((mut proc, rec)) = started {
+        let code = run(&ctx, &mut proc, &rec, &mut rx).await;
+        let latest = rx.borrow().clone().unwrap_or_else(|| pod.clone());
+        ended(&ctx, &latest, &rec, code).await;
+    }
+    // Done running: wait for the pod to be deleted, finish that, and remove what is left.
+    loop {
+        let current = rx.borrow_and_update().clone();
+        match current {
+            None => break,
+            Some(p) if p.metadata.deletion_timestamp.is_some() => ctx.finish_delete().await,
+            Some(_) => {}
+        }
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+    let _ = std::fs::remove_dir_all(&runtime);
+    let _ = std::fs::remove_dir_all(&ctx.dir);
+    tracing::info!("pod removed");
+}
+
+/// Reports the end of the launcher and removes the sandbox.
+async fn ended(ctx: &Pctx, pod: &Pod, rec: &Record, code: i32) {
+    tracing::info!(exit_code = code, "launcher exited");
+    teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+    let compute = Compute::Terminated {
+        code,
+        started: rec.started.clone(),
+        finished: now(),
+    };
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    ctx.report(pod, &ctx.view(phase, compute, None, &rec.start_time))
+        .await;
+}
+
+/// Waits `delay` or until the pod changes; false when it is gone or being deleted.
+async fn pause(rx: &mut watch::Receiver<Option<Pod>>, delay: Duration) -> bool {
+    let _ = tokio::time::timeout(delay, rx.changed()).await;
+    !deleting(rx.borrow().as_ref())
+}
+
+/// Checks, resolves, wires and starts; `None` when the pod cannot run (its status says why) or went away.
+async fn start(
+    ctx: &Pctx,
+    pod: &Pod,
+    rx: &mut watch::Receiver<Option<Pod>>,
+    runtime: &Path,
+) -> Option<(Proc, Record)> {
+    let start_time = now();
+    let image = compute_image(pod).unwrap_or_default();
+    if !ctx.rt.cfg.launcher_images.contains(&image) {
+        let mut view = ctx.view(
+            "Failed",
+            Compute::Waiting(
+                "ErrImagePull".into(),
+                format!("{image:?} is not a launcher image"),
+            ),
+            None,
+            &start_time,
+        );
+        view.reason = Some("UnsupportedPod".into());
+        view.message = Some(format!(
+            "the kvbox pod runtime runs virt-launcher pods only (compute image {}); image {image:?} cannot run here",
+            ctx.rt.cfg.launcher_images.join(", ")
+        ));
+        ctx.report(pod, &view).await;
+        return None;
+    }
+    // Images, retried with backoff while they are missing (ErrImagePull, then ImagePullBackOff).
+    let mut backoff = Duration::from_secs(5);
+    let mut first = true;
+    let sources = loop {
+        match volume_sources(&ctx.rt, pod) {
+            Ok(s) => break s,
+            Err((reason, message)) => {
+                let reason = if first { reason } else { "ImagePullBackOff".into() };
+                first = false;
+                tracing::warn!(%reason, %message, "image");
+                let view = ctx.view("Pending", Compute::Waiting(reason, message), None, &start_time);
+                ctx.report(pod, &view).await;
+                if !pause(rx, backoff).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    // The sandbox.
+    let ns = netns_name(&ctx.uid);
+    let attached = loop {
+        let made = async {
+            crate::netns::create(&ns).await.map_err(|e| e.to_string())?;
+            ctx.rt
+                .cfg
+                .cni
+                .add(&ctx.uid, &crate::netns::path(&ns), "eth0")
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match made {
+            Ok(a) => break a,
+            Err(e) => {
+                tracing::warn!(error = %e, "creating the pod sandbox");
+                teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+                let msg = format!("Failed to create pod sandbox: {e}");
+                let view = ctx.view(
+                    "Pending",
+                    Compute::Waiting("ContainerCreating".into(), msg),
+                    None,
+                    &start_time,
+                );
+                ctx.report(pod, &view).await;
+                if !pause(rx, backoff).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    let accel = {
+        let wants_kvm = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.name == "compute")
+            .filter_map(|c| c.resources.as_ref().and_then(|r| r.limits.as_ref()))
+            .any(|l: &BTreeMap<_, _>| l.contains_key("devices.kubevirt.io/kvm"));
+        if wants_kvm && ctx.rt.cfg.kvm { "kvm" } else { "tcg" }
+    };
+    let _ = std::fs::create_dir_all(runtime);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.dir.join("compute.log"));
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns])
+        .arg(&ctx.rt.cfg.launcher_bin)
+        .arg("--runtime-dir")
+        .arg(runtime)
+        .args(["--accel", accel]);
+    for s in &sources {
+        cmd.args(["--volume-source", s]);
+    }
+    cmd.stdin(std::process::Stdio::null()).process_group(0);
+    if let Ok(log) = log
+        && let Ok(err) = log.try_clone()
+    {
+        cmd.stdout(log).stderr(err);
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+            let msg = format!("starting {}: {e}", ctx.rt.cfg.launcher_bin.display());
+            let view = ctx.view(
+                "Failed",
+                Compute::Waiting("CreateContainerError".into(), msg),
+                None,
+                &start_time,
+            );
+            ctx.report(pod, &view).await;
+            return None;
+        }
+    };
+    let rec = Record {
+        pid: child.id().unwrap_or_default(),
+        netns: ns,
+        ip: attached.ip,
+        runtime_dir: runtime.to_path_buf(),
+        started: now(),
+        start_time,
+    };
+    rec.save(&ctx.dir);
+    tracing::info!(pid = rec.pid, ip = %rec.ip, accel, "launcher started");
+    Some((Proc::Child(child), rec))
+}
+
+/// Supervises a started launcher: readiness, deletion (SIGTERM, grace, SIGKILL); returns its exit code.
+async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver<Option<Pod>>) -> i32 {
+    let pid = proc.pid();
+    let mut ready = false;
+    let mut kill_at: Option<Instant> = None;
+    let mut reported = false;
+    loop {
+        let pod = rx.borrow().clone();
+        if let Some(p) = &pod {
+            let now_ready = rec.runtime_dir.join("launcher.sock").exists();
+            if !reported || now_ready != ready {
+                ready = now_ready;
+                reported = true;
+                let compute = Compute::Running {
+                    started: rec.started.clone(),
+                    ready,
+                };
+                ctx.report(
+                    p,
+                    &ctx.view("Running", compute, Some(rec.ip.clone()), &rec.start_time),
+                )
+                .await;
+            }
+        }
+        if deleting(pod.as_ref()) && kill_at.is_none() {
+            let grace = if pod.is_none() {
+                Duration::from_secs(5)
+            } else {
+                grace_of(pod.as_ref())
+            };
+            tracing::info!(grace_secs = grace.as_secs(), "stopping the launcher");
+            process::signal(pid, process::TERM, false);
+            kill_at = Some(Instant::now() + grace);
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            tracing::warn!("grace period over: killing the launcher");
+            process::signal(pid, process::KILL, true);
+        }
+        tokio::select! {
+            code = proc.exited(&rec.runtime_dir) => {
+                // QEMU dies with the launcher; anything else left in the group goes too.
+                process::signal(pid, process::KILL, true);
+                return code;
+            }
+            _ = rx.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(if ready { 1000 } else { 100 })) => {}
+        }
+    }
+}
