@@ -50,6 +50,8 @@ pub struct ApiState {
     pub watch_cache: crate::watch::EventCache,
     /// Registered admission webhooks.
     pub webhooks: crate::webhook::WebhookCache,
+    /// Request counters (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Shared handle.
@@ -80,6 +82,10 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(state): State<Shared>| async move { state.metrics.encode() }),
+        )
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*rest}", get(crate::openapi::group_version))
         .fallback(dispatch)
@@ -149,7 +155,33 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
         headers: parts.headers,
         identity: identity.clone(),
     };
-    let mut resp = route(ctx, &parts.method, body).await?;
+    let watching = ctx.query.flag("watch").unwrap_or(false);
+    let mut labels = crate::metrics::RequestLabels {
+        verb: match (&parts.method, ctx.path.name.is_some()) {
+            (&Method::GET, true) => "get",
+            (&Method::GET, false) if watching => "watch",
+            (&Method::GET, false) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => "other",
+        }
+        .to_string(),
+        group: ctx.rt.group.clone(),
+        resource: ctx.rt.plural.clone(),
+        subresource: ctx.path.subresource.clone().unwrap_or_default(),
+        code: String::new(),
+    };
+    let metrics_state = ctx.state.clone();
+    let routed = route(ctx, &parts.method, body).await;
+    labels.code = match &routed {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => e.code.to_string(),
+    };
+    metrics_state.metrics.request(&labels);
+    let mut resp = routed?;
     if let Some(w) = warning
         && let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{w}\""))
     {

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod fields;
 pub mod gc;
 pub mod immutable;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -209,6 +209,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         registry,
         watch_cache: Default::default(),
         webhooks: Default::default(),
+        metrics: Default::default(),
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());

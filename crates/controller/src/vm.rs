@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kubevirt_api::v1::{VirtualMachine, VirtualMachineInstance};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Why a reconcile failed (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,14 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         vmi = None;
     }
     let mut clear_requests = false;
+    // Crash-loop backoff: count a VMI that failed before it ran; hold the next start until retryAfter.
+    let now = jiff::Timestamp::now();
+    let failure_update = crate::backoff::next(&vm, vmi.as_ref(), now, crate::backoff::jitter());
+    let failure = match &failure_update {
+        Some(f) => f.clone(),
+        None => vm.status.as_ref().and_then(|s| s.start_failure.clone()),
+    };
+    let backing_off = crate::backoff::waiting(failure.as_ref(), now);
     if vm.metadata.deletion_timestamp.is_none() {
         let exists = vmi
             .as_ref()
@@ -177,6 +185,7 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         };
         let create = !exists
             && vmi.is_none()
+            && backing_off.is_none()
             && match strategy.as_str() {
                 "Always" | "RerunOnFailure" => !requested(&vm, "Stop"),
                 "Manual" => requested(&vm, "Start"),
@@ -199,15 +208,42 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .as_ref()
         .and_then(|v| condition(v, "Ready"))
         .is_some_and(|c| c.status == "True");
+    // The VM's Ready condition mirrors its VMI's (the `kubectl get vm` READY column).
+    let ready_condition = match vmi.as_ref().and_then(|v| condition(v, "Ready")) {
+        Some(c) => json!({"type": "Ready", "status": c.status, "reason": c.reason, "message": c.message,
+            "lastTransitionTime": c.last_transition_time, "lastProbeTime": null}),
+        None => json!({"type": "Ready", "status": "False", "reason": "VMINotExists",
+            "message": "VMI does not exist", "lastProbeTime": null}),
+    };
+    let mut conditions: Vec<Value> = vm
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c.r#type != "Ready")
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    conditions.push(ready_condition);
     let mut status = json!({
+        "conditions": conditions,
         "created": vmi.is_some(),
         "ready": ready,
         "runStrategy": strategy,
-        "printableStatus": printable_status(&vm, vmi.as_ref(), &strategy),
+        "printableStatus": if backing_off.is_some() && matches!(strategy.as_str(), "Always" | "RerunOnFailure") && vmi.as_ref().is_none_or(|v| matches!(phase(v), "Succeeded" | "Failed")) && vm.metadata.deletion_timestamp.is_none() {
+            "CrashLoopBackOff"
+        } else {
+            printable_status(&vm, vmi.as_ref(), &strategy)
+        },
         "observedGeneration": vm.metadata.generation,
     });
     if clear_requests {
         status["stateChangeRequests"] = json!(null);
+    }
+    if let Some(f) = failure_update {
+        status["startFailure"] = serde_json::to_value(f).unwrap_or(Value::Null);
     }
     vms.patch_status(
         &name,
@@ -215,7 +251,9 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         &Patch::Merge(&json!({"status": status})),
     )
     .await?;
-    Ok(Action::requeue(Duration::from_secs(30)))
+    Ok(Action::requeue(
+        backing_off.map_or(Duration::from_secs(30), |w| w + Duration::from_millis(500)),
+    ))
 }
 
 fn error_policy(_vm: Arc<VirtualMachine>, err: &Error, _ctx: Arc<Ctx>) -> Action {

@@ -174,6 +174,9 @@ pub async fn run(client: kube::Client, spec: NodeSpec, stop: Arc<tokio::sync::No
 
 async fn heartbeat(client: kube::Client, spec: NodeSpec, stop: Arc<tokio::sync::Notify>) {
     let mut registered = false;
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
     loop {
         let r = if registered {
             beat(&client, &spec).await
@@ -191,7 +194,7 @@ async fn heartbeat(client: kube::Client, spec: NodeSpec, stop: Arc<tokio::sync::
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = stop.notified() => return,
+            () = &mut stopped => return,
         }
     }
 }

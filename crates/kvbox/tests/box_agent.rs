@@ -68,7 +68,7 @@ fn an_agent_node_runs_vms_and_its_silence_fails_them() {
         "true"
     );
     let vmi = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vm-testguest.yaml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
     )
     .unwrap();
     let vm: serde_json::Value = serde_norway::from_str(&vmi).unwrap();

@@ -12,7 +12,7 @@ use node::{NodeBox, eventually};
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
+            .join("../../examples")
             .join(name),
     )
     .unwrap()
@@ -339,4 +339,38 @@ fn a_replica_set_scales_running_vms_with_kubectl_scale() {
         b.kubectl(&["get", "pods", "-o", "name"]).lines().count() == 1
     });
     eventually("two leases released", 30, || b.leases().len() == 1);
+}
+
+#[test]
+fn a_vm_that_cannot_start_backs_off_in_a_crash_loop() {
+    let b = NodeBox::start(6, &[]);
+    // A TPM passes admission but this node's launcher cannot run one: every start fails before Running.
+    let vm = fixture("vm-testguest.yaml")
+        .replace("name: testvm", "name: crashy")
+        .replace("        devices:\n", "        devices:\n          tpm: {}\n");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+    eventually("CrashLoopBackOff", 60, || {
+        b.get("vm crashy", "{.status.printableStatus}") == "CrashLoopBackOff"
+    });
+    assert_eq!(
+        b.get("vm crashy", "{.status.startFailure.consecutiveFailCount}"),
+        "1"
+    );
+    assert!(
+        !b.get("vm crashy", "{.status.startFailure.retryAfterTimestamp}")
+            .is_empty()
+    );
+    // After the first wait (10-15 s) the VM tries again and fails again: the count grows.
+    eventually("a second start failure", 60, || {
+        b.get("vm crashy", "{.status.startFailure.consecutiveFailCount}") == "2"
+    });
+    assert_eq!(
+        b.get("vm crashy", "{.status.printableStatus}"),
+        "CrashLoopBackOff"
+    );
+    b.kubectl(&["delete", "vm", "crashy"]);
+    eventually("pods gone", 30, || {
+        b.kubectl(&["get", "pods", "-o", "name"]).is_empty()
+    });
+    assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
 }

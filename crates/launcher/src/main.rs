@@ -271,6 +271,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let grace = Arc::new(std::sync::Mutex::new(Duration::from_secs(30)));
+    let start_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let served = match &vmi {
         Some(vmi) => {
             let (vm, rebuild) = start_vm(vmi, &facts, &sources).await?;
@@ -281,13 +282,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => {
             std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
-            let grace = grace.clone();
+            let (grace, failed) = (grace.clone(), start_failed.clone());
             let start: api::Start = Arc::new(move |vmi: VirtualMachineInstance| {
-                let (facts, sources, grace) = (facts.clone(), sources.clone(), grace.clone());
+                let (facts, sources, grace, failed) =
+                    (facts.clone(), sources.clone(), grace.clone(), failed.clone());
                 Box::pin(async move {
-                    let started = start_vm(&vmi, &facts, &sources)
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
+                    let started = start_vm(&vmi, &facts, &sources).await.map_err(|e| {
+                        let msg = format!("{e:#}");
+                        if let Ok(mut f) = failed.lock() {
+                            *f = Some(msg.clone());
+                        }
+                        failed_notify().notify_one();
+                        msg
+                    })?;
                     if let Ok(mut g) = grace.lock() {
                         *g = grace_of(&vmi);
                     }
@@ -302,6 +309,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let vm = tokio::select! {
         vm = served.vm() => vm,
+        () = failed_notify().notified() => {
+            // A VMI that cannot start ends its launcher (exit 2) once the agent has its answer, as a failed
+            // container would: the pod fails and the VM's crash-loop backoff takes over.
+            let why = start_failed.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+            eprintln!("virt-launcher: the VMI could not be started: {why}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let end = vm::DomainState::Crashed(format!("failed to start: {why}"));
+            if let Ok(text) = serde_json::to_string(&end) {
+                let _ = std::fs::write(runtime.join("final-state.json"), text);
+            }
+            cleanup(&runtime);
+            return Ok(ExitCode::from(2));
+        }
         _ = tokio::signal::ctrl_c() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
         _ = term.recv() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
     };
@@ -338,6 +358,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         vm::DomainState::Shutoff(_) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
+}
+
+/// Signalled when the first Sync could not start the VMI.
+fn failed_notify() -> &'static tokio::sync::Notify {
+    static FAILED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    FAILED.get_or_init(tokio::sync::Notify::new)
 }
 
 /// Removes what the launcher made (overlays, ISOs, sockets); keeps the logs.

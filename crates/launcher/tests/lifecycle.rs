@@ -149,3 +149,24 @@ fn without_a_vmi_the_launcher_waits_for_the_node_agents_sync() {
     assert_eq!(code, 0, "{stderr}");
     wait_no_qemu(&l.runtime);
 }
+
+#[test]
+fn a_vmi_that_cannot_start_ends_a_waiting_launcher_with_status_2() {
+    let img = images();
+    let mut l = Launcher::start_waiting(&["--kernel-boot-root".into(), img.display().to_string()]);
+    let mut c = l.client();
+    // A TPM passes admission but this launcher cannot run one: the first Sync fails, the launcher exits 2 (the pod
+    // fails, the VM's crash-loop backoff takes over) and leaves the reason for the node agent.
+    let mut vmi: serde_json::Value = serde_norway::from_str(&kernel_boot_vmi("notpm", "", 10)).unwrap();
+    vmi["metadata"]["uid"] = json!("00000000-0000-4000-8000-00000000beef");
+    vmi["metadata"]["namespace"] = json!("default");
+    vmi["spec"]["domain"]["devices"]["tpm"] = json!({});
+    let r = c.call(json!({"Sync": {"vmi": vmi}}));
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("tpm"), "{r}");
+    let (code, stderr) = l.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 2, "{stderr}");
+    let end = std::fs::read_to_string(l.runtime.join("final-state.json")).unwrap();
+    assert!(end.contains("Crashed") && end.contains("tpm"), "{end}");
+    wait_no_qemu(&l.runtime);
+}

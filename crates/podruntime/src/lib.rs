@@ -88,10 +88,13 @@ async fn watch_pods(client: kube::Client, cfg: Config, stop: Arc<tokio::sync::No
     let mut stream = watcher::watcher(pods, watcher::Config::default().fields(&fields)).boxed();
     let mut running: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
-            () = stop.notified() => return,
+            () = &mut stopped => return,
         };
         let Some(ev) = ev else { return };
         running.retain(|_, tx| !tx.is_closed());

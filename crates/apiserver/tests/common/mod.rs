@@ -27,6 +27,7 @@ pub fn app() -> (axum::Router, Store) {
         registry,
         watch_cache: Default::default(),
         webhooks: Default::default(),
+        metrics: Default::default(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)

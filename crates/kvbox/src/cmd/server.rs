@@ -31,6 +31,9 @@ pub(crate) struct Args {
     /// on `kvbox agent` nodes.
     #[arg(long)]
     no_node: bool,
+    /// Do not run virt-controller's loops here (run `virt-controller` replicas against this server instead).
+    #[arg(long)]
+    no_controllers: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -108,23 +111,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .context("creating the default KubeVirt CR")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
-        let vmi_controller = tokio::spawn(controller::vmi::run(std::sync::Arc::new(controller::vmi::Ctx {
-            client: client.clone(),
-            launcher_image: LAUNCHER_IMAGE.into(),
-        })));
-        let rs_controller = tokio::spawn(controller::replicaset::run(std::sync::Arc::new(
-            controller::replicaset::Ctx {
-                client: client.clone(),
-            },
-        )));
-        let node_watch = tokio::spawn(controller::node::run(
-            client.clone(),
-            args.node_heartbeat_timeout,
-            stop.clone(),
-        ));
-        let vm_controller = tokio::spawn(controller::vm::run(std::sync::Arc::new(controller::vm::Ctx {
-            client: client.clone(),
-        })));
+        // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
+        let controllers = (!args.no_controllers).then(|| {
+            let identity = format!("kvbox-{}", std::process::id());
+            let cfg = controller::leader::LeaderConfig::virt_controller(
+                &identity,
+                std::time::Duration::from_secs(15),
+            );
+            let settings = controller::manager::Settings {
+                launcher_image: LAUNCHER_IMAGE.into(),
+                node_heartbeat_timeout: args.node_heartbeat_timeout,
+            };
+            let c = client.clone();
+            tokio::spawn(controller::leader::run_when_leader(
+                client.clone(),
+                cfg,
+                stop.clone(),
+                move || controller::manager::run(c.clone(), settings.clone()),
+            ))
+        });
         let node = if args.no_node {
             None
         } else {
@@ -148,10 +153,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             node.shutdown().await;
         }
         let _ = scheduler.await;
-        let _ = node_watch.await;
-        vmi_controller.abort();
-        rs_controller.abort();
-        vm_controller.abort();
+        if let Some(c) = controllers {
+            let _ = c.await;
+        }
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })

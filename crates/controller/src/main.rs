@@ -1,0 +1,102 @@
+//! `virt-controller`: the cluster-wide loops (VMI → launcher pod, VM run strategies, replica sets, node heartbeats)
+//! against any Kubernetes API server — a cluster's (in-cluster config or KUBECONFIG) or `kvbox server`'s. Several
+//! replicas may run: one leads (Lease `kubevirt/virt-controller`), the others stand by.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Runs virt-controller.
+#[derive(Debug, Parser)]
+#[command(name = "virt-controller", version, about)]
+struct Args {
+    /// A kubeconfig (default: KUBECONFIG, ~/.kube/config or the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// This replica's name in the leader election (default: hostname and pid).
+    #[arg(long)]
+    identity: Option<String>,
+    /// The leader's lease lasts this many seconds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// The compute image of launcher pods.
+    #[arg(long, default_value = "kubevirt-rs/virt-launcher:box")]
+    launcher_image: String,
+    /// Seconds without a node heartbeat before its VMIs fail (NodeUnresponsive).
+    #[arg(long, default_value_t = 300)]
+    node_heartbeat_timeout_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIRT_CONTROLLER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("virt-controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("virt-controller: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}_{}", host.trim(), std::process::id())
+    });
+    let cfg = controller::leader::LeaderConfig::virt_controller(
+        &identity,
+        Duration::from_secs(args.lease_duration_seconds),
+    );
+    let settings = controller::manager::Settings {
+        launcher_image: args.launcher_image.clone(),
+        node_heartbeat_timeout: Duration::from_secs(args.node_heartbeat_timeout_seconds),
+    };
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let signals = {
+        let stop = stop.clone();
+        async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            stop.notify_waiters();
+        }
+    };
+    tokio::spawn(signals);
+    eprintln!("virt-controller {identity}: waiting to lead");
+    controller::leader::run_when_leader(client.clone(), cfg, stop, move || {
+        controller::manager::run(client.clone(), settings.clone())
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! All of virt-controller's loops together — VMI, VM, replica set, node heartbeat watch — for one leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the loops need beyond the client.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The compute image launcher pods name.
+    pub launcher_image: String,
+    /// How stale a node's heartbeat may get before its VMIs fail.
+    pub node_heartbeat_timeout: Duration,
+}
+
+/// Runs every loop until the task is aborted (leadership lost or shutdown).
+pub async fn run(client: kube::Client, settings: Settings) {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let vmi = crate::vmi::run(Arc::new(crate::vmi::Ctx {
+        client: client.clone(),
+        launcher_image: settings.launcher_image.clone(),
+    }));
+    let rs = crate::replicaset::run(Arc::new(crate::replicaset::Ctx {
+        client: client.clone(),
+    }));
+    let vm = crate::vm::run(Arc::new(crate::vm::Ctx {
+        client: client.clone(),
+    }));
+    let nodes = crate::node::run(client, settings.node_heartbeat_timeout, stop);
+    tokio::join!(vmi, rs, vm, nodes);
+}

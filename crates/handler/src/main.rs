@@ -1,0 +1,107 @@
+//! `virt-handler`: one per node on a cluster — registers and heartbeats the node (KVM probed for real) and drives
+//! the launchers of the VMIs scheduled there. The kubelet runs the launcher pods; their sockets are found under
+//! `--launchers-dir/<vmi uid>/launcher.sock`. (In box mode `kvbox server`/`kvbox agent` run the same code in-process.)
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Runs virt-handler for one node.
+#[derive(Debug, Parser)]
+#[command(name = "virt-handler", version, about)]
+struct Args {
+    /// A kubeconfig (default: KUBECONFIG, ~/.kube/config or the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The node's address (its InternalIP).
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// Where launchers keep their runtime directories, one per VMI uid.
+    #[arg(long, default_value = "/var/run/kubevirt-rs/launchers")]
+    launchers_dir: PathBuf,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 60)]
+    heartbeat_seconds: u64,
+    /// Do not probe KVM (guests here run under TCG).
+    #[arg(long)]
+    emulation: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIRT_HANDLER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("virt-handler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("virt-handler: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let kvm = if args.emulation {
+        false
+    } else {
+        let p = handler::kvm::probe(std::path::Path::new("qemu-system-x86_64"), Duration::from_secs(5)).await;
+        eprintln!(
+            "virt-handler: KVM {}",
+            if p.usable {
+                "usable".to_string()
+            } else {
+                format!("not usable: {}", p.reason)
+            }
+        );
+        p.usable
+    };
+    std::fs::create_dir_all(&args.launchers_dir)
+        .with_context(|| format!("creating {}", args.launchers_dir.display()))?;
+    let spec = handler::node::NodeSpec::local(
+        &args.node_name,
+        kvm,
+        &args.node_ip,
+        Duration::from_secs(args.heartbeat_seconds),
+    );
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (ctx, kicks) =
+        handler::vmi::Ctx::new(client.clone(), args.node_name.clone(), args.launchers_dir.clone());
+    let heartbeat = tokio::spawn(handler::node::run(client, spec, stop.clone()));
+    let vmis = tokio::spawn(handler::vmi::run(ctx, kicks));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    stop.notify_waiters();
+    vmis.abort();
+    let _ = heartbeat.await;
+    Ok(())
+}
