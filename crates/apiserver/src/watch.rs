@@ -38,7 +38,7 @@ pub struct EventCache {
 }
 
 impl EventCache {
-    const CAPACITY: usize = 2048;
+    const CAPACITY: usize = 256;
 
     fn get_or(
         &self,

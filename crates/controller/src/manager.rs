@@ -15,10 +15,7 @@ pub struct Settings {
 /// Runs every loop until the task is aborted (leadership lost or shutdown).
 pub async fn run(client: kube::Client, settings: Settings) {
     let stop = Arc::new(tokio::sync::Notify::new());
-    let vmi = crate::vmi::run(Arc::new(crate::vmi::Ctx {
-        client: client.clone(),
-        launcher_image: settings.launcher_image.clone(),
-    }));
+    let vmi = crate::vmi::run(client.clone(), settings.launcher_image.clone());
     let rs = crate::replicaset::run(Arc::new(crate::replicaset::Ctx {
         client: client.clone(),
     }));

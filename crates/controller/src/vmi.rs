@@ -37,6 +37,9 @@ pub struct Ctx {
     pub client: kube::Client,
     /// The launcher image.
     pub launcher_image: String,
+    /// Launcher pods as last seen by a watch (a reconcile reads them here instead of listing; it lists only when the
+    /// cache shows no pod, which may just be lagging).
+    pub pods: kube::runtime::reflector::Store<Pod>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -104,10 +107,27 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
     let uid = vmi.metadata.uid.clone().unwrap_or_default();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = pods
-        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
-        .await?
-        .items;
+    let cached: Vec<Pod> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns.as_str())
+                && p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubevirt.io/created-by"))
+                    == Some(&uid)
+        })
+        .map(|p| (**p).clone())
+        .collect();
+    let owned = if cached.is_empty() {
+        pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
+            .await?
+            .items
+    } else {
+        cached
+    };
 
     if vmi.metadata.deletion_timestamp.is_some() {
         for p in owned.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
@@ -270,15 +290,28 @@ fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) 
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs the VMI controller until the stream ends.
-pub async fn run(ctx: Arc<Ctx>) {
-    let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    Controller::new(vmis, watcher::Config::default())
-        .owns(
+/// Runs the VMI controller until the stream ends. Pod events reach it through the same watch that fills
+/// [`Ctx::pods`], so a reconcile never sees a cache older than the event that triggered it.
+pub async fn run(client: kube::Client, launcher_image: String) {
+    use kube::runtime::WatchStreamExt as _;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let pods: Api<Pod> = Api::all(client.clone());
+    let pod_events = kube::runtime::reflector(
+        writer,
+        watcher(
             pods,
             watcher::Config::default().labels("kubevirt.io=virt-launcher"),
-        )
+        ),
+    )
+    .touched_objects();
+    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx {
+        client,
+        launcher_image,
+        pods: reader,
+    });
+    Controller::new(vmis, watcher::Config::default())
+        .owns_stream(pod_events)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;

@@ -1,80 +1,130 @@
-//! A second node: `kvbox agent` with its own data dir, bridge and subnet joins a control-plane-only `kvbox server`,
-//! runs a VMI, and when it stops heartbeating (killed) its VMI fails with NodeUnresponsive within the server's
-//! configured timeout.
+//! Extra nodes: `kvbox agent` with its own data dir, bridge and subnet joins a control-plane-only `kvbox server`
+//! and runs VMIs. When it stops heartbeating (killed) its VMIs fail with NodeUnresponsive within the server's
+//! configured timeout; when it is restarted instead (the node's handler and pod runtime restart), its VMs keep
+//! running under the same QEMU and their statuses stay right.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/node.rs"]
 mod node;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use node::{NodeBox, cleanup_node, eventually, import_test_guest};
+use node::{NodeBox, Watch, cleanup_node, eventually, import_test_guest};
 
 struct Agent {
-    child: Child,
+    child: Option<Child>,
     dir: tempfile::TempDir,
+    bridge: String,
+}
+
+impl Agent {
+    /// Starts `kvbox agent` as node `name` of `server`, on bridge `kvbt<idx>` and subnet `10.251.<idx>.0/24`.
+    fn start(server: &NodeBox, name: &str, idx: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        import_test_guest(dir.path());
+        let mut a = Self {
+            child: None,
+            dir,
+            bridge: format!("kvbt{idx}"),
+        };
+        a.run(server, name, idx);
+        a
+    }
+
+    /// (Re)starts the agent process on the same data dir.
+    fn run(&mut self, server: &NodeBox, name: &str, idx: u8) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
+            .args(["agent", "--server", &server_url(server.dir()), "--emulation"])
+            .args(["--node-name", name])
+            .arg("--token-file")
+            .arg(server.dir().join("admin.token"))
+            .arg("--ca-file")
+            .arg(server.dir().join("ca.crt"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--cni-bridge", &self.bridge])
+            .args(["--pod-cidr", &format!("10.251.{idx}.0/24")])
+            .args(["--heartbeat-interval", "1s"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The pid of the QEMU running the VMI with `uid` on this node.
+    fn qemu_pid(&self, uid: &str) -> Option<u32> {
+        let marker = self.dir.path().join("launchers").join(uid);
+        let marker = marker.to_string_lossy().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            let exe = cmd.split('\0').next().unwrap_or_default();
+            (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
+        })
+    }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        cleanup_node(self.dir.path(), "kvbt20");
+        self.kill9();
+        cleanup_node(self.dir.path(), &self.bridge);
     }
+}
+
+fn server_url(dir: &Path) -> String {
+    let kubeconfig = std::fs::read_to_string(dir.join("kubeconfig.yaml")).unwrap();
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string()
+}
+
+/// The test guest VM's template as a standalone VMI named `name`.
+fn test_vmi(name: &str) -> String {
+    let vm = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
+    )
+    .unwrap();
+    let vm: serde_json::Value = serde_norway::from_str(&vm).unwrap();
+    serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name}, "spec": vm["spec"]["template"]["spec"]})
+    .to_string()
+}
+
+fn node_ready(server: &NodeBox, name: &str) -> bool {
+    server.get(
+        &format!("node {name}"),
+        r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+    ) == "True"
 }
 
 #[test]
 fn an_agent_node_runs_vms_and_its_silence_fails_them() {
     let server = NodeBox::start(21, &["--no-node", "--node-heartbeat-timeout", "6s"]);
-    let kubeconfig = std::fs::read_to_string(server.dir().join("kubeconfig.yaml")).unwrap();
-    let url = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    import_test_guest(dir.path());
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
-        .args(["agent", "--server", &url, "--emulation", "--node-name", "agent1"])
-        .arg("--token-file")
-        .arg(server.dir().join("admin.token"))
-        .arg("--ca-file")
-        .arg(server.dir().join("ca.crt"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--cni-bridge",
-            "kvbt20",
-            "--pod-cidr",
-            "10.251.20.0/24",
-            "--heartbeat-interval",
-            "1s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut agent = Agent { child, dir };
-    eventually("the agent's node Ready", 30, || {
-        server.get(
-            "node agent1",
-            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
-        ) == "True"
-    });
+    let mut agent = Agent::start(&server, "agent1", 20);
+    eventually("the agent's node Ready", 30, || node_ready(&server, "agent1"));
     assert_eq!(
         server.get("node agent1", "{.metadata.labels.kubevirt\\.io/schedulable}"),
         "true"
     );
-    let vmi = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
-    )
-    .unwrap();
-    let vm: serde_json::Value = serde_norway::from_str(&vmi).unwrap();
-    let vmi = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": "on-agent"}, "spec": vm["spec"]["template"]["spec"]});
-    server.kubectl_in(&["apply", "-f", "-"], Some(&vmi.to_string()));
+    server.kubectl_in(&["apply", "-f", "-"], Some(&test_vmi("on-agent")));
     eventually("VMI Running on agent1", 60, || {
         server.get("vmi on-agent", "{.status.phase}") == "Running"
             && server.get("vmi on-agent", "{.status.nodeName}") == "agent1"
@@ -83,8 +133,7 @@ fn an_agent_node_runs_vms_and_its_silence_fails_them() {
     assert!(ip.starts_with("10.251.20."), "{ip}");
     // The agent dies: no more heartbeats. Within the 6 s timeout (plus the check period) the node is marked
     // unschedulable and the VMI fails.
-    let _ = agent.child.kill();
-    let _ = agent.child.wait();
+    agent.kill9();
     let killed = std::time::Instant::now();
     eventually("the VMI Failed", 30, || {
         server.get("vmi on-agent", "{.status.phase}") == "Failed"
@@ -98,5 +147,84 @@ fn an_agent_node_runs_vms_and_its_silence_fails_them() {
         server.get("node agent1", "{.metadata.labels.kubevirt\\.io/schedulable}"),
         "false"
     );
+    drop(agent);
+}
+
+#[test]
+fn restarting_a_node_agent_keeps_its_vms_running_and_their_status_right() {
+    // The default heartbeat timeout (5 min) is far beyond the restart: the VMI must never leave Running.
+    let server = NodeBox::start(23, &["--no-node"]);
+    let mut agent = Agent::start(&server, "agent2", 22);
+    eventually("the agent's node Ready", 30, || node_ready(&server, "agent2"));
+    server.kubectl_in(&["apply", "-f", "-"], Some(&test_vmi("survivor")));
+    eventually("VMI Running on agent2 with its agent connected", 120, || {
+        server.get("vmi survivor", "{.status.phase}") == "Running"
+            && server.get(
+                "vmi survivor",
+                r#"{.status.conditions[?(@.type=="AgentConnected")].status}"#,
+            ) == "True"
+    });
+    let uid = server.get("vmi survivor", "{.metadata.uid}");
+    let ip = server.get("vmi survivor", "{.status.interfaces[0].ipAddress}");
+    let qemu = agent.qemu_pid(&uid).expect("QEMU");
+    let phases = Watch::start(&server, "vmi survivor", "{.status.phase}");
+    let pods = Watch::start(
+        &server,
+        "pods -l kubevirt.io=virt-launcher",
+        "{.status.phase}",
+    );
+    eventually("the watches' initial state", 10, || {
+        !phases.seen().is_empty() && !pods.seen().is_empty()
+    });
+
+    // The node's handler and pod runtime die and come back on the same data dir.
+    agent.kill9();
+    assert!(
+        Path::new(&format!("/proc/{qemu}")).exists(),
+        "the VM died with its node agent"
+    );
+    agent.run(&server, "agent2", 22);
+    let log = agent.dir.path().join("agent.log");
+    eventually("the restarted agent re-adopts the launcher", 30, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.matches("adopt").count() >= 1)
+    });
+    eventually("the node heartbeats again", 30, || {
+        let hb = server.get(
+            "node agent2",
+            "{.metadata.annotations.kubevirt\\.io/heartbeat}",
+        );
+        jiff::Timestamp::now().as_second()
+            - hb.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second())
+            <= 2
+    });
+    // Same QEMU; status unchanged and never anything but Running.
+    assert_eq!(agent.qemu_pid(&uid), Some(qemu));
+    assert_eq!(server.get("vmi survivor", "{.metadata.uid}"), uid);
+    assert_eq!(server.get("vmi survivor", "{.status.nodeName}"), "agent2");
+    assert_eq!(
+        server.get("vmi survivor", "{.status.interfaces[0].ipAddress}"),
+        ip
+    );
+    assert_eq!(
+        server.get(
+            "vmi survivor",
+            r#"{.status.conditions[?(@.type=="Ready")].status}"#
+        ),
+        "True"
+    );
+    assert_eq!(phases.seen(), ["Running"], "the VMI's phase moved");
+    assert_eq!(pods.seen(), ["Running"], "the launcher pod's phase moved");
+
+    // The adopted launcher is driven as before: its QEMU dying fails the VMI through the restarted handler.
+    let _ = Command::new("kill")
+        .args(["-KILL", &qemu.to_string()])
+        .status();
+    eventually("the VMI Failed after its QEMU died", 60, || {
+        server.get("vmi survivor", "{.status.phase}") == "Failed"
+    });
+    server.kubectl(&["delete", "vmi", "survivor", "--wait=true", "--timeout=60s"]);
+    eventually("the launcher pod gone", 60, || {
+        server.kubectl(&["get", "pods", "-o", "name"]).is_empty()
+    });
     drop(agent);
 }

@@ -7,7 +7,7 @@
 #[path = "common/node.rs"]
 mod node;
 
-use node::{NodeBox, eventually};
+use node::{NodeBox, Watch, eventually};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
@@ -64,6 +64,9 @@ fn a_vmi_runs_with_its_pod_ip_and_deleting_it_removes_everything() {
     assert!(NodeBox::netns_exists(&pod_uid));
     assert!(b.leases().contains(&pod_ip), "{:?}", b.leases());
     let qemu = b.qemu_pid(&uid).expect("a QEMU for the VMI");
+    // The launcher and its QEMU run in the pod's own cgroup.
+    let cg = std::fs::read_to_string(format!("/proc/{qemu}/cgroup")).unwrap();
+    assert!(cg.contains(&format!("kvbox-{pod_uid}")), "{cg}");
     // The guest boots from the imported image with the cloud-init hostname, and its agent connects.
     eventually("the guest's banner", 120, || {
         b.serial(&uid).contains("test guest ready")
@@ -93,54 +96,6 @@ fn a_vmi_runs_with_its_pod_ip_and_deleting_it_removes_everything() {
 }
 
 /// `kubectl get vm NAME --watch`: the printableStatus values it goes through, consecutive repeats dropped.
-struct StatusWatch {
-    child: std::process::Child,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl StatusWatch {
-    fn start(b: &NodeBox, vm: &str) -> Self {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new("kubectl")
-            .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
-            .env("HOME", b.dir().join("home"))
-            .args([
-                "get",
-                "vm",
-                vm,
-                "--watch",
-                "-o",
-                "jsonpath={.status.printableStatus}{\"\\n\"}",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let mut v = s.lock().unwrap();
-                if !line.is_empty() && v.last() != Some(&line) {
-                    v.push(line);
-                }
-            }
-        });
-        Self { child, seen }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for StatusWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_vm_is_restarted_when_qemu_dies_and_stopped_by_halted() {
     let b = NodeBox::start(2, &[]);
@@ -149,7 +104,7 @@ fn a_vm_is_restarted_when_qemu_dies_and_stopped_by_halted() {
     eventually("VM Stopped", 30, || {
         b.get("vm testvm", "{.status.printableStatus}") == "Stopped"
     });
-    let watch = StatusWatch::start(&b, "testvm");
+    let watch = Watch::start(&b, "vm testvm", "{.status.printableStatus}");
     eventually("the watch's first event", 30, || !watch.seen().is_empty());
     b.kubectl(&[
         "patch",
@@ -373,4 +328,177 @@ fn a_vm_that_cannot_start_backs_off_in_a_crash_loop() {
         b.kubectl(&["get", "pods", "-o", "name"]).is_empty()
     });
     assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
+}
+
+#[test]
+fn a_hundred_create_delete_cycles_leave_nothing_behind() {
+    let b = NodeBox::start(7, &[]);
+    let mut pod_uids = std::collections::BTreeSet::new();
+    for round in 0..10 {
+        let list: Vec<String> = (0..10)
+            .map(|i| {
+                format!(
+                    r#"{{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {{"name": "c{i}", "labels": {{"cycle": "yes"}}}},
+ "spec": {{"terminationGracePeriodSeconds": 0, "domain": {{"devices": {{}}, "memory": {{"guest": "32Mi"}},
+  "resources": {{"requests": {{"cpu": "10m"}}}}}}}}}}"#
+                )
+            })
+            .collect();
+        let items = list.join("\n");
+        b.kubectl_in(&["create", "-f", "-"], Some(&items));
+        eventually(&format!("round {round}: 10 VMIs running"), 120, || {
+            b.kubectl(&[
+                "get",
+                "vmis",
+                "-l",
+                "cycle=yes",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ])
+            .split_whitespace()
+            .filter(|p| *p == "Running")
+            .count()
+                == 10
+        });
+        pod_uids.extend(
+            b.kubectl(&["get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"])
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        b.kubectl(&[
+            "delete",
+            "vmis",
+            "-l",
+            "cycle=yes",
+            "--wait=true",
+            "--timeout=120s",
+        ]);
+        eventually(&format!("round {round}: pods gone"), 60, || {
+            b.kubectl(&["get", "pods", "-o", "name"]).is_empty()
+        });
+    }
+    assert_eq!(pod_uids.len(), 100, "100 launcher pods ran");
+    eventually("every lease released", 30, || b.leases().is_empty());
+    let left: Vec<&String> = pod_uids.iter().filter(|u| NodeBox::netns_exists(u)).collect();
+    assert!(left.is_empty(), "network namespaces left: {left:?}");
+    assert_eq!(
+        std::fs::read_dir(b.dir().join("pods")).unwrap().count(),
+        0,
+        "pod directories left"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.dir().join("launchers")).unwrap().count(),
+        0,
+        "launcher directories left"
+    );
+    let marker = b.dir().to_string_lossy().to_string();
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker) && !c.contains(" server "))
+        .collect();
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+}
+
+/// Asks the VMI's launcher for an ACPI shutdown, as a guest powering itself off would end it (Succeeded).
+fn guest_power_off(b: &NodeBox, uid: &str) {
+    use std::io::{BufRead as _, Write as _};
+    let sock = b.dir().join("launchers").join(uid).join("launcher.sock");
+    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    writeln!(
+        &s,
+        r#"{{"id": 1, "command": {{"Shutdown": {{"gracePeriodSeconds": 60}}}}}}"#
+    )
+    .unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""ok":true"#), "{line}");
+}
+
+fn run_strategy_vm(b: &NodeBox, name: &str, strategy: &str) {
+    let vm = fixture("vm-testguest.yaml")
+        .replace("name: testvm", &format!("name: {name}"))
+        .replace("runStrategy: Always", &format!("runStrategy: {strategy}"));
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+}
+
+#[test]
+fn rerun_on_failure_once_and_manual_behave_as_upstream() {
+    let b = NodeBox::start(8, &[]);
+    let running = |name: &str| b.get(&format!("vmi {name}"), "{.status.phase}") == "Running";
+    let uid = |name: &str| b.get(&format!("vmi {name}"), "{.metadata.uid}");
+    let status = |name: &str| b.get(&format!("vm {name}"), "{.status.printableStatus}");
+
+    // RerunOnFailure: a crash restarts the VM, a guest shutdown does not.
+    run_strategy_vm(&b, "rerun", "RerunOnFailure");
+    // Once: runs once; whatever ends it, it is not started again.
+    run_strategy_vm(&b, "once", "Once");
+    // Manual: nothing until a start request; a stop request stops it.
+    run_strategy_vm(&b, "manual", "Manual");
+    eventually("rerun and once running", 90, || {
+        running("rerun") && running("once")
+    });
+    assert_eq!(status("manual"), "Stopped");
+    assert!(uid("manual").is_empty());
+
+    let first = uid("rerun");
+    let qemu = b.qemu_pid(&first).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &qemu.to_string()])
+        .status();
+    eventually("rerun restarted after its crash", 90, || {
+        let u = uid("rerun");
+        !u.is_empty() && u != first && running("rerun")
+    });
+    let second = uid("rerun");
+    eventually("the rerun guest up", 120, || {
+        b.serial(&second).contains("test guest ready")
+    });
+    guest_power_off(&b, &second);
+    eventually("rerun Succeeded and Stopped", 90, || status("rerun") == "Stopped");
+    assert_eq!(
+        b.get("vmi rerun", "{.status.phase}"),
+        "Succeeded",
+        "the succeeded VMI stays"
+    );
+    assert_eq!(uid("rerun"), second, "not restarted after a clean shutdown");
+
+    let once = uid("once");
+    eventually("the once guest up", 120, || {
+        b.serial(&once).contains("test guest ready")
+    });
+    guest_power_off(&b, &once);
+    eventually("once Stopped", 90, || status("once") == "Stopped");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(uid("once"), once, "Once never starts a second VMI");
+
+    let start = r#"{"status":{"stateChangeRequests":[{"action":"Start"}]}}"#;
+    b.kubectl(&[
+        "patch",
+        "vm",
+        "manual",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        start,
+    ]);
+    eventually("manual running after its start request", 90, || running("manual"));
+    let stop = r#"{"status":{"stateChangeRequests":[{"action":"Stop"}]}}"#;
+    b.kubectl(&[
+        "patch",
+        "vm",
+        "manual",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        stop,
+    ]);
+    eventually("manual stopped after its stop request", 90, || {
+        status("manual") == "Stopped" && uid("manual").is_empty()
+    });
 }

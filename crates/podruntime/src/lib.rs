@@ -4,6 +4,7 @@
 //! status the way a kubelet does ([`status`]), stops it gracefully when the pod is deleted and removes everything
 //! it made. Launchers run in process groups of their own, so they outlive a runtime restart and are adopted again.
 
+pub mod cgroup;
 pub mod cni;
 pub mod netns;
 mod pod;

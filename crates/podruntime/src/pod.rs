@@ -151,6 +151,7 @@ async fn teardown(rt: &Runtime, uid: &str, dir: &Path) {
         tracing::warn!(pod_uid = uid, error = %e, "removing the network namespace");
     }
     let _ = std::fs::remove_file(Record::path(dir));
+    crate::cgroup::remove(uid);
 }
 
 /// Stops a launcher: SIGTERM, then SIGKILL to its group after `grace`.
@@ -445,7 +446,8 @@ async fn start(
         start_time,
     };
     rec.save(&ctx.dir);
-    tracing::info!(pid = rec.pid, ip = %rec.ip, accel, "launcher started");
+    let cgroups = crate::cgroup::place(&ctx.uid, rec.pid);
+    tracing::info!(pid = rec.pid, ip = %rec.ip, accel, cgroups = cgroups.len(), "launcher started");
     Some((Proc::Child(child), rec))
 }
 

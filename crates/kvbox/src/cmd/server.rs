@@ -141,6 +141,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
             Some(node)
         };
+        let trimmer = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                crate::trim_malloc();
+            }
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
         tokio::select! {
@@ -148,6 +154,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => {}
         }
         eprintln!("kvbox server shutting down");
+        trimmer.abort();
         stop.notify_waiters();
         if let Some(node) = node {
             node.shutdown().await;

@@ -231,3 +231,50 @@ impl Drop for NodeBox {
         cleanup_node(self.tmp.path(), &self.bridge);
     }
 }
+
+/// `kubectl get KIND NAME --watch -o jsonpath=PATH` in the background: the distinct successive values it printed.
+pub(crate) struct Watch {
+    child: Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    /// Watches `what` (`"vm testvm"`) on `b`'s server, recording `path`.
+    pub(crate) fn start(b: &NodeBox, what: &str, path: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut args: Vec<String> = vec!["get".into()];
+        args.extend(what.split(' ').map(str::to_string));
+        args.extend(["--watch".into(), "-o".into(), format!("jsonpath={path}{{\"\\n\"}}")]);
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
+            .env("HOME", b.dir().join("home"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut v = s.lock().unwrap();
+                if !line.is_empty() && v.last() != Some(&line) {
+                    v.push(line);
+                }
+            }
+        });
+        Self { child, seen }
+    }
+
+    /// The values seen so far, without repeats in a row.
+    pub(crate) fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
