@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 /// The heartbeat annotation (read by virt-controller's node watch).
 pub const HEARTBEAT: &str = "kubevirt.io/heartbeat";
 
+/// The annotation with the address of the node's handler endpoint (`host:port`), where virt-api reaches it.
+pub const ENDPOINT: &str = "handler.kubevirt-rs.io/endpoint";
+
 /// What the node advertises.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
@@ -29,6 +32,8 @@ pub struct NodeSpec {
     pub address: String,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Where the handler's endpoint listens (`host:port`), published as [`ENDPOINT`].
+    pub endpoint: Option<String>,
 }
 
 impl NodeSpec {
@@ -52,6 +57,7 @@ impl NodeSpec {
             memory,
             address: address.into(),
             heartbeat,
+            endpoint: None,
         }
     }
 
@@ -71,6 +77,14 @@ impl NodeSpec {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+    }
+
+    fn annotations(&self, now: &str) -> Value {
+        let mut a = json!({HEARTBEAT: now});
+        if let Some(e) = &self.endpoint {
+            a[ENDPOINT] = json!(e);
+        }
+        a
     }
 
     fn resources(&self) -> Value {
@@ -119,7 +133,7 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<(), kube
     if nodes.get_opt(&spec.name).await?.is_none() {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": spec.name, "labels": spec.labels(true), "annotations": {HEARTBEAT: now}},
+            "metadata": {"name": spec.name, "labels": spec.labels(true), "annotations": spec.annotations(&now)},
         }))
         .map_err(kube::Error::SerdeError)?;
         match nodes.create(&PostParams::default(), &node).await {
@@ -128,7 +142,7 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<(), kube
             Err(e) => return Err(e),
         }
     }
-    let patch = json!({"metadata": {"labels": spec.labels(true), "annotations": {HEARTBEAT: now}}});
+    let patch = json!({"metadata": {"labels": spec.labels(true), "annotations": spec.annotations(&now)}});
     nodes
         .patch(&spec.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;

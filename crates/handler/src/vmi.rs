@@ -217,6 +217,12 @@ impl Ctx {
         Some(conn)
     }
 
+    /// The launcher of `vmi` (which runs on this node), connecting to its socket if need be.
+    pub(crate) async fn launcher(&self, vmi: &VirtualMachineInstance) -> Option<Arc<Launcher>> {
+        let uid = vmi.metadata.uid.as_deref()?;
+        self.conn(vmi, uid).await.map(|c| c.launcher.clone())
+    }
+
     /// The final domain state the launcher left behind (`final-state.json`), if it has ended.
     fn final_state(&self, uid: &str) -> Option<Value> {
         let text = std::fs::read_to_string(self.launchers_dir.join(uid).join("final-state.json")).ok()?;

@@ -1,9 +1,14 @@
 //! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`, `images`, `agent`.
 
+mod certs;
 mod cmd;
 mod images;
 mod manifest;
 mod node;
+mod oci;
+
+/// The install namespace: the KubeVirt CR, the CA and the handler certificates live there.
+pub(crate) const KUBEVIRT_NAMESPACE: &str = "kubevirt";
 
 use std::process::ExitCode;
 

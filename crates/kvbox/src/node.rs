@@ -36,6 +36,10 @@ pub(crate) struct NodeArgs {
     /// How often the handler refreshes the node's `kubevirt.io/heartbeat` (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// The port of the handler's TLS endpoint on the node address (virt-api's console, VNC, guest-agent and
+    /// lifecycle calls); 0 picks a free one. The node's `handler.kubevirt-rs.io/endpoint` annotation says where.
+    #[arg(long, default_value_t = 0)]
+    handler_port: u16,
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -90,8 +94,9 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Starts the heartbeat, the handler and the pod runtime for this machine, keeping state under `data_dir`.
-    pub(crate) fn start(
+    /// Starts the heartbeat, the handler (its VMI loop and endpoint) and the pod runtime for this machine, keeping
+    /// state under `data_dir`.
+    pub(crate) async fn start(
         client: &kube::Client,
         args: &NodeArgs,
         data_dir: &Path,
@@ -126,8 +131,13 @@ impl Node {
             );
         }
         let store = images::Store::new(data_dir);
-        let resolve: podruntime::ResolveImage =
-            Arc::new(move |image: &str| store.resolve(image).map_err(|e| e.to_string()));
+        let resolve: podruntime::ResolveImage = Arc::new(move |image: &str, how| {
+            match how {
+                podruntime::ImageUse::Disk => store.resolve(image),
+                podruntime::ImageUse::Files => store.resolve_files(image),
+            }
+            .map_err(|e| e.to_string())
+        });
         let launchers_dir = data_dir.join("launchers");
         let cfg = podruntime::Config {
             node_name: name.clone(),
@@ -140,12 +150,23 @@ impl Node {
             cni,
             kvm,
         };
-        let spec = handler::node::NodeSpec::local(&name, kvm, &args.node_ip, args.heartbeat_interval);
+        let listen = format!("{}:{}", args.node_ip, args.handler_port);
+        let tcp = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding the handler endpoint on {listen}"))?;
+        let mut spec = handler::node::NodeSpec::local(&name, kvm, &args.node_ip, args.heartbeat_interval);
+        spec.endpoint = Some(tcp.local_addr()?.to_string());
         let (ctx, kicks) = handler::vmi::Ctx::new(client.clone(), name, launchers_dir);
+        let endpoint = handler::server::Endpoint::new(ctx.clone(), Duration::from_secs(20));
         let tasks = vec![
             tokio::spawn(handler::node::run(client.clone(), spec, stop.clone())),
             tokio::spawn(podruntime::run(client.clone(), cfg, stop.clone())),
             tokio::spawn(handler::vmi::run(ctx, kicks)),
+            tokio::spawn(handler::server::run(
+                tcp,
+                endpoint,
+                crate::KUBEVIRT_NAMESPACE.into(),
+            )),
         ];
         Ok(Self { tasks, stop })
     }

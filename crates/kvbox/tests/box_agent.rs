@@ -168,11 +168,7 @@ fn restarting_a_node_agent_keeps_its_vms_running_and_their_status_right() {
     let ip = server.get("vmi survivor", "{.status.interfaces[0].ipAddress}");
     let qemu = agent.qemu_pid(&uid).expect("QEMU");
     let phases = Watch::start(&server, "vmi survivor", "{.status.phase}");
-    let pods = Watch::start(
-        &server,
-        "pods -l kubevirt.io=virt-launcher",
-        "{.status.phase}",
-    );
+    let pods = Watch::start(&server, "pods -l kubevirt.io=virt-launcher", "{.status.phase}");
     eventually("the watches' initial state", 10, || {
         !phases.seen().is_empty() && !pods.seen().is_empty()
     });
@@ -189,13 +185,8 @@ fn restarting_a_node_agent_keeps_its_vms_running_and_their_status_right() {
         std::fs::read_to_string(&log).is_ok_and(|l| l.matches("adopt").count() >= 1)
     });
     eventually("the node heartbeats again", 30, || {
-        let hb = server.get(
-            "node agent2",
-            "{.metadata.annotations.kubevirt\\.io/heartbeat}",
-        );
-        jiff::Timestamp::now().as_second()
-            - hb.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second())
-            <= 2
+        let hb = server.get("node agent2", "{.metadata.annotations.kubevirt\\.io/heartbeat}");
+        jiff::Timestamp::now().as_second() - hb.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second()) <= 2
     });
     // Same QEMU; status unchanged and never anything but Running.
     assert_eq!(agent.qemu_pid(&uid), Some(qemu));
@@ -216,9 +207,7 @@ fn restarting_a_node_agent_keeps_its_vms_running_and_their_status_right() {
     assert_eq!(pods.seen(), ["Running"], "the launcher pod's phase moved");
 
     // The adopted launcher is driven as before: its QEMU dying fails the VMI through the restarted handler.
-    let _ = Command::new("kill")
-        .args(["-KILL", &qemu.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-KILL", &qemu.to_string()]).status();
     eventually("the VMI Failed after its QEMU died", 60, || {
         server.get("vmi survivor", "{.status.phase}") == "Failed"
     });

@@ -21,8 +21,17 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-/// Resolves a containerDisk image reference to a local disk file, or says why it cannot.
-pub type ResolveImage = Arc<dyn Fn(&str) -> Result<PathBuf, String> + Send + Sync>;
+/// What a pod wants of an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageUse {
+    /// A containerDisk: the disk file.
+    Disk,
+    /// A kernelBoot container: the directory of its files.
+    Files,
+}
+
+/// Resolves an image reference to a local disk file or directory of files, or says why it cannot.
+pub type ResolveImage = Arc<dyn Fn(&str, ImageUse) -> Result<PathBuf, String> + Send + Sync>;
 
 /// How the runtime runs pods.
 #[derive(Clone)]

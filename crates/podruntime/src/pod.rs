@@ -202,22 +202,25 @@ fn grace_of(pod: Option<&Pod>) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
 }
 
-/// The launcher's `--volume-source` arguments for the containerDisk containers, from the image store.
-fn volume_sources(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> {
+/// The launcher's image arguments, from the image store: `--volume-source NAME=DISK` per containerDisk container
+/// (`volume<name>`), `--kernel-boot-root DIR` for the kernelBoot container.
+fn image_args(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> {
     let mut out = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        let Some(volume) = c.name.strip_prefix("volume") else {
-            if c.name == "kernel-boot" {
-                return Err((
-                    "ErrImagePull".into(),
-                    "kernelBoot containers are not served by the box image store yet".into(),
-                ));
-            }
-            continue;
-        };
+    let resolve = |c: &k8s_openapi::api::core::v1::Container, how| {
         let image = c.image.clone().unwrap_or_default();
-        let path = (rt.cfg.resolve_image)(&image).map_err(|e| ("ErrImagePull".to_string(), e))?;
-        out.push(format!("{volume}={}", path.display()));
+        (rt.cfg.resolve_image)(&image, how).map_err(|e| ("ErrImagePull".to_string(), e))
+    };
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        if c.name == "kernel-boot" {
+            let dir = resolve(c, crate::ImageUse::Files)?;
+            out.extend(["--kernel-boot-root".to_string(), dir.display().to_string()]);
+        } else if let Some(volume) = c.name.strip_prefix("volume") {
+            let path = resolve(c, crate::ImageUse::Disk)?;
+            out.extend([
+                "--volume-source".to_string(),
+                format!("{volume}={}", path.display()),
+            ]);
+        }
     }
     Ok(out)
 }
@@ -343,8 +346,8 @@ async fn start(
     // Images, retried with backoff while they are missing (ErrImagePull, then ImagePullBackOff).
     let mut backoff = Duration::from_secs(5);
     let mut first = true;
-    let sources = loop {
-        match volume_sources(&ctx.rt, pod) {
+    let image_args = loop {
+        match image_args(&ctx.rt, pod) {
             Ok(s) => break s,
             Err((reason, message)) => {
                 let reason = if first { reason } else { "ImagePullBackOff".into() };
@@ -413,9 +416,7 @@ async fn start(
         .arg("--runtime-dir")
         .arg(runtime)
         .args(["--accel", accel]);
-    for s in &sources {
-        cmd.args(["--volume-source", s]);
-    }
+    cmd.args(&image_args);
     cmd.stdin(std::process::Stdio::null()).process_group(0);
     if let Ok(log) = log
         && let Ok(err) = log.try_clone()

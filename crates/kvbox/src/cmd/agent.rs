@@ -75,7 +75,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("reaching {}", args.server))?;
         let kvm = crate::node::probe_kvm(args.emulation).await;
-        let node = Node::start(&client, &args.node, &args.data_dir, kvm)?;
+        let node = Node::start(&client, &args.node, &args.data_dir, kvm).await?;
         eprintln!("kvbox agent: node {} joined {}", args.node.name(), args.server);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;

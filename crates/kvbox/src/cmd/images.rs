@@ -17,11 +17,13 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Import a qcow2 or raw disk as IMAGE (NAME[:TAG]; the tag defaults to latest).
+    /// Import IMAGE (NAME[:TAG]; the tag defaults to latest) from a qcow2 or raw disk, or from a container image:
+    /// an OCI image layout (directory), an OCI archive or a `docker save` archive (tar, may be gzip-compressed).
+    /// A container image's disk is the file under its /disk/; its files serve kernelBoot.
     Import {
-        /// The image reference VMIs use in `containerDisk.image`.
+        /// The image reference VMIs use in `containerDisk.image` or `kernelBoot.container.image`.
         image: String,
-        /// The disk file.
+        /// The disk file, image layout or archive.
         file: PathBuf,
     },
     /// List the stored images.
@@ -31,10 +33,14 @@ enum Command {
         /// The image reference.
         image: String,
     },
-    /// Print the disk file of an image (for `virt-launcher --volume-source NAME=PATH`).
+    /// Print the disk file of an image (for `virt-launcher --volume-source NAME=PATH`), or with --files the
+    /// directory of its files (for `virt-launcher --kernel-boot-root`).
     Path {
         /// The image reference.
         image: String,
+        /// The container image's files instead of its disk.
+        #[arg(long)]
+        files: bool,
     },
 }
 
@@ -47,20 +53,34 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// `qcow2`, `raw`, or for a container image `oci/qcow2`, `oci/raw`, `oci` (files only).
+fn format_of(img: &crate::images::Image) -> String {
+    match (img.rootfs, img.format.as_str()) {
+        (false, f) => f.to_string(),
+        (true, "none") => "oci".into(),
+        (true, f) => format!("oci/{f}"),
+    }
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let store = Store::new(&args.data_dir);
     match &args.command {
         Command::Import { image, file } => {
             let img = store.import(image, file)?;
-            println!("imported {} ({}, {})", img.reference, img.format, human(img.size));
+            println!(
+                "imported {} ({}, {})",
+                img.reference,
+                format_of(&img),
+                human(img.size)
+            );
         }
         Command::Ls => {
-            println!("{:<60} {:<6} {:>10}  IMPORTED", "IMAGE", "FORMAT", "SIZE");
+            println!("{:<60} {:<9} {:>10}  IMPORTED", "IMAGE", "FORMAT", "SIZE");
             for img in store.list()? {
                 println!(
-                    "{:<60} {:<6} {:>10}  {}",
+                    "{:<60} {:<9} {:>10}  {}",
                     img.reference,
-                    img.format,
+                    format_of(&img),
                     human(img.size),
                     img.imported
                 );
@@ -70,7 +90,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             store.remove(image)?;
             println!("removed {}", crate::images::normalise(image)?);
         }
-        Command::Path { image } => println!("{}", store.resolve(image)?.display()),
+        Command::Path { image, files } => {
+            let p = if *files {
+                store.resolve_files(image)?
+            } else {
+                store.resolve(image)?
+            };
+            println!("{}", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ensure_kubevirt_cr(&client, args.emulation, kvm)
             .await
             .context("creating the default KubeVirt CR")?;
+        crate::certs::ensure(&client, crate::KUBEVIRT_NAMESPACE)
+            .await
+            .context("creating the KubeVirt CA and the handler certificates")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
@@ -133,7 +136,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let node = if args.no_node {
             None
         } else {
-            let node = crate::node::Node::start(&client, &args.node, &args.data_dir, kvm)?;
+            let node = crate::node::Node::start(&client, &args.node, &args.data_dir, kvm).await?;
             eprintln!(
                 "kvbox node {} running (pods in {})",
                 args.node.name(),

@@ -244,7 +244,11 @@ impl Watch {
         use std::io::BufRead as _;
         let mut args: Vec<String> = vec!["get".into()];
         args.extend(what.split(' ').map(str::to_string));
-        args.extend(["--watch".into(), "-o".into(), format!("jsonpath={path}{{\"\\n\"}}")]);
+        args.extend([
+            "--watch".into(),
+            "-o".into(),
+            format!("jsonpath={path}{{\"\\n\"}}"),
+        ]);
         let mut child = Command::new("kubectl")
             .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
             .env("HOME", b.dir().join("home"))

@@ -1,0 +1,179 @@
+//! The KubeVirt CA and the handler endpoint's certificates, which box mode creates at first start the way upstream's
+//! virt-operator does in the install namespace: Secret `kubevirt-ca` (the CA, CN `kubevirt.io`), ConfigMap
+//! `kubevirt-ca` (its bundle), Secret `kubevirt-virt-handler-server-certs` (the handlers' serving certificate) and
+//! Secret `kubevirt-virt-handler-certs` (the client certificate virt-api presents to handlers). Objects that exist
+//! are kept; missing ones are made from the stored CA. This CA is not the API server's: users' client certificates
+//! cannot reach handlers. Certificates last ten years and are not rotated yet.
+
+use std::collections::BTreeMap;
+
+use handler::certs as hc;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, PostParams};
+
+/// Why the certificates could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CertsError {
+    /// The API refused.
+    #[error("{what}: {source}")]
+    Api {
+        /// The object.
+        what: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// Generating or signing failed.
+    #[error("certificates: {0}")]
+    Sign(String),
+}
+
+const CA_CN: &str = "kubevirt.io";
+const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+fn sign_err(e: rcgen::Error) -> CertsError {
+    CertsError::Sign(e.to_string())
+}
+
+fn validity(p: &mut rcgen::CertificateParams) {
+    let now = std::time::SystemTime::now();
+    p.not_before = (now - std::time::Duration::from_secs(300)).into();
+    p.not_after = (now + TEN_YEARS).into();
+}
+
+/// The CA's parameters: fixed, so the stored key signs as the same issuer at every start.
+fn ca_params() -> Result<rcgen::CertificateParams, CertsError> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(sign_err)?;
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, CA_CN);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn tls_secret(ns: &str, name: &str, cert: &str, key: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_string(), ByteString(cert.as_bytes().to_vec())),
+            ("tls.key".to_string(), ByteString(key.as_bytes().to_vec())),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn text(s: &Secret, key: &str) -> Option<String> {
+    let b = s.data.as_ref()?.get(key)?;
+    String::from_utf8(b.0.clone()).ok()
+}
+
+/// Creates `obj` unless it exists (409 is someone else having made it first).
+async fn create<K>(api: &Api<K>, obj: &K, what: &str) -> Result<(), CertsError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(CertsError::Api {
+            what: what.into(),
+            source,
+        }),
+    }
+}
+
+/// Makes sure the CA, its bundle and the handler's server and client certificates exist in `ns`.
+pub(crate) async fn ensure(client: &kube::Client, ns: &str) -> Result<(), CertsError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let get = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            secrets.get_opt(name).await.map_err(|source| CertsError::Api {
+                what: format!("secret {ns}/{name}"),
+                source,
+            })
+        }
+    };
+    let ca = match get(hc::CA_SECRET).await? {
+        Some(s) => s,
+        None => {
+            let key = rcgen::KeyPair::generate().map_err(sign_err)?;
+            let mut p = ca_params()?;
+            validity(&mut p);
+            let cert = p.self_signed(&key).map_err(sign_err)?;
+            let s = tls_secret(ns, hc::CA_SECRET, &cert.pem(), &key.serialize_pem());
+            create(&secrets, &s, "the KubeVirt CA").await?;
+            get(hc::CA_SECRET)
+                .await?
+                .ok_or_else(|| CertsError::Sign("the KubeVirt CA vanished".into()))?
+        }
+    };
+    let (Some(ca_pem), Some(ca_key)) = (text(&ca, "tls.crt"), text(&ca, "tls.key")) else {
+        return Err(CertsError::Sign(format!(
+            "secret {ns}/{} lacks tls.crt or tls.key",
+            hc::CA_SECRET
+        )));
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let bundle = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(hc::CA_CONFIGMAP.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(hc::CA_BUNDLE_KEY.to_string(), ca_pem)])),
+        ..Default::default()
+    };
+    create(&cms, &bundle, "the KubeVirt CA bundle").await?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key).map_err(sign_err)?;
+    let ca_params = ca_params()?;
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    for (name, server) in [(hc::SERVER_SECRET, true), (hc::CLIENT_SECRET, false)] {
+        if get(name).await?.is_some() {
+            continue;
+        }
+        let key = rcgen::KeyPair::generate().map_err(sign_err)?;
+        let sans = if server {
+            [
+                "virt-handler",
+                "virt-handler.kubevirt",
+                hc::SERVER_NAME,
+                "virt-handler.kubevirt.svc.cluster.local",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut p = rcgen::CertificateParams::new(sans).map_err(sign_err)?;
+        let cn = if server { hc::SERVER_CN } else { hc::CLIENT_CN };
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ];
+        validity(&mut p);
+        let cert = p.signed_by(&key, &issuer).map_err(sign_err)?;
+        create(
+            &secrets,
+            &tls_secret(ns, name, &cert.pem(), &key.serialize_pem()),
+            name,
+        )
+        .await?;
+    }
+    Ok(())
+}
