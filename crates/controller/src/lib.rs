@@ -10,3 +10,29 @@ pub mod pod;
 pub mod replicaset;
 pub mod vm;
 pub mod vmi;
+
+/// The watch a controller's cache is filled from, without `managedFields` (a third of an object, and nothing a
+/// controller reads): the stream of objects to hand to `Controller::for_stream` with the store's reader.
+pub fn lean_watch<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures_util::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    kube::runtime::reflector(
+        writer,
+        kube::runtime::watcher(api, config)
+            .default_backoff()
+            .modify(|o| o.meta_mut().managed_fields = None),
+    )
+    .applied_objects()
+}

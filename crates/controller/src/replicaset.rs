@@ -181,11 +181,15 @@ fn error_policy(_rs: Arc<VirtualMachineInstanceReplicaSet>, err: &Error, _ctx: A
 pub async fn run(ctx: Arc<Ctx>) {
     let sets: Api<VirtualMachineInstanceReplicaSet> = Api::all(ctx.client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    Controller::new(sets, watcher::Config::default())
-        .owns(vmis, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let (reader, writer) = kube::runtime::reflector::store();
+    Controller::for_stream(
+        crate::lean_watch(sets, watcher::Config::default(), writer),
+        reader,
+    )
+    .owns(vmis, watcher::Config::default())
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
 }
 
 #[cfg(test)]

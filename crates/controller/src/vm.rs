@@ -265,7 +265,8 @@ fn error_policy(_vm: Arc<VirtualMachine>, err: &Error, _ctx: Arc<Ctx>) -> Action
 pub async fn run(ctx: Arc<Ctx>) {
     let vms: Api<VirtualMachine> = Api::all(ctx.client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    Controller::new(vms, watcher::Config::default())
+    let (reader, writer) = kube::runtime::reflector::store();
+    Controller::for_stream(crate::lean_watch(vms, watcher::Config::default(), writer), reader)
         .owns(vmis, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -293,6 +293,7 @@ fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) 
 /// Runs the VMI controller until the stream ends. Pod events reach it through the same watch that fills
 /// [`Ctx::pods`], so a reconcile never sees a cache older than the event that triggered it.
 pub async fn run(client: kube::Client, launcher_image: String) {
+    use kube::Resource as _;
     use kube::runtime::WatchStreamExt as _;
     let (reader, writer) = kube::runtime::reflector::store();
     let pods: Api<Pod> = Api::all(client.clone());
@@ -301,7 +302,8 @@ pub async fn run(client: kube::Client, launcher_image: String) {
         watcher(
             pods,
             watcher::Config::default().labels("kubevirt.io=virt-launcher"),
-        ),
+        )
+        .modify(|p| p.meta_mut().managed_fields = None),
     )
     .touched_objects();
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
@@ -310,9 +312,13 @@ pub async fn run(client: kube::Client, launcher_image: String) {
         launcher_image,
         pods: reader,
     });
-    Controller::new(vmis, watcher::Config::default())
-        .owns_stream(pod_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let (vmi_reader, vmi_writer) = kube::runtime::reflector::store();
+    Controller::for_stream(
+        crate::lean_watch(vmis, watcher::Config::default(), vmi_writer),
+        vmi_reader,
+    )
+    .owns_stream(pod_events)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
 }

@@ -1,5 +1,5 @@
-//! `virt-handler`: one per node on a cluster — registers and heartbeats the node (KVM probed for real) and drives
-//! the launchers of the VMIs scheduled there. The kubelet runs the launcher pods; their sockets are found under
+//! `virt-handler`: one per node on a cluster — registers and heartbeats the node (KVM probed for real), drives
+//! the launchers of the VMIs scheduled there and serves virt-api's calls on its TLS endpoint. The kubelet runs the launcher pods; their sockets are found under
 //! `--launchers-dir/<vmi uid>/launcher.sock`. (In box mode `kvbox server`/`kvbox agent` run the same code in-process.)
 
 use std::path::PathBuf;
@@ -32,6 +32,13 @@ struct Args {
     /// Do not probe KVM (guests here run under TCG).
     #[arg(long)]
     emulation: bool,
+    /// The port of the TLS endpoint virt-api calls (console, VNC, guest agent, lifecycle), on every address; the
+    /// node's `handler.kubevirt-rs.io/endpoint` annotation advertises `--node-ip` with it.
+    #[arg(long, default_value_t = 8186)]
+    endpoint_port: u16,
+    /// The install namespace, holding the KubeVirt CA bundle and the handler's certificates.
+    #[arg(long, default_value = "kubevirt")]
+    namespace: String,
 }
 
 fn main() -> ExitCode {
@@ -84,15 +91,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.launchers_dir)
         .with_context(|| format!("creating {}", args.launchers_dir.display()))?;
-    let spec = handler::node::NodeSpec::local(
+    let tcp = tokio::net::TcpListener::bind(("0.0.0.0", args.endpoint_port))
+        .await
+        .with_context(|| format!("binding the endpoint on port {}", args.endpoint_port))?;
+    let mut spec = handler::node::NodeSpec::local(
         &args.node_name,
         kvm,
         &args.node_ip,
         Duration::from_secs(args.heartbeat_seconds),
     );
+    spec.endpoint = Some(format!("{}:{}", args.node_ip, tcp.local_addr()?.port()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let (ctx, kicks) =
         handler::vmi::Ctx::new(client.clone(), args.node_name.clone(), args.launchers_dir.clone());
+    let endpoint = handler::server::Endpoint::new(ctx.clone(), Duration::from_secs(20));
+    let server = tokio::spawn(handler::server::run(tcp, endpoint, args.namespace.clone()));
     let heartbeat = tokio::spawn(handler::node::run(client, spec, stop.clone()));
     let vmis = tokio::spawn(handler::vmi::run(ctx, kicks));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -102,6 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     stop.notify_waiters();
     vmis.abort();
+    server.abort();
     let _ = heartbeat.await;
     Ok(())
 }

@@ -490,7 +490,20 @@ pub async fn run(ctx: Arc<Ctx>, kicks: mpsc::UnboundedReceiver<ObjectRef<Virtual
     let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
     let selector = format!("kubevirt.io/nodeName={}", ctx.node_name);
     let kicks = futures_util::stream::unfold(kicks, |mut rx| async move { rx.recv().await.map(|k| (k, rx)) });
-    Controller::new(vmis, watcher::Config::default().labels(&selector))
+    // The cache keeps no managedFields (nothing here reads them; they are a third of a VMI).
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = {
+        use kube::Resource as _;
+        use kube::runtime::WatchStreamExt as _;
+        kube::runtime::reflector(
+            writer,
+            watcher(vmis, watcher::Config::default().labels(&selector))
+                .default_backoff()
+                .modify(|o| o.meta_mut().managed_fields = None),
+        )
+        .applied_objects()
+    };
+    Controller::for_stream(stream, reader)
         .reconcile_on(kicks)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -381,6 +381,8 @@ fn a_hundred_create_delete_cycles_leave_nothing_behind() {
     eventually("every lease released", 30, || b.leases().is_empty());
     let left: Vec<&String> = pod_uids.iter().filter(|u| NodeBox::netns_exists(u)).collect();
     assert!(left.is_empty(), "network namespaces left: {left:?}");
+    let cgroups: Vec<_> = pod_uids.iter().flat_map(|u| node::pod_cgroups(u)).collect();
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     assert_eq!(
         std::fs::read_dir(b.dir().join("pods")).unwrap().count(),
         0,

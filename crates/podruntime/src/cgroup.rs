@@ -55,6 +55,19 @@ pub fn remove(uid: &str) {
     }
 }
 
+/// Removes the pod's cgroups once the kernel has emptied them (processes that were just killed take a moment to be
+/// reaped); gives up after two seconds, leaving what is still busy.
+pub async fn remove_when_empty(uid: &str) {
+    for _ in 0..40 {
+        remove(uid);
+        if existing(uid).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::warn!(pod_uid = uid, left = ?existing(uid), "pod cgroups still busy");
+}
+
 /// The pod's cgroup directories that exist.
 #[must_use]
 pub fn existing(uid: &str) -> Vec<PathBuf> {

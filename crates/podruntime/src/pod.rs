@@ -151,7 +151,7 @@ async fn teardown(rt: &Runtime, uid: &str, dir: &Path) {
         tracing::warn!(pod_uid = uid, error = %e, "removing the network namespace");
     }
     let _ = std::fs::remove_file(Record::path(dir));
-    crate::cgroup::remove(uid);
+    crate::cgroup::remove_when_empty(uid).await;
 }
 
 /// Stops a launcher: SIGTERM, then SIGKILL to its group after `grace`.

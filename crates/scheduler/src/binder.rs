@@ -2,16 +2,18 @@
 //! pending pod without a node either binds it (`pods/binding`) or records why it cannot be placed
 //! (`PodScheduled=False`, reason `Unschedulable`). Runs until `stop` is notified.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::Resource as _;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::json;
 
-use crate::{Decision, schedule};
+use crate::{Decision, Placed, schedule_placed};
 
 /// The scheduler name pods may ask for (besides none and `default-scheduler`).
 pub const NAME: &str = "kvbox-scheduler";
@@ -40,12 +42,14 @@ fn unschedulable_message(p: &Pod) -> Option<String> {
         .and_then(|c| c.message.clone())
 }
 
-async fn place(client: &kube::Client, pod: &Pod, nodes: &[Node], bound: &[Pod]) {
+/// Binds `pod` or records why it cannot be; returns the node it is now bound to (also when a bind raced another and
+/// the API says the pod is bound already).
+async fn place(client: &kube::Client, pod: &Pod, nodes: &[Node], bound: &[Placed<'_>]) -> Option<String> {
     let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
-        return;
+        return None;
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    match schedule(pod, nodes, bound) {
+    match schedule_placed(pod, nodes, bound) {
         Decision::Bind(node) => {
             let binding = Binding {
                 metadata: kube::api::ObjectMeta {
@@ -69,13 +73,23 @@ async fn place(client: &kube::Client, pod: &Pod, nodes: &[Node], bound: &[Pod]) 
                 )
                 .await
             {
-                Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), %node, "bound"),
-                Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed"),
+                Ok(_) => {
+                    tracing::info!(pod = %format!("{ns}/{name}"), %node, "bound");
+                    Some(node)
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), "already bound");
+                    Some(node)
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed");
+                    None
+                }
             }
         }
         Decision::Unschedulable(message) => {
             if unschedulable_message(pod).as_deref() == Some(message.as_str()) {
-                return;
+                return None;
             }
             let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
                 "reason": "Unschedulable", "message": message,
@@ -86,6 +100,7 @@ async fn place(client: &kube::Client, pod: &Pod, nodes: &[Node], bound: &[Pod]) 
             {
                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "recording unschedulable failed");
             }
+            None
         }
     }
 }
@@ -95,44 +110,79 @@ fn jiff_now() -> k8s_openapi::jiff::Timestamp {
 }
 
 /// Schedules pending pods until `stop` is notified; a periodic pass retries pods whose nodes may have changed.
+///
+/// Like kube-scheduler, a pod it bound is *assumed* on its node until the watch shows the binding, so a pass that
+/// runs on a cache older than its own writes neither binds the pod again nor forgets what it takes from the node.
+/// Events that arrive together are handled by one pass.
 pub async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
+    use futures_util::FutureExt as _;
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (nodes, node_writer) = reflector::store::<Node>();
     let pod_events = reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .modify(|p| p.meta_mut().managed_fields = None),
     )
     .default_backoff()
     .applied_objects()
     .map(|_| ());
     let node_events = reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .modify(|n| n.meta_mut().managed_fields = None),
     )
     .default_backoff()
     .applied_objects()
     .map(|_| ());
     let mut events = std::pin::pin!(futures_util::stream::select(pod_events, node_events));
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Pods bound by us that the cache does not show bound yet: uid → node.
+    let mut assumed: HashMap<String, String> = HashMap::new();
     loop {
         tokio::select! {
             () = stop.notified() => return,
             ev = events.next() => if ev.is_none() { return },
             _ = tick.tick() => {}
         }
-        let all_pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
+        // Whatever else is already waiting joins this pass.
+        while let Some(ev) = events.next().now_or_never() {
+            if ev.is_none() {
+                return;
+            }
+        }
+        let state = pods.state();
         let all_nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-        let (pending, mut bound): (Vec<Pod>, Vec<Pod>) = all_pods.into_iter().partition(ours);
-        bound.retain(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some());
-        for pod in &pending {
-            place(&client, pod, &all_nodes, &bound).await;
-            // What was just bound counts against its node for the next pod.
-            if let Decision::Bind(node) = schedule(pod, &all_nodes, &bound) {
-                let mut p = pod.clone();
-                if let Some(s) = p.spec.as_mut() {
-                    s.node_name = Some(node);
-                }
-                bound.push(p);
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        // Forget assumptions the cache has caught up with (bound there, or gone).
+        let live: HashMap<String, bool> = state
+            .iter()
+            .map(|p| {
+                (
+                    uid(p),
+                    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some(),
+                )
+            })
+            .collect();
+        assumed.retain(|u, _| live.get(u) == Some(&false));
+        // Pods on nodes (bound, or assumed): shared, not copied.
+        let mut bound: Vec<(String, Arc<Pod>)> = Vec::new();
+        let mut pending: Vec<Arc<Pod>> = Vec::new();
+        for p in &state {
+            if let Some(node) = assumed.get(&uid(p)) {
+                bound.push((node.clone(), p.clone()));
+            } else if ours(p) {
+                pending.push(p.clone());
+            } else if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                bound.push((node, p.clone()));
+            }
+        }
+        for pod in pending {
+            let placed: Vec<Placed<'_>> = bound.iter().map(|(n, p)| (n.as_str(), &**p)).collect();
+            let done = place(&client, &pod, &all_nodes, &placed).await;
+            if let Some(node) = done {
+                // What was just bound counts against its node for the next pod.
+                assumed.insert(uid(&pod), node.clone());
+                bound.push((node, pod));
             }
         }
     }

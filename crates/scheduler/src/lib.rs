@@ -238,16 +238,31 @@ fn misfit(pod: &Pod, node: &Node, bound: &[&Pod]) -> Option<Misfit> {
     None
 }
 
+/// A pod counted against a node: the node's name and the pod.
+pub type Placed<'a> = (&'a str, &'a Pod);
+
 /// Picks a node for `pod` among `nodes`, given every pod already bound (`spec.nodeName` set).
 #[must_use]
 pub fn schedule(pod: &Pod, nodes: &[Node], bound: &[Pod]) -> Decision {
+    let placed: Vec<Placed<'_>> = bound
+        .iter()
+        .filter_map(|p| Some((p.spec.as_ref()?.node_name.as_deref()?, p)))
+        .collect();
+    schedule_placed(pod, nodes, &placed)
+}
+
+/// [`schedule`] given the pods already placed, each with its node (also pods assumed on a node before the API
+/// shows them bound).
+#[must_use]
+pub fn schedule_placed(pod: &Pod, nodes: &[Node], bound: &[Placed<'_>]) -> Decision {
     let mut fits: Vec<(Milli, String)> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         let on_node: Vec<&Pod> = bound
             .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+            .filter(|(n, _)| *n == name.as_str())
+            .map(|(_, p)| *p)
             .collect();
         match misfit(pod, node, &on_node) {
             None => fits.push((free(node, &on_node).get("memory").copied().unwrap_or(0), name)),

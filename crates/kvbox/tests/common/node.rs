@@ -205,11 +205,46 @@ pub(crate) fn cleanup_node(data_dir: &Path, bridge: &str) {
             .args(["netns", "delete", &format!("kvbox-{uid}")])
             .stderr(Stdio::null())
             .status();
+        remove_cgroups(&uid);
     }
     let _ = Command::new("ip")
         .args(["link", "delete", bridge])
         .stderr(Stdio::null())
         .status();
+}
+
+/// The pod's `kvbox-<uid>` cgroups, wherever they are (every hierarchy of this host).
+pub(crate) fn pod_cgroups(uid: &str) -> Vec<PathBuf> {
+    let name = format!("kvbox-{uid}");
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name().to_string_lossy() == name {
+                    found.push(e.path());
+                } else if !e.file_name().to_string_lossy().starts_with("kvbox-") {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Removes the pod's cgroups once their processes are gone (the killed launchers are reaped shortly).
+fn remove_cgroups(uid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = pod_cgroups(uid);
+        for d in &left {
+            let _ = std::fs::remove_dir(d);
+        }
+        if pod_cgroups(uid).is_empty() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Imports the test guest as `kubevirt-rs/test-guest:latest` into the image store of `data_dir`.
