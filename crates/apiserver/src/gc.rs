@@ -29,6 +29,10 @@ pub fn spawn(state: Shared, stop: std::sync::Arc<tokio::sync::Notify>) -> tokio:
     let watch = state.store.watch("/registry/", from);
     tokio::spawn(async move {
         let Ok(mut watch) = watch else { return };
+        // Registered before any work, so a stop that comes meanwhile is not missed.
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
         if let Err(e) = sweep(&state) {
             tracing::warn!(error = %e, "garbage collection sweep failed");
         }
@@ -40,7 +44,7 @@ pub fn spawn(state: Shared, stop: std::sync::Arc<tokio::sync::Notify>) -> tokio:
                         tracing::warn!(key = %ev.kv.key, error = %e, "garbage collection step failed");
                     }
                 }
-                () = stop.notified() => return,
+                () = &mut stopped => return,
             }
         }
     })

@@ -251,10 +251,14 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         tick.tick().await;
+        // Registered once, so a stop that comes while maintenance runs is not missed.
+        let stopped = stop_maintenance.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = stop_maintenance.notified() => return,
+                () = &mut stopped => return,
             }
             let s = store.clone();
             let _ = tokio::task::spawn_blocking(move || {

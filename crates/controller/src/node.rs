@@ -80,9 +80,13 @@ async fn check(client: &kube::Client, timeout: Duration) -> Result<(), kube::Err
 pub async fn run(client: kube::Client, timeout: Duration, stop: Arc<tokio::sync::Notify>) {
     let period = (timeout / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
+    // Registered once, so a stop that comes during a check is not missed.
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
     loop {
         tokio::select! {
-            () = stop.notified() => return,
+            () = &mut stopped => return,
             _ = tick.tick() => {}
         }
         if let Err(e) = check(&client, timeout).await {

@@ -4,8 +4,9 @@
 //! removes the launcher pod, then the `kubevirt.io/foregroundDeleteVirtualMachine` finalizer.
 //! From Scheduled on, the node's handler owns the phase.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
@@ -37,9 +38,22 @@ pub struct Ctx {
     pub client: kube::Client,
     /// The launcher image.
     pub launcher_image: String,
-    /// Launcher pods as last seen by a watch (a reconcile reads them here instead of listing; it lists only when the
-    /// cache shows no pod, which may just be lagging).
+    /// Launcher pods as last seen by a watch: a reconcile reads them here, never lists.
     pub pods: kube::runtime::reflector::Store<Pod>,
+    /// Pods this controller created that the watch has not shown yet, by VMI uid (upstream's "expectations"): while
+    /// one is expected no second pod is made. An expectation older than [`EXPECTATION`] is checked by listing.
+    expected: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+/// How long a created pod may take to show in the watch before the controller looks for it with a list.
+const EXPECTATION: Duration = Duration::from_secs(30);
+
+impl Ctx {
+    fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.expected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -98,6 +112,10 @@ async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Ac
         "reconcile_vmi",
         vmi = %format!("{}/{}", vmi.metadata.namespace.as_deref().unwrap_or_default(), vmi.metadata.name.as_deref().unwrap_or_default())
     );
+    // The pod cache must hold the initial list before "no pod" can mean no pod.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     sync(vmi, ctx).instrument(span).await
 }
 
@@ -121,12 +139,22 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         })
         .map(|p| (**p).clone())
         .collect();
-    let owned = if cached.is_empty() {
-        pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
-            .await?
-            .items
-    } else {
-        cached
+    let expected_since = ctx.expected().get(&uid).copied();
+    let owned = match (cached.is_empty(), expected_since) {
+        (false, _) => {
+            ctx.expected().remove(&uid);
+            cached
+        }
+        // Created, not in the watch yet: wait for its event.
+        (true, Some(t)) if t.elapsed() < EXPECTATION => return Ok(Action::requeue(Duration::from_secs(1))),
+        // Long overdue: see for ourselves.
+        (true, Some(_)) => {
+            ctx.expected().remove(&uid);
+            pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
+                .await?
+                .items
+        }
+        (true, None) => cached,
     };
 
     if vmi.metadata.deletion_timestamp.is_some() {
@@ -167,6 +195,9 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             };
             let rendered = render(&vmi, &cfg)?;
             pods.create(&PostParams::default(), &rendered).await?;
+            let mut expected = ctx.expected();
+            expected.retain(|_, t| t.elapsed() < 2 * EXPECTATION);
+            expected.insert(uid.clone(), Instant::now());
             tracing::info!("created the launcher pod");
         }
         ("" | "Pending", Some(_)) => {
@@ -311,6 +342,7 @@ pub async fn run(client: kube::Client, launcher_image: String) {
         client,
         launcher_image,
         pods: reader,
+        expected: std::sync::Mutex::default(),
     });
     let (vmi_reader, vmi_writer) = kube::runtime::reflector::store();
     Controller::for_stream(

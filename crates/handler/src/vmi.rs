@@ -35,6 +35,8 @@ struct Conn {
     launcher: Arc<Launcher>,
     last: Arc<std::sync::Mutex<Option<Value>>>,
     shutdown_sent: std::sync::atomic::AtomicBool,
+    /// This handler already wrote phase Running (a cache still showing Scheduled is just behind).
+    running_reported: std::sync::atomic::AtomicBool,
 }
 
 /// Shared state of the handler's VMI loop.
@@ -212,6 +214,7 @@ impl Ctx {
             launcher,
             last,
             shutdown_sent: std::sync::atomic::AtomicBool::new(false),
+            running_reported: std::sync::atomic::AtomicBool::new(false),
         });
         conns.insert(uid.to_string(), conn.clone());
         Some(conn)
@@ -343,6 +346,9 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             Err(e) => tracing::warn!(error = %e, "shutdown"),
         }
     }
+    if ph == "Scheduled" && conn.running_reported.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if ph == "Scheduled" {
         let sync = json!({"Sync": {"vmi": &*vmi}});
         match conn.launcher.call(sync, Duration::from_secs(120)).await {
@@ -358,6 +364,8 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
                     "guestOSInfo": {},
                 });
                 patch_status(&api, &name, status).await?;
+                conn.running_reported
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(ip = ?ip, "VMI running");
             }
             Err(LauncherError::Refused(msg)) => {

@@ -192,6 +192,18 @@ fn vms_keep_running_across_a_kill_9_of_the_server_and_are_adopted() {
     assert_eq!(b.get("vmi testvm", "{.metadata.uid}"), uid);
     assert_eq!(b.get("vmi testvm", "{.status.phase}"), "Running");
     assert_eq!(b.qemu_pid(&uid), Some(qemu));
+    // A clean stop (SIGTERM) ends the server promptly and leaves the VM running; the next start adopts it again.
+    let st = b.terminate(30);
+    assert!(st.success(), "kvbox server exited with {st}");
+    assert_eq!(
+        b.qemu_pid(&uid),
+        Some(qemu),
+        "SIGTERM of the server stopped the VM"
+    );
+    b.run();
+    eventually("the node Ready after the clean restart", 30, || {
+        b.get("node box0", r#"{.status.conditions[?(@.type=="Ready")].status}"#) == "True"
+    });
     // The adopted launcher still obeys: stopping the VM shuts it down.
     b.kubectl(&[
         "patch",

@@ -138,9 +138,13 @@ pub async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     // Pods bound by us that the cache does not show bound yet: uid → node.
     let mut assumed: HashMap<String, String> = HashMap::new();
+    // Registered once, so a stop that comes during a pass is not missed.
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
     loop {
         tokio::select! {
-            () = stop.notified() => return,
+            () = &mut stopped => return,
             ev = events.next() => if ev.is_none() { return },
             _ = tick.tick() => {}
         }

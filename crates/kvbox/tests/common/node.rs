@@ -106,6 +106,24 @@ impl NodeBox {
         }
     }
 
+    /// SIGTERM, then waits (at most `secs`) for the server to exit; its exit status.
+    pub(crate) fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a running server");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("kvbox server did not exit within {secs} s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// kubectl against this server; panics on failure.
     pub(crate) fn kubectl(&self, args: &[&str]) -> String {
         self.kubectl_in(args, None)
