@@ -68,15 +68,7 @@ impl Agent {
 
     /// The pid of the QEMU running the VMI with `uid` on this node.
     fn qemu_pid(&self, uid: &str) -> Option<u32> {
-        let marker = self.dir.path().join("launchers").join(uid);
-        let marker = marker.to_string_lossy().to_string();
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd);
-            let exe = cmd.split('\0').next().unwrap_or_default();
-            (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
-        })
+        node::qemu_pid_in(self.dir.path(), uid)
     }
 }
 

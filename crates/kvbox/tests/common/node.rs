@@ -170,15 +170,7 @@ impl NodeBox {
 
     /// The pid of the QEMU running the VMI with `uid`.
     pub(crate) fn qemu_pid(&self, uid: &str) -> Option<u32> {
-        let marker = self.dir().join("launchers").join(uid);
-        let marker = marker.to_string_lossy().to_string();
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd);
-            let exe = cmd.split('\0').next().unwrap_or_default();
-            (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
-        })
+        qemu_pid_in(self.dir(), uid)
     }
 
     /// The guest's serial log of the VMI with `uid`.
@@ -201,6 +193,19 @@ impl NodeBox {
             .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
             .collect()
     }
+}
+
+/// The pid of the QEMU running the VMI with `uid` on the node with `data_dir`.
+pub(crate) fn qemu_pid_in(data_dir: &Path, uid: &str) -> Option<u32> {
+    let marker = data_dir.join("launchers").join(uid);
+    let marker = marker.to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        let exe = cmd.split('\0').next().unwrap_or_default();
+        (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
+    })
 }
 
 /// Kills what a node with `data_dir` left running (launchers, QEMUs), its pods' namespaces and `bridge`.
