@@ -52,6 +52,8 @@ pub struct ApiState {
     pub webhooks: crate::webhook::WebhookCache,
     /// Request counters (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// API aggregation (APIServices served by other servers); `None` serves only local groups.
+    pub aggregator: Option<crate::aggregator::Aggregator>,
 }
 
 /// Shared handle.
@@ -105,6 +107,31 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
         .get::<Identity>()
         .cloned()
         .unwrap_or_else(Identity::admin);
+    if let Some(backend) = crate::aggregator::backend(&state, req.uri().path())? {
+        let watching = Query::parse(req.uri().query())?.flag("watch").unwrap_or(false);
+        let attrs = crate::aggregator::attributes(req.method(), req.uri().path(), watching);
+        // The group-version's discovery document is for everyone; its resources are authorized here.
+        if !attrs.resource.is_empty() && !crate::authz::decide(&identity, &attrs).0 {
+            let ns = (!attrs.namespace.is_empty()).then_some(attrs.namespace.as_str());
+            let sub = (!attrs.subresource.is_empty()).then_some(attrs.subresource.as_str());
+            let name = req
+                .uri()
+                .path()
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .nth(if ns.is_some() { 6 } else { 4 });
+            return Err(ApiError::forbidden_for(
+                &identity.user,
+                &attrs.verb,
+                &attrs.group,
+                &attrs.resource,
+                sub,
+                name,
+                ns,
+            ));
+        }
+        return Ok(crate::aggregator::proxy(backend, &identity, req).await);
+    }
     let (parts, body) = req.into_parts();
     let target = parse_path(parts.uri.path())?;
     let query = Query::parse(parts.uri.query())?;
@@ -114,7 +141,13 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
             if parts.method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
-            return discovery::serve(&state, &other, &parts.headers);
+            let aggregated = match &other {
+                Target::Groups | Target::Group(_) => {
+                    crate::aggregator::groups(&state, discovery::wants_aggregated(&parts.headers)).await
+                }
+                _ => Vec::new(),
+            };
+            return discovery::serve(&state, &other, &parts.headers, &aggregated);
         }
     };
     let rt = state
@@ -124,20 +157,27 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
     if !rt.namespaced && path.namespace.is_some() {
         return Err(ApiError::no_route());
     }
-    // SelfSubjectAccessReview and SelfSubjectReview are questions, not writes: every identity may ask.
+    // Reviews are questions, not writes; asking about oneself needs no permission.
     let review = rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io";
+    let self_review = review && rt.plural.starts_with("self");
     let write = !matches!(parts.method, Method::GET | Method::HEAD) && !review;
-    if write && !identity.can_write {
-        let verb = match parts.method {
-            Method::POST => "create",
-            Method::PUT => "update",
-            Method::PATCH => "patch",
-            _ => "delete",
-        };
-        return Err(ApiError::forbidden(
+    let watching = query.flag("watch").unwrap_or(false);
+    let verb = request_verb(&parts.method, path.name.is_some(), watching);
+    let attrs = crate::authz::Attributes {
+        verb: verb.to_string(),
+        group: rt.group.clone(),
+        resource: rt.plural.clone(),
+        subresource: path.subresource.clone().unwrap_or_default(),
+        namespace: path.namespace.clone().unwrap_or_default(),
+    };
+    if !self_review && !crate::authz::decide(&identity, &attrs).0 {
+        return Err(ApiError::forbidden_for(
             &identity.user,
             verb,
-            Some(&rt),
+            &rt.group,
+            &rt.plural,
+            path.subresource.as_deref(),
+            path.name.as_deref(),
             path.namespace.as_deref(),
         ));
     }
@@ -155,20 +195,8 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
         headers: parts.headers,
         identity: identity.clone(),
     };
-    let watching = ctx.query.flag("watch").unwrap_or(false);
     let mut labels = crate::metrics::RequestLabels {
-        verb: match (&parts.method, ctx.path.name.is_some()) {
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) if watching => "watch",
-            (&Method::GET, false) => "list",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            _ => "other",
-        }
-        .to_string(),
+        verb: verb.to_string(),
         group: ctx.rt.group.clone(),
         resource: ctx.rt.plural.clone(),
         subresource: ctx.path.subresource.clone().unwrap_or_default(),
@@ -188,6 +216,21 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
         resp.headers_mut().append(header::WARNING, v);
     }
     Ok(resp)
+}
+
+/// The authorization verb of a request (kube-apiserver's RequestInfo).
+pub(crate) fn request_verb(method: &Method, named: bool, watching: bool) -> &'static str {
+    match (method, named) {
+        (&Method::GET | &Method::HEAD, true) => "get",
+        (&Method::GET | &Method::HEAD, false) if watching => "watch",
+        (&Method::GET | &Method::HEAD, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "other",
+    }
 }
 
 async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiError> {

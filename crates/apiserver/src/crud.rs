@@ -761,31 +761,33 @@ pub fn bind(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     ))
 }
 
-/// POST `selfsubjectaccessreviews` (`kubectl auth can-i`): the admin may do anything, the read-only identity may
-/// get, list and watch.
+/// POST `selfsubjectaccessreviews` (`kubectl auth can-i`) or `subjectaccessreviews` (an aggregated API server asking
+/// about its caller), answered by [`crate::authz::decide`].
 ///
 /// # Errors
 /// 400 for a malformed review.
 pub fn access_review(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     let mut review = decode_body(&ctx.headers, body)?;
     let spec = review.get("spec").cloned().unwrap_or_default();
-    let verb = spec
-        .pointer("/resourceAttributes/verb")
-        .or_else(|| spec.pointer("/nonResourceAttributes/verb"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "spec.resourceAttributes.verb or spec.nonResourceAttributes.verb is required",
-            )
-        })?
-        .to_string();
-    let allowed = ctx.identity.can_write || matches!(verb.as_str(), "get" | "list" | "watch");
-    review["apiVersion"] = json!("authorization.k8s.io/v1");
-    review["kind"] = json!("SelfSubjectAccessReview");
-    review["status"] = if allowed {
-        json!({"allowed": true, "reason": format!("{} may {verb}", ctx.identity.user)})
+    let attrs = crate::authz::from_review(&spec).ok_or_else(|| {
+        ApiError::bad_request("spec.resourceAttributes.verb or spec.nonResourceAttributes.verb is required")
+    })?;
+    let (kind, who) = if ctx.rt.kind == "SubjectAccessReview" {
+        let who = crate::authz::subject(&spec);
+        if who.user.is_empty() && who.groups.is_empty() {
+            return Err(ApiError::bad_request("spec.user or spec.groups is required"));
+        }
+        ("SubjectAccessReview", who)
     } else {
-        json!({"allowed": false, "reason": format!("{} is read-only", ctx.identity.user)})
+        ("SelfSubjectAccessReview", ctx.identity.clone())
+    };
+    let (allowed, reason) = crate::authz::decide(&who, &attrs);
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!(kind);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": reason})
+    } else {
+        json!({"allowed": false, "reason": reason})
     };
     Ok(json(StatusCode::CREATED, &review))
 }

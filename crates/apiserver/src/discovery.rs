@@ -37,7 +37,8 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
-fn wants_aggregated(headers: &HeaderMap) -> bool {
+/// Whether the client asks for aggregated discovery (v2).
+pub fn wants_aggregated(headers: &HeaderMap) -> bool {
     crate::table::prefers(headers, "as=APIGroupDiscoveryList")
 }
 
@@ -45,11 +46,16 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
 ///
 /// # Errors
 /// 404 for unknown groups or versions.
-pub fn serve(state: &ApiState, target: &Target, headers: &HeaderMap) -> Result<Response, ApiError> {
+pub fn serve(
+    state: &ApiState,
+    target: &Target,
+    headers: &HeaderMap,
+    remote: &[crate::aggregator::Group],
+) -> Result<Response, ApiError> {
     let all = state.registry.all();
     match target {
-        Target::CoreVersions if wants_aggregated(headers) => Ok(aggregated(&all, true)),
-        Target::Groups if wants_aggregated(headers) => Ok(aggregated(&all, false)),
+        Target::CoreVersions if wants_aggregated(headers) => Ok(aggregated(&all, true, &[])),
+        Target::Groups if wants_aggregated(headers) => Ok(aggregated(&all, false, remote)),
         Target::CoreVersions => Ok(Json(json!({
             "kind": "APIVersions",
             "versions": ["v1"],
@@ -63,6 +69,7 @@ pub fn serve(state: &ApiState, target: &Target, headers: &HeaderMap) -> Result<R
                 .into_iter()
                 .filter(|(g, _)| !g.is_empty())
                 .map(|(g, vs)| group_json(&g, &vs))
+                .chain(remote.iter().map(|r| group_json(&r.name, &remote_versions(r))))
                 .collect();
             Ok(Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response())
         }
@@ -72,6 +79,12 @@ pub fn serve(state: &ApiState, target: &Target, headers: &HeaderMap) -> Result<R
                 .groups()
                 .into_iter()
                 .find(|(name, _)| name == g)
+                .or_else(|| {
+                    remote
+                        .iter()
+                        .find(|r| &r.name == g)
+                        .map(|r| (r.name.clone(), remote_versions(r)))
+                })
                 .ok_or_else(ApiError::no_route)?;
             let mut v = group_json(g, &vs);
             v["kind"] = json!("APIGroup");
@@ -110,6 +123,10 @@ pub fn serve(state: &ApiState, target: &Target, headers: &HeaderMap) -> Result<R
     }
 }
 
+fn remote_versions(r: &crate::aggregator::Group) -> Vec<String> {
+    r.versions.iter().map(|(v, _)| v.clone()).collect()
+}
+
 fn group_json(g: &str, versions: &[String]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
@@ -118,7 +135,46 @@ fn group_json(g: &str, versions: &[String]) -> Value {
     json!({"name": g, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
-fn aggregated(all: &[ResourceType], core: bool) -> Response {
+/// An aggregated group's entry: each version's resources from the backend's APIResourceList (`name` `a/b` is
+/// subresource `b` of `a`); a version whose backend could not answer is `Stale` and empty.
+fn remote_entry(r: &crate::aggregator::Group) -> Value {
+    let versions: Vec<Value> = r
+        .versions
+        .iter()
+        .map(|(v, list)| {
+            let Some(list) = list.as_ref().and_then(Value::as_array) else {
+                return json!({"version": v, "freshness": "Stale", "resources": []});
+            };
+            let mut resources: Vec<Value> = Vec::new();
+            for item in list {
+                let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+                let scope = if item.get("namespaced").and_then(Value::as_bool).unwrap_or(true) { "Namespaced" } else { "Cluster" };
+                let kind = json!({"group": r.name, "version": v, "kind": item.get("kind").cloned().unwrap_or_default()});
+                let verbs = item.get("verbs").cloned().unwrap_or_else(|| json!([]));
+                match name.split_once('/') {
+                    None => resources.push(json!({"resource": name, "responseKind": kind, "scope": scope,
+                        "singularResource": item.get("singularName").cloned().unwrap_or_default(), "verbs": verbs, "subresources": []})),
+                    Some((parent, sub)) => {
+                        let entry = json!({"subresource": sub, "responseKind": kind, "verbs": verbs});
+                        match resources.iter_mut().find(|x| x["resource"] == parent) {
+                            Some(x) => {
+                                if let Some(a) = x["subresources"].as_array_mut() {
+                                    a.push(entry);
+                                }
+                            }
+                            None => resources.push(json!({"resource": parent, "responseKind": kind, "scope": scope,
+                                "singularResource": "", "verbs": [], "subresources": [entry]})),
+                        }
+                    }
+                }
+            }
+            json!({"version": v, "freshness": "Current", "resources": resources})
+        })
+        .collect();
+    json!({"metadata": {"name": r.name}, "versions": versions})
+}
+
+fn aggregated(all: &[ResourceType], core: bool, remote: &[crate::aggregator::Group]) -> Response {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for t in all.iter().filter(|t| t.group.is_empty() == core) {
         match groups.iter_mut().find(|(g, _)| *g == t.group) {
@@ -159,6 +215,7 @@ fn aggregated(all: &[ResourceType], core: bool) -> Response {
                 .collect();
             json!({"metadata": {"name": g}, "versions": versions})
         })
+        .chain(remote.iter().map(remote_entry))
         .collect();
     let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
     let mut resp = (StatusCode::OK, Json(body)).into_response();

@@ -5,8 +5,10 @@
 //! verb handlers ([`crud`], [`patch`], [`watch`]) → per-resource admission ([`admit`]) → [`apiserver_store::Store`].
 
 pub mod admit;
+pub mod aggregator;
 pub mod app;
 pub mod apply;
+pub mod authz;
 pub mod crud;
 pub mod discovery;
 pub mod fields;

@@ -110,6 +110,63 @@ pub(crate) fn load_or_make_pki(dir: &Path) -> Result<Pki, ServerError> {
     Ok(pki)
 }
 
+/// The front proxy's CA and the client certificate this server presents to aggregated API servers (CN
+/// `front-proxy-client`, as kubeadm names it), as PEM.
+#[derive(Clone)]
+pub(crate) struct FrontProxyPki {
+    pub(crate) ca: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+/// The CN aggregated API servers accept the front proxy's certificate from.
+pub(crate) const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
+pub(crate) fn load_or_make_front_proxy(dir: &Path) -> Result<FrontProxyPki, ServerError> {
+    let (ca_p, cert_p, key_p) = (
+        dir.join("front-proxy-ca.crt"),
+        dir.join("front-proxy-client.crt"),
+        dir.join("front-proxy-client.key"),
+    );
+    if ca_p.exists() && cert_p.exists() && key_p.exists() {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
+        return Ok(FrontProxyPki {
+            ca: read(&ca_p)?,
+            cert: read(&cert_p)?,
+            key: read(&key_p)?,
+        });
+    }
+    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kvbox-front-proxy-ca");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, FRONT_PROXY_CLIENT);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    let pki = FrontProxyPki {
+        ca: ca_cert.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    write_private(&ca_p, pki.ca.as_bytes())?;
+    write_private(&cert_p, pki.cert.as_bytes())?;
+    write_private(&key_p, pki.key.as_bytes())?;
+    Ok(pki)
+}
+
 pub(crate) fn load_or_make_token(path: &Path) -> Result<String, ServerError> {
     if let Ok(t) = std::fs::read_to_string(path)
         && !t.trim().is_empty()

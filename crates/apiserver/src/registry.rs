@@ -196,6 +196,14 @@ const BUILTINS: &[Builtin] = &[
         false,
         &[],
     ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        false,
+        &[],
+    ),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[]),
     (
         "rbac.authorization.k8s.io",

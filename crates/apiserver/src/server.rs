@@ -100,6 +100,40 @@ fn stamped(mut obj: Value) -> Value {
     obj
 }
 
+/// `kube-system/extension-apiserver-authentication`, where aggregated API servers learn whom to trust: the client CA
+/// and the front proxy's CA, allowed name and headers (kube-apiserver's keys).
+fn seed_extension_authentication(
+    store: &Store,
+    client_ca: &str,
+    front_proxy_ca: &str,
+) -> Result<(), ServerError> {
+    let key = "/registry/core/configmaps/kube-system/extension-apiserver-authentication";
+    let data = json!({
+        "client-ca-file": client_ca,
+        "requestheader-client-ca-file": front_proxy_ca,
+        "requestheader-allowed-names": format!("[\"{}\"]", crate::pki::FRONT_PROXY_CLIENT),
+        "requestheader-username-headers": "[\"X-Remote-User\"]",
+        "requestheader-group-headers": "[\"X-Remote-Group\"]",
+        "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+    });
+    // Rewritten at every start: the CAs are the data dir's.
+    let obj = stamped(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"}, "data": data}));
+    match store.get(key)? {
+        Some(kv) => {
+            let old: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            if old.get("data") != obj.get("data") {
+                let mut new = old;
+                new["data"] = obj["data"].clone();
+                let bytes = serde_json::to_vec(&new).map_err(|e| ServerError::Seed(e.to_string()))?;
+                store.update(key, bytes, kv.mod_revision)?;
+            }
+            Ok(())
+        }
+        None => seed(store, key, &obj),
+    }
+}
+
 /// Serves stored CRDs, installs ours and the system namespaces.
 ///
 /// # Errors
@@ -204,7 +238,12 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     let store = Store::sqlite(&dir.join("state.db"))?;
     let registry = Registry::default();
     bootstrap(&store, &registry)?;
+    let front_proxy = crate::pki::load_or_make_front_proxy(dir)?;
+    seed_extension_authentication(&store, &pki.ca, &front_proxy.ca)?;
+    let aggregator = crate::aggregator::Aggregator::new(&front_proxy.cert, &front_proxy.key)
+        .map_err(ServerError::Certificates)?;
     let state = Arc::new(ApiState {
+        aggregator: Some(aggregator),
         store: store.clone(),
         registry,
         watch_cache: Default::default(),

@@ -28,7 +28,7 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
@@ -68,14 +68,42 @@ impl ApiError {
     #[must_use]
     pub fn forbidden(user: &str, verb: &str, rt: Option<&ResourceType>, namespace: Option<&str>) -> Self {
         let (res, group) = rt.map_or(("", ""), |t| (t.plural.as_str(), t.group.as_str()));
+        Self::forbidden_for(user, verb, group, res, None, None, namespace)
+    }
+
+    /// 403 in kube-apiserver's words: `virtualmachines.subresources.kubevirt.io "vm" is forbidden: User "u" cannot
+    /// update resource "virtualmachines/stop" in API group "subresources.kubevirt.io" in the namespace "ns"`.
+    #[must_use]
+    pub fn forbidden_for(
+        user: &str,
+        verb: &str,
+        group: &str,
+        res: &str,
+        sub: Option<&str>,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Self {
         let scope = namespace
             .map(|n| format!(" in the namespace \"{n}\""))
             .unwrap_or_else(|| " at the cluster scope".into());
+        let qualified = if group.is_empty() {
+            res.to_string()
+        } else {
+            format!("{res}.{group}")
+        };
+        let subject = match name {
+            Some(n) => format!("{qualified} \"{n}\""),
+            None => qualified,
+        };
+        let full = match sub {
+            Some(s) => format!("{res}/{s}"),
+            None => res.to_string(),
+        };
         Self::new(
             403,
             "Forbidden",
             format!(
-                "{res} is forbidden: User \"{user}\" cannot {verb} resource \"{res}\" in API group \"{group}\"{scope}"
+                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"{group}\"{scope}"
             ),
         )
     }

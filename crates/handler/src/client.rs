@@ -33,6 +33,16 @@ pub enum ClientError {
     Http(String),
 }
 
+/// A handler that would not upgrade: its HTTP status and body (502 when it could not be reached).
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {body}")]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// The body (a Status object from our handler).
+    pub body: String,
+}
+
 /// A TLS stream to a handler.
 pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -132,6 +142,55 @@ impl HandlerClient {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| http(&e))?.to_bytes();
         Ok(Answer { status, body })
+    }
+
+    /// Asks the handler at `endpoint` to upgrade `path` to a websocket and hands back the raw upgraded connection
+    /// (the handshake done, frames untouched), for relays that pass another client's frames through.
+    ///
+    /// # Errors
+    /// Connecting failed, or the handler answered without upgrading: its status and body.
+    pub async fn upgrade(&self, endpoint: &str, path: &str) -> Result<hyper::upgrade::Upgraded, Refused> {
+        let tls = self.connect(endpoint).await.map_err(|e| Refused {
+            status: 502,
+            body: e.to_string(),
+        })?;
+        let fail = |e: &dyn std::fmt::Display| Refused {
+            status: 502,
+            body: format!("talking to the handler: {e}"),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| fail(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let req = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(path)
+            .header(http::header::HOST, SERVER_NAME)
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", key)
+            .header("Sec-WebSocket-Protocol", SUBPROTOCOL)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| fail(&e))?;
+        let mut resp = sender.send_request(req).await.map_err(|e| fail(&e))?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(Refused {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        hyper::upgrade::on(&mut resp).await.map_err(|e| fail(&e))
     }
 
     /// Opens the websocket stream at `path` (`…/console`, `…/vnc`) on the handler at `endpoint`.

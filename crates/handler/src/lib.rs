@@ -12,4 +12,5 @@ pub mod launcher;
 pub mod node;
 pub mod server;
 pub mod stream;
+pub mod tls;
 pub mod vmi;

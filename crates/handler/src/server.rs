@@ -6,7 +6,6 @@
 //! [`CLIENT_CN`]; others fail the handshake or are dropped right after it. The bound address is published on the
 //! Node ([`crate::node::ENDPOINT`]). Errors are Kubernetes `Status` objects.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +18,7 @@ use axum::routing::{get, put};
 use kube::api::Api;
 use kubevirt_api::v1::VirtualMachineInstance;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, UnixStream};
 
 use crate::certs::{self, CLIENT_CN};
 use crate::guestinfo;
@@ -167,6 +165,43 @@ impl Endpoint {
         Ok(StatusCode::OK.into_response())
     }
 
+    async fn freeze(&self, ns: &str, name: &str, body: &[u8]) -> Reply {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let timeout = v
+            .get("unfreezeTimeout")
+            .and_then(Value::as_str)
+            .and_then(go_duration_secs)
+            .ok_or_else(|| {
+                Failure(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Unfreeze timeout in freeze request is not set".into(),
+                )
+            })?;
+        let launcher = self.launcher(ns, name).await?;
+        launcher
+            .call(json!({"Freeze": {"unfreezeTimeoutSeconds": timeout}}), CALL)
+            .await?;
+        Ok(StatusCode::OK.into_response())
+    }
+
+    async fn screenshot(&self, ns: &str, name: &str) -> Reply {
+        let launcher = self.launcher(ns, name).await?;
+        let shot = launcher.call(json!("GetScreenshot"), CALL).await?;
+        let png = shot
+            .get("png")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok())
+            .ok_or_else(|| {
+                Failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "no screenshot".into(),
+                )
+            })?;
+        Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+    }
+
     async fn agent(&self, ns: &str, name: &str, what: &str) -> Reply {
         let launcher = self.launcher(ns, name).await?;
         let call = |c: &'static str| {
@@ -228,11 +263,29 @@ pub fn router(ep: Arc<Endpoint>) -> Router {
                 },
             ),
         );
+    router = router
+        .route(
+            &r("freeze"),
+            put(
+                |State(ep): State<Arc<Endpoint>>, Path((ns, name)): Vmi, body: axum::body::Bytes| async move {
+                    ep.freeze(&ns, &name, &body).await
+                },
+            ),
+        )
+        .route(
+            &r("vnc/screenshot"),
+            get(
+                |State(ep): State<Arc<Endpoint>>, Path((ns, name)): Vmi| async move {
+                    ep.screenshot(&ns, &name).await
+                },
+            ),
+        );
     for (op, command) in [
         ("pause", "Pause"),
         ("unpause", "Unpause"),
         ("softreboot", "SoftReboot"),
         ("reset", "Reset"),
+        ("unfreeze", "Unfreeze"),
     ] {
         router = router.route(
             &r(op),
@@ -256,70 +309,32 @@ pub fn router(ep: Arc<Endpoint>) -> Router {
     router.with_state(ep)
 }
 
-/// TLS connections that passed the handshake with virt-api's client certificate.
-struct TlsListener {
-    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            None => std::future::pending().await,
-        }
+/// Whole seconds of a Go duration (`5m0s`, `1h`, `90s`, `1500ms`), as metav1.Duration writes them.
+fn go_duration_secs(s: &str) -> Option<u64> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
     }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
     }
-}
-
-/// Accepts on `tcp`, handshakes (each connection on its own task) and passes on the connections of virt-api.
-fn accept_loop(tcp: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
-    let addr = tcp.local_addr()?;
-    let (tx, rx) = mpsc::channel(16);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        loop {
-            let (conn, peer) = match tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _ = conn.set_nodelay(true);
-                let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let cn = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| certs::common_name(c));
-                if cn.as_deref() != Some(CLIENT_CN) {
-                    tracing::warn!(%peer, ?cn, "refusing a client certificate that is not virt-api's");
-                    return;
-                }
-                let _ = tx.send((stream, peer)).await;
-            });
-        }
-    });
-    Ok(TlsListener { rx, addr })
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(total.ceil() as u64)
 }
 
 /// Serves `ep` on `tcp` once the handler's certificates can be read from `namespace` (retried until they exist),
@@ -339,15 +354,36 @@ pub async fn run(tcp: TcpListener, ep: Arc<Endpoint>, namespace: String) {
             }
         }
     };
-    let listener = match accept_loop(tcp, tls) {
+    let only_virt_api = |peer: &crate::tls::Peer| {
+        let ok = peer.cn.as_deref() == Some(CLIENT_CN);
+        if !ok {
+            tracing::warn!(peer = %peer.addr, cn = ?peer.cn, "refusing a client certificate that is not virt-api's");
+        }
+        ok
+    };
+    let listener = match crate::tls::listen(tcp, tls, only_virt_api) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "the handler endpoint cannot serve");
             return;
         }
     };
-    tracing::info!(addr = %listener.addr, "handler endpoint serving");
+    tracing::info!(addr = %listener.local_addr_now(), "handler endpoint serving");
     if let Err(e) = axum::serve(listener, router(ep)).await {
         tracing::error!(error = %e, "the handler endpoint stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration_secs;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(go_duration_secs("5m0s"), Some(300));
+        assert_eq!(go_duration_secs("1h2m3s"), Some(3723));
+        assert_eq!(go_duration_secs("1500ms"), Some(2));
+        assert_eq!(go_duration_secs(""), None);
+        assert_eq!(go_duration_secs("5 minutes"), None);
     }
 }

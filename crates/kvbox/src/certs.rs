@@ -1,7 +1,8 @@
 //! The KubeVirt CA and the handler endpoint's certificates, which box mode creates at first start the way upstream's
 //! virt-operator does in the install namespace: Secret `kubevirt-ca` (the CA, CN `kubevirt.io`), ConfigMap
 //! `kubevirt-ca` (its bundle), Secret `kubevirt-virt-handler-server-certs` (the handlers' serving certificate) and
-//! Secret `kubevirt-virt-handler-certs` (the client certificate virt-api presents to handlers). Objects that exist
+//! Secret `kubevirt-virt-handler-certs` (the client certificate virt-api presents to handlers) and Secret
+//! `kubevirt-virt-api-certs` (virt-api's serving certificate, for `virt-api.kubevirt.svc`). Objects that exist
 //! are kept; missing ones are made from the stored CA. This CA is not the API server's: users' client certificates
 //! cannot reach handlers. Certificates last ten years and are not rotated yet.
 
@@ -30,6 +31,8 @@ pub(crate) enum CertsError {
 }
 
 const CA_CN: &str = "kubevirt.io";
+/// virt-api's serving certificate (upstream's Secret name).
+pub(crate) const VIRT_API_SECRET: &str = "kubevirt-virt-api-certs";
 const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
 
 fn sign_err(e: rcgen::Error) -> CertsError {
@@ -137,25 +140,36 @@ pub(crate) async fn ensure(client: &kube::Client, ns: &str) -> Result<(), CertsE
     let ca_key = rcgen::KeyPair::from_pem(&ca_key).map_err(sign_err)?;
     let ca_params = ca_params()?;
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    for (name, server) in [(hc::SERVER_SECRET, true), (hc::CLIENT_SECRET, false)] {
+    let names = |service: &str| {
+        [
+            service.to_string(),
+            format!("{service}.{ns}"),
+            format!("{service}.{ns}.svc"),
+            format!("{service}.{ns}.svc.cluster.local"),
+        ]
+        .to_vec()
+    };
+    // (secret, CN, DNS names; none = a client certificate)
+    let wanted = [
+        (
+            hc::SERVER_SECRET,
+            hc::SERVER_CN.to_string(),
+            names("virt-handler"),
+        ),
+        (hc::CLIENT_SECRET, hc::CLIENT_CN.to_string(), Vec::new()),
+        (
+            VIRT_API_SECRET,
+            format!("virt-api.{ns}.pod.cluster.local"),
+            names("virt-api"),
+        ),
+    ];
+    for (name, cn, sans) in wanted {
         if get(name).await?.is_some() {
             continue;
         }
         let key = rcgen::KeyPair::generate().map_err(sign_err)?;
-        let sans = if server {
-            [
-                "virt-handler",
-                "virt-handler.kubevirt",
-                hc::SERVER_NAME,
-                "virt-handler.kubevirt.svc.cluster.local",
-            ]
-            .map(String::from)
-            .to_vec()
-        } else {
-            Vec::new()
-        };
+        let server = !sans.is_empty();
         let mut p = rcgen::CertificateParams::new(sans).map_err(sign_err)?;
-        let cn = if server { hc::SERVER_CN } else { hc::CLIENT_CN };
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         p.extended_key_usages = vec![if server {
             rcgen::ExtendedKeyUsagePurpose::ServerAuth

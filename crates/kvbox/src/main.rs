@@ -6,6 +6,7 @@ mod images;
 mod manifest;
 mod node;
 mod oci;
+mod virtapi;
 
 /// The install namespace: the KubeVirt CR, the CA and the handler certificates live there.
 pub(crate) const KUBEVIRT_NAMESPACE: &str = "kubevirt";

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -52,6 +53,16 @@ pub enum Command {
     GetUsers,
     /// Guest agent: file systems.
     GetFilesystems,
+    /// Guest agent: freeze the file systems (thawed again after `unfreezeTimeoutSeconds` unless sooner).
+    Freeze {
+        /// Seconds until an automatic thaw (0: none).
+        #[serde(rename = "unfreezeTimeoutSeconds", default)]
+        unfreeze_timeout_seconds: u64,
+    },
+    /// Guest agent: thaw the file systems.
+    Unfreeze,
+    /// The display as PNG (base64 in `png`).
+    GetScreenshot,
 }
 
 #[derive(Deserialize)]
@@ -199,18 +210,26 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             .map(|()| json!("reset"))
             .map_err(|e| e.to_string()),
         Command::SoftReboot => {
-            let qga = vm
-                .agent()
-                .await
-                .map_err(|e| format!("soft reboot needs the guest agent: {e}"))?;
-            // The agent does not answer a shutdown request; a timeout here is the normal case.
-            match qga
-                .execute("guest-shutdown", Some(json!({"mode": "reboot"})))
-                .await
-            {
-                Ok(_) | Err(qmp::QmpError::Timeout(_) | qmp::QmpError::Closed) => Ok(json!("rebooting")),
-                Err(e) => Err(e.to_string()),
+            // Through the guest agent when it can; otherwise (no agent, or the guest cannot reboot itself) over ACPI.
+            if let Ok(qga) = vm.agent().await {
+                // The agent does not answer a shutdown request; a timeout here is the normal case.
+                match qga
+                    .execute("guest-shutdown", Some(json!({"mode": "reboot"})))
+                    .await
+                {
+                    Ok(_) | Err(qmp::QmpError::Timeout(_) | qmp::QmpError::Closed) => {
+                        return Ok(json!("rebooting"));
+                    }
+                    Err(e) => tracing::info!(error = %e, "the guest agent could not reboot; using ACPI"),
+                }
             }
+            if !vm.domain.features.acpi {
+                return Err("the VMI has neither a working guest agent nor ACPI".into());
+            }
+            vm.acpi_reboot()
+                .await
+                .map(|()| json!("rebooting (ACPI)"))
+                .map_err(|e| e.to_string())
         }
         Command::Shutdown { grace_period_seconds } => {
             let vm = vm.clone();
@@ -248,6 +267,33 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             Ok(out)
         }
         Command::GetUsers => agent_call(vm, "guest-get-users").await,
+        Command::Freeze {
+            unfreeze_timeout_seconds,
+        } => {
+            let frozen = agent_call(vm, "guest-fsfreeze-freeze").await?;
+            if unfreeze_timeout_seconds > 0 {
+                let vm = vm.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(unfreeze_timeout_seconds)).await;
+                    let _ = agent_call(&vm, "guest-fsfreeze-thaw").await;
+                });
+            }
+            Ok(frozen)
+        }
+        Command::Unfreeze => agent_call(vm, "guest-fsfreeze-thaw").await,
+        Command::GetScreenshot => {
+            let file = vm.paths.qmp.with_file_name("screenshot.png");
+            let _ = std::fs::remove_file(&file);
+            q.execute(
+                "screendump",
+                Some(json!({"filename": file.display().to_string(), "format": "png"})),
+            )
+            .await
+            .map_err(|e| format!("screendump: {e}"))?;
+            let png = std::fs::read(&file).map_err(|e| format!("reading the screenshot: {e}"));
+            let _ = std::fs::remove_file(&file);
+            Ok(json!({"png": base64::engine::general_purpose::STANDARD.encode(png?)}))
+        }
         Command::GetFilesystems => agent_call(vm, "guest-get-fsinfo").await,
     }
 }

@@ -69,6 +69,8 @@ pub struct Vm {
     pub events: broadcast::Sender<serde_json::Value>,
     pid: u32,
     shutdown: Mutex<()>,
+    /// The next guest shutdown is a reboot (an ACPI soft reboot, as libvirt fakes it: reset instead of stopping).
+    reboot_on_shutdown: std::sync::atomic::AtomicBool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
@@ -159,6 +161,7 @@ impl Vm {
             events,
             pid,
             shutdown: Mutex::new(()),
+            reboot_on_shutdown: std::sync::atomic::AtomicBool::new(false),
         });
         vm.emit(&initial, "started");
         tokio::spawn(Self::follow_events(vm.clone()));
@@ -220,6 +223,17 @@ impl Vm {
                 }
                 "RESUME" if !cur.is_final() => vm.set(DomainState::Running, "RESUME"),
                 "SHUTDOWN" if cur.is_final() => vm.emit(&cur, "SHUTDOWN"),
+                "SHUTDOWN"
+                    if vm
+                        .reboot_on_shutdown
+                        .swap(false, std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    // -no-shutdown stopped the machine: start it over instead.
+                    let reset = vm.qmp.system_reset().await;
+                    let cont = vm.qmp.cont().await;
+                    tracing::info!(reset = ?reset.err(), cont = ?cont.err(), "soft reboot");
+                    vm.emit(&cur, "REBOOT");
+                }
                 "SHUTDOWN" => {
                     let guest = ev
                         .data
@@ -266,6 +280,16 @@ impl Vm {
         } else {
             vm.state.send_modify(|_| {});
         }
+    }
+
+    /// A soft reboot over ACPI: the power button, and the guest's shutdown turned into a reset.
+    ///
+    /// # Errors
+    /// QMP refused the power button.
+    pub async fn acpi_reboot(&self) -> Result<(), qmp::QmpError> {
+        self.reboot_on_shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.qmp.system_powerdown().await
     }
 
     /// ACPI power button, then a hard stop if the guest is still up after `grace`.

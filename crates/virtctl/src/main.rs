@@ -1,5 +1,14 @@
-//! `virtctl`: the command users type. Today only `version`; the lifecycle, console and VNC commands need virt-api
-//! (a later issue) and will reach the cluster only through the Kubernetes API.
+//! `virtctl`: the command users type, with upstream virtctl's commands, flags, output and exit codes (0, or 1 with
+//! the error on stderr). It reaches the cluster only through the Kubernetes API: `subresources.kubevirt.io`
+//! (served by virt-api behind the API server) and the core API (`expose`).
+
+mod client;
+mod commands;
+mod console;
+mod vnc;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -7,24 +16,168 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "virtctl", version, about)]
 struct Cli {
+    /// Path to the kubeconfig file (default: KUBECONFIG or ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// The namespace (default: the context's).
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the client version.
-    Version,
+/// `vm` or `vmi` (and their long forms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    /// A VirtualMachine.
+    #[value(alias = "vms", alias = "virtualmachine", alias = "virtualmachines")]
+    Vm,
+    /// A VirtualMachineInstance.
+    #[value(
+        alias = "vmis",
+        alias = "virtualmachineinstance",
+        alias = "virtualmachineinstances"
+    )]
+    Vmi,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Version => {
-            println!(
-                "Client Version: version.Info{{GitVersion:\"v{}\", Implementation:\"kubevirt-rs\"}}",
-                env!("CARGO_PKG_VERSION")
-            );
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a virtual machine.
+    Start {
+        /// The VM.
+        name: String,
+        /// Start the VM paused.
+        #[arg(long)]
+        paused: bool,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop a virtual machine.
+    Stop {
+        /// The VM.
+        name: String,
+        /// Seconds the guest gets to shut down (-1: the VMI's own).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        grace_period: i64,
+        /// Stop at once (with --grace-period 0 unless given).
+        #[arg(long)]
+        force: bool,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restart a virtual machine.
+    Restart {
+        /// The VM.
+        name: String,
+        /// With --force: seconds the guest gets (only 0 is supported).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        grace_period: i64,
+        /// Restart at once.
+        #[arg(long)]
+        force: bool,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Migrate a virtual machine to another node.
+    Migrate {
+        /// The VM.
+        name: String,
+        /// Extra node selector for the target node (key=value,...).
+        #[arg(long = "addedNodeSelector", value_delimiter = ',')]
+        added_node_selector: Vec<String>,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Pause a virtual machine (vm or vmi).
+    Pause {
+        /// vm or vmi.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Unpause a virtual machine (vm or vmi).
+    Unpause {
+        /// vm or vmi.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Reboot the guest gracefully (guest agent or ACPI).
+    SoftReboot {
+        /// The VMI.
+        name: String,
+    },
+    /// Reset the virtual machine (a hard reset).
+    Reset {
+        /// The VMI.
+        name: String,
+    },
+    /// The guest agent's OS information (JSON).
+    Guestosinfo {
+        /// The VMI.
+        name: String,
+    },
+    /// Users logged in to the guest (JSON).
+    Userlist {
+        /// The VMI.
+        name: String,
+    },
+    /// The guest's file systems (JSON).
+    Fslist {
+        /// The VMI.
+        name: String,
+    },
+    /// Connect to the serial console (escape: Ctrl+]).
+    Console {
+        /// The VMI.
+        name: String,
+        /// Minutes to keep trying while the VMI is not running yet.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Open a VNC connection (a local proxy; a viewer is started when one is installed).
+    Vnc(vnc::Args),
+    /// Create a Service for a vm, vmi or vmirs.
+    Expose(commands::ExposeArgs),
+    /// Print the client and server versions.
+    Version {
+        /// The client version only.
+        #[arg(short, long)]
+        client: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(commands::run(cli));
+    // Stdin readers of a console may still block: do not wait for them.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
         }
     }
-    Ok(())
 }

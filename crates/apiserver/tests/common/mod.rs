@@ -23,6 +23,7 @@ pub fn app() -> (axum::Router, Store) {
     let registry = Registry::default();
     apiserver::server::bootstrap(&store, &registry).unwrap();
     let state = Arc::new(ApiState {
+        aggregator: None,
         store: store.clone(),
         registry,
         watch_cache: Default::default(),

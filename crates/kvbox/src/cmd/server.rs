@@ -112,6 +112,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         crate::certs::ensure(&client, crate::KUBEVIRT_NAMESPACE)
             .await
             .context("creating the KubeVirt CA and the handler certificates")?;
+        let virt_api = crate::virtapi::start(&client)
+            .await
+            .context("starting virt-api")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
@@ -158,6 +161,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("kvbox server shutting down");
         trimmer.abort();
+        virt_api.abort();
         stop.notify_waiters();
         if let Some(node) = node {
             node.shutdown().await;

@@ -1,0 +1,276 @@
+//! The HTTPS server: upstream's routes under `/apis/subresources.kubevirt.io/{v1,v1alpha3}`, each request
+//! authenticated from the front proxy's headers and authorized with a SubjectAccessReview before it is handled;
+//! discovery, `version` and `healthz` are open, as upstream's allow-list has them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use handler::client::HandlerClient;
+use handler::tls::Peer;
+use serde_json::{Value, json};
+
+use crate::authn::RequestHeader;
+use crate::status::{Failure, Reply};
+
+/// The versions served.
+pub const VERSIONS: &[&str] = &["v1", "v1alpha3"];
+
+/// What every request needs.
+pub struct App {
+    /// The Kubernetes API.
+    pub client: kube::Client,
+    /// Whom to believe about callers.
+    pub request_header: RequestHeader,
+    /// The install namespace (the handler client certificate is there).
+    pub namespace: String,
+    handler: tokio::sync::OnceCell<HandlerClient>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// virt-api over `client`, trusting `request_header`, with the handler client certificate from `namespace`.
+    #[must_use]
+    pub fn new(client: kube::Client, request_header: RequestHeader, namespace: &str) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            request_header,
+            namespace: namespace.to_string(),
+            handler: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The client for handler endpoints (its certificate read once).
+    ///
+    /// # Errors
+    /// 500 when the certificate cannot be read.
+    pub async fn handler(&self) -> Result<&HandlerClient, Failure> {
+        self.handler
+            .get_or_try_init(|| HandlerClient::from_cluster(&self.client, &self.namespace))
+            .await
+            .map_err(|e| Failure::internal(format!("the handler client certificate: {e}")))
+    }
+}
+
+/// Subresources listed in discovery (upstream's list, less what is not served here yet).
+const RESOURCES: &[&str] = &[
+    "virtualmachineinstances/vnc",
+    "virtualmachineinstances/vnc/screenshot",
+    "virtualmachineinstances/console",
+    "virtualmachineinstances/pause",
+    "virtualmachineinstances/unpause",
+    "virtualmachineinstances/freeze",
+    "virtualmachineinstances/unfreeze",
+    "virtualmachineinstances/reset",
+    "virtualmachineinstances/softreboot",
+    "virtualmachines/start",
+    "virtualmachines/stop",
+    "virtualmachines/restart",
+    "virtualmachines/migrate",
+    "virtualmachineinstances/guestosinfo",
+    "virtualmachineinstances/userlist",
+    "virtualmachineinstances/filesystemlist",
+];
+
+fn resource_list(version: &str) -> Value {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .map(|r| json!({"name": r, "singularName": "", "namespaced": true, "kind": "", "verbs": null}))
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": format!("{}/{version}", crate::authz::GROUP), "resources": resources})
+}
+
+fn version_info() -> Value {
+    json!({
+        "gitVersion": concat!("v", env!("CARGO_PKG_VERSION"), "+kubevirt-rs"),
+        "gitCommit": "kubevirt-rs",
+        "gitTreeState": "clean",
+        "buildDate": "2026-12-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match app.client.apiserver_version().await {
+        Ok(v) => axum::Json(json!({"apiserver": {"connectivity": "ok", "version": v}})).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"apiserver": {"connectivity": "failed", "error": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
+/// Paths anyone may read (upstream's allow-list).
+fn open_path(path: &str) -> bool {
+    if matches!(
+        path,
+        "/" | "/apis" | "/healthz" | "/apis/subresources.kubevirt.io"
+    ) {
+        return true;
+    }
+    VERSIONS.iter().any(|v| {
+        let base = format!("/apis/subresources.kubevirt.io/{v}");
+        path == base || path == format!("{base}/version") || path == format!("{base}/healthz")
+    })
+}
+
+/// Authenticates and authorizes every request that is not open.
+async fn guard(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if open_path(&path) {
+        return next.run(req).await;
+    }
+    if peer.cn.is_none() {
+        return Failure::unauthorized("request is not authenticated").into_response();
+    }
+    let Some(caller) = app.request_header.caller(peer.cn.as_deref(), req.headers()) else {
+        return Failure::unauthorized("a valid user header is required for authorization").into_response();
+    };
+    // /apis/G/V/namespaces/NS/RES/NAME/SUB…
+    let segs: Vec<&str> = path.split('/').collect();
+    if segs.len() < 9 || segs[4] != "namespaces" {
+        return Failure::unauthorized(format!("unknown api endpoint: {path}")).into_response();
+    }
+    let resource = segs[6];
+    if !matches!(resource, "virtualmachineinstances" | "virtualmachines") {
+        return Failure::unauthorized(format!("unknown resource type {resource}")).into_response();
+    }
+    let mut sub: Vec<&str> = segs[8..].to_vec();
+    if sub.first() == Some(&"portforward") {
+        sub.truncate(1);
+    }
+    let subresource = sub.join("/");
+    let verb = match *req.method() {
+        axum::http::Method::PUT => "update",
+        axum::http::Method::POST => "create",
+        axum::http::Method::PATCH => "patch",
+        axum::http::Method::DELETE => "delete",
+        _ => "get",
+    };
+    let ask = crate::authz::Ask {
+        verb,
+        resource,
+        subresource: &subresource,
+        namespace: segs[5],
+        name: segs[7],
+    };
+    match crate::authz::check(&app.client, &caller, &ask).await {
+        Ok(()) => {}
+        Err(crate::Error::Forbidden(reason)) => return Failure::unauthorized(reason).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "access review failed");
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+type Op = Path<(String, String, String, String)>;
+
+async fn vm_op(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, body: Bytes) -> Reply {
+    match op.as_str() {
+        "start" => crate::vm::start(&app.client, &ns, &name, &body).await,
+        "stop" => crate::vm::stop(&app.client, &ns, &name, &body).await,
+        "restart" => crate::vm::restart(&app.client, &ns, &name, &body).await,
+        "migrate" => crate::vm::migrate(&app.client, &ns, &name, &body).await,
+        _ => Err(Failure::bad_request(format!("unknown api endpoint: {op}"))),
+    }
+}
+
+async fn vmi_put(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, body: Bytes) -> Reply {
+    crate::vmi::command(&app, &ns, &name, &op, &body).await
+}
+
+async fn vmi_get(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, req: Request) -> Reply {
+    match op.as_str() {
+        "guestosinfo" | "userlist" | "filesystemlist" => crate::vmi::guest(&app, &ns, &name, &op).await,
+        "console" | "vnc" => crate::stream::open(&app, &ns, &name, &op, req).await,
+        _ => Err(Failure::bad_request(format!("unknown api endpoint: {op}"))),
+    }
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    let base = "/apis/subresources.kubevirt.io/{version}";
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(&format!("{base}/healthz"), get(healthz))
+        .route(
+            &format!("{base}/version"),
+            get(|| async { axum::Json(version_info()) }),
+        )
+        .route(
+            base,
+            get(|Path(version): Path<String>| async move {
+                if VERSIONS.contains(&version.as_str()) {
+                    axum::Json(resource_list(&version)).into_response()
+                } else {
+                    axum::http::StatusCode::NOT_FOUND.into_response()
+                }
+            }),
+        )
+        .route(
+            "/apis/subresources.kubevirt.io",
+            get(|| async {
+                let versions: Vec<Value> = VERSIONS
+                    .iter()
+                    .map(|v| json!({"groupVersion": format!("subresources.kubevirt.io/{v}"), "version": v}))
+                    .collect();
+                axum::Json(json!({"kind": "APIGroup", "apiVersion": "v1", "name": "subresources.kubevirt.io",
+                    "versions": versions, "preferredVersion": versions[0]}))
+            }),
+        )
+        .route(&format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/{{op}}"), put(vm_op))
+        .route(&format!("{base}/namespaces/{{namespace}}/virtualmachineinstances/{{name}}/{{op}}"), put(vmi_put).get(vmi_get))
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/virtualmachineinstances/{{name}}/vnc/screenshot"),
+            get(|State(app): State<Arc<App>>, Path((_, ns, name)): Path<(String, String, String)>| async move {
+                crate::vmi::screenshot(&app, &ns, &name).await
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Serves `app` on `tcp` with the serving certificate `cert_pem`/`key_pem` until the task is dropped.
+///
+/// # Errors
+/// The certificates do not parse or the listener fails.
+pub async fn serve(
+    tcp: tokio::net::TcpListener,
+    app: Arc<App>,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(), crate::Error> {
+    let tls = app.request_header.server_config(cert_pem, key_pem)?;
+    let listener =
+        handler::tls::listen(tcp, tls, |_| true).map_err(|e| crate::Error::Setup(e.to_string()))?;
+    tracing::info!(addr = %listener.local_addr_now(), "virt-api serving");
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<Peer>(),
+    )
+    .await
+    .map_err(|e| crate::Error::Setup(e.to_string()))
+}
