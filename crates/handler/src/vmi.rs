@@ -429,6 +429,24 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             cs.iter()
                 .any(|c| c.r#type == "AgentConnected" && c.status == "True")
         });
+    if agent && !paused {
+        // Still there? (A rebooting or stopped agent must not stay "connected".)
+        let alive = conn
+            .launcher
+            .call(json!("GetGuestInfo"), Duration::from_secs(5))
+            .await
+            .is_ok_and(|info| info.get("agent").is_some_and(|a| !a.is_null()));
+        if !alive {
+            tracing::info!("guest agent disconnected");
+            patch_status(
+                &api,
+                &name,
+                json!({"conditions": with_condition(&vmi, "AgentConnected", None)}),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    }
     if !agent
         && !paused
         && let Ok(info) = conn

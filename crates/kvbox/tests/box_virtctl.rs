@@ -225,6 +225,14 @@ fn lifecycle_commands_behave_as_upstreams() {
     eventually("the guest up after the soft reboot", 150, || {
         b.serial(&uid).matches("test guest ready").count() == 3
     });
+    // The agent went away with the reboot and is reported again once it is back.
+    eventually("the agent connected after the reboot", 90, || {
+        b.get(
+            "vmi always",
+            r#"{.status.conditions[?(@.type=="AgentConnected")].status}"#,
+        ) == "True"
+            && ok(&b, &["guestosinfo", "always"]).contains("always-guest")
+    });
     assert!(running(&b, "always"));
     assert_eq!(
         b.get("vmi always", "{.metadata.uid}"),
@@ -247,6 +255,25 @@ fn lifecycle_commands_behave_as_upstreams() {
         migrations.starts_with("kubevirt-migrate-vm-") && migrations.ends_with(" always"),
         "{migrations}"
     );
+
+    // migrate-cancel: the unfinished migration is deleted (held by its finalizer until a migration controller
+    // lets go).
+    assert_eq!(
+        ok(&b, &["migrate-cancel", "always"]).trim(),
+        "VM always was scheduled to migrate-cancel"
+    );
+    let deleting = b.kubectl(&[
+        "get",
+        "vmim",
+        "-o",
+        "jsonpath={.items[0].metadata.deletionTimestamp}",
+    ]);
+    assert!(!deleting.is_empty(), "the migration is not being deleted");
+    let err = refused(&b, &["migrate-cancel", "manual"]);
+    assert!(err.contains("Found no migration to cancel for manual"), "{err}");
+    // Completion scripts for the shells.
+    let bash = ok(&b, &["completion", "bash"]);
+    assert!(bash.contains("virtctl") && bash.contains("complete"), "{bash}");
 
     // The read-only identity may look, not act or connect: 403 from the API server.
     for args in [

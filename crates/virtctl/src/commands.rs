@@ -34,6 +34,11 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         println!("Client Version: {}", client_version());
         return Ok(());
     }
+    if let Command::Completion { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "virtctl", &mut std::io::stdout());
+        return Ok(());
+    }
     let c = Cluster::connect(
         cli.kubeconfig.as_deref(),
         cli.context.as_deref(),
@@ -114,6 +119,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| format!("Error migrating VirtualMachine {e}"))?;
             println!("VM {name} was scheduled to migrate");
         }
+        Command::MigrateCancel { name, dry_run } => {
+            migrate_cancel(&c, &name, dry_run).await?;
+            println!("VM {name} was scheduled to migrate-cancel");
+        }
         Command::Pause { kind, name, dry_run } => {
             if kind == Kind::Vm {
                 vmi_of_vm(&c, &name, "pausing").await?;
@@ -160,6 +169,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Console { name, timeout } => crate::console::run(&c, &name, timeout).await?,
         Command::Vnc(args) => crate::vnc::run(&c, args).await?,
         Command::Expose(args) => expose(&c, args).await?,
+        Command::Completion { .. } => {}
         Command::Version { .. } => {
             println!("Client Version: {}", client_version());
             let server = server_version(&c)
@@ -168,6 +178,36 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             println!("Server Version: {server}");
         }
     }
+    Ok(())
+}
+
+/// `migrate-cancel`: deletes the VMI's migration that has not finished (upstream finds it by its
+/// `kubevirt.io/vmi-name` label).
+async fn migrate_cancel(c: &Cluster, name: &str, dry_run: bool) -> Result<(), Failure> {
+    use kubevirt_api::v1::VirtualMachineInstanceMigration;
+    let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(c.client.clone(), &c.namespace);
+    let list = api
+        .list(&kube::api::ListParams::default().labels(&format!("kubevirt.io/vmi-name=={name}")))
+        .await
+        // Upstream's words, double space included.
+        .map_err(|e| format!("Error fetching virtual machine instance migration list  {e}"))?;
+    let active = list.items.iter().find(|m| {
+        !matches!(
+            m.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    let Some(m) = active else {
+        return Err(format!("Found no migration to cancel for {name}"));
+    };
+    let mig = m.metadata.name.clone().unwrap_or_default();
+    let params = kube::api::DeleteParams {
+        dry_run,
+        ..Default::default()
+    };
+    api.delete(&mig, &params)
+        .await
+        .map_err(|e| format!("Error canceling migration {mig} of a VirtualMachine {name}: {e}"))?;
     Ok(())
 }
 

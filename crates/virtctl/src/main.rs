@@ -96,6 +96,14 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Cancel the migration of a virtual machine.
+    MigrateCancel {
+        /// The VM.
+        name: String,
+        /// Only validate the request.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pause a virtual machine (vm or vmi).
     Pause {
         /// vm or vmi.
@@ -153,6 +161,11 @@ enum Command {
     Vnc(vnc::Args),
     /// Create a Service for a vm, vmi or vmirs.
     Expose(commands::ExposeArgs),
+    /// Print a shell completion script (`source <(virtctl completion bash)`).
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the client and server versions.
     Version {
         /// The client version only.
