@@ -2,11 +2,13 @@
 //! server (box mode's or a cluster's). Callers are authenticated by the front proxy ([`authn`]) and authorized with
 //! SubjectAccessReviews ([`authz`]); VM lifecycle requests become patches of the VM as upstream writes them ([`vm`]);
 //! VMI requests go to the handler of the VMI's node ([`vmi`], over [`handler::client`]), console and VNC as
-//! websockets relayed byte for byte ([`stream`]). Errors are Kubernetes `Status` objects in upstream's words
+//! websockets relayed byte for byte ([`stream`]); port-forward tunnels dial the guest
+//! themselves ([`portforward`]). Errors are Kubernetes `Status` objects in upstream's words
 //! ([`status`]); [`server`] puts it together.
 
 pub mod authn;
 pub mod authz;
+pub mod portforward;
 pub mod server;
 pub mod status;
 pub mod stream;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -68,6 +70,7 @@ const RESOURCES: &[&str] = &[
     "virtualmachineinstances/vnc",
     "virtualmachineinstances/vnc/screenshot",
     "virtualmachineinstances/console",
+    "virtualmachineinstances/portforward",
     "virtualmachineinstances/pause",
     "virtualmachineinstances/unpause",
     "virtualmachineinstances/freeze",
@@ -210,6 +213,36 @@ async fn vmi_get(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, req: 
     }
 }
 
+type Params = Path<std::collections::HashMap<String, String>>;
+type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+
+async fn portforward(
+    app: &App,
+    resource: &str,
+    p: &std::collections::HashMap<String, String>,
+    ws: Upgrade,
+) -> Reply {
+    let at = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
+    crate::portforward::open(
+        app,
+        at("namespace"),
+        resource,
+        at("name"),
+        at("port"),
+        p.get("protocol").map(String::as_str),
+        ws,
+    )
+    .await
+}
+
+async fn portforward_vmi(State(app): State<Arc<App>>, Path(p): Params, ws: Upgrade) -> Reply {
+    portforward(&app, "virtualmachineinstances", &p, ws).await
+}
+
+async fn portforward_vm(State(app): State<Arc<App>>, Path(p): Params, ws: Upgrade) -> Reply {
+    portforward(&app, "virtualmachines", &p, ws).await
+}
+
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
     let base = "/apis/subresources.kubevirt.io/{version}";
@@ -248,6 +281,16 @@ pub fn router(app: Arc<App>) -> Router {
             get(|State(app): State<Arc<App>>, Path((_, ns, name)): Path<(String, String, String)>| async move {
                 crate::vmi::screenshot(&app, &ns, &name).await
             }),
+        )
+        .route(&format!("{base}/namespaces/{{namespace}}/virtualmachineinstances/{{name}}/portforward/{{port}}"), get(portforward_vmi))
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/virtualmachineinstances/{{name}}/portforward/{{port}}/{{protocol}}"),
+            get(portforward_vmi),
+        )
+        .route(&format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/portforward/{{port}}"), get(portforward_vm))
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/portforward/{{port}}/{{protocol}}"),
+            get(portforward_vm),
         )
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)

@@ -39,6 +39,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut cmd, "virtctl", &mut std::io::stdout());
         return Ok(());
     }
+    let origin = crate::ssh::Origin {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
     let c = Cluster::connect(
         cli.kubeconfig.as_deref(),
         cli.context.as_deref(),
@@ -169,6 +173,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Console { name, timeout } => crate::console::run(&c, &name, timeout).await?,
         Command::Vnc(args) => crate::vnc::run(&c, args).await?,
         Command::Expose(args) => expose(&c, args).await?,
+        Command::PortForward(args) => crate::portforward::run(&c, args).await?,
+        Command::Ssh(args) => crate::ssh::ssh(&origin, &c.namespace, &args).await?,
+        Command::Scp(args) => crate::ssh::scp(&origin, &c.namespace, &args).await?,
         Command::Completion { .. } => {}
         Command::Version { .. } => {
             println!("Client Version: {}", client_version());

@@ -1,10 +1,12 @@
 //! `virtctl`: the command users type, with upstream virtctl's commands, flags, output and exit codes (0, or 1 with
 //! the error on stderr). It reaches the cluster only through the Kubernetes API: `subresources.kubevirt.io`
-//! (served by virt-api behind the API server) and the core API (`expose`).
+//! (served by virt-api behind the API server) and the core API (`expose`); `ssh`/`scp` run the local OpenSSH client over `port-forward`.
 
 mod client;
 mod commands;
 mod console;
+mod portforward;
+mod ssh;
 mod vnc;
 
 use std::path::PathBuf;
@@ -159,6 +161,12 @@ enum Command {
     },
     /// Open a VNC connection (a local proxy; a viewer is started when one is installed).
     Vnc(vnc::Args),
+    /// Forward local ports to a vm or vmi (TYPE/NAME[/NAMESPACE] [PROTOCOL/]LOCAL[:REMOTE]...).
+    PortForward(portforward::Args),
+    /// Open an SSH connection to a vm or vmi (the local ssh client through port-forward).
+    Ssh(ssh::SshArgs),
+    /// Copy files to or from a vm or vmi (the local scp client through port-forward).
+    Scp(ssh::ScpArgs),
     /// Create a Service for a vm, vmi or vmirs.
     Expose(commands::ExposeArgs),
     /// Print a shell completion script (`source <(virtctl completion bash)`).

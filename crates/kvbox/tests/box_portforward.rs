@@ -1,0 +1,300 @@
+//! `virtctl port-forward`, `ssh` and `scp` against box mode, as a user types them: virt-api dials the VMI's
+//! interface address (the pod IP in `status.interfaces`) and tunnels TCP and UDP over websockets; ssh and scp run
+//! the local OpenSSH client through `port-forward --stdio`. Until guests have pod networking the far end is a
+//! server started in the VMI pod's network namespace (an echo server; dropbear for ssh and scp) — the virt-api,
+//! API server and virtctl path is the one a guest's own sshd will be reached by.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/node.rs"]
+mod node;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use node::{NodeBox, eventually};
+
+fn virtctl_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_kvbox")).with_file_name("virtctl");
+    assert!(p.exists(), "{} missing: build the workspace", p.display());
+    p
+}
+
+fn virtctl_cmd(b: &NodeBox, kubeconfig: &str) -> Command {
+    let mut c = Command::new(virtctl_bin());
+    c.env("KUBECONFIG", b.dir().join(kubeconfig))
+        .env("HOME", b.dir().join("home"));
+    c
+}
+
+fn virtctl(b: &NodeBox, kubeconfig: &str, args: &[&str]) -> (i32, String, String) {
+    let out = virtctl_cmd(b, kubeconfig).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Kills the process (and waits for it) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const ECHO: &str = r#"
+import socket, sys, threading
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(b"echo:" + d)
+    c.close()
+def tcp():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 7777))
+    s.listen()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", 7778))
+threading.Thread(target=tcp, daemon=True).start()
+while True:
+    d, a = u.recvfrom(4096)
+    u.sendto(b"udp:" + d, a)
+"#;
+
+/// Runs `argv` in the network namespace of the pod with `pod_uid`.
+fn in_pod(pod_uid: &str, argv: &[&str]) -> Killed {
+    Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &format!("kvbox-{pod_uid}")])
+            .args(argv)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn listening(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
+}
+
+/// Starts `virtctl port-forward ARGS` and returns it with the local ports it printed, in order.
+fn forward(b: &NodeBox, args: &[&str], count: usize) -> (Killed, Vec<u16>) {
+    let mut child = virtctl_cmd(b, "kubeconfig.yaml")
+        .arg("port-forward")
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let line = lines.next().expect("port-forward ended").unwrap();
+        // "forwarding tcp 127.0.0.1:PORT to REMOTE"
+        let local = line.split_whitespace().nth(2).unwrap();
+        ports.push(local.rsplit(':').next().unwrap().parse().unwrap());
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Killed(child), ports)
+}
+
+#[test]
+fn port_forward_ssh_and_scp_reach_the_vmis_address() {
+    let b = NodeBox::start(31, &[]);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
+    )
+    .unwrap()
+    .replace("name: testvm", "name: pf");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&text));
+    eventually("the VMI running with an address", 120, || {
+        !b.get("vmi pf", "{.status.interfaces[0].ipAddress}").is_empty()
+            && b.get("vmi pf", "{.status.phase}") == "Running"
+    });
+    let ip = b.get("vmi pf", "{.status.interfaces[0].ipAddress}");
+    let vmi_uid = b.get("vmi pf", "{.metadata.uid}");
+    let pod_uid = b.get(
+        &format!("pods -l kubevirt.io/created-by={vmi_uid}"),
+        "{.items[0].metadata.uid}",
+    );
+    let _echo = in_pod(&pod_uid, &["python3", "-c", ECHO]);
+    eventually("the echo server listening", 30, || {
+        listening(&format!("{ip}:7777"))
+    });
+
+    // TCP through a local port (0: any free one), for a VMI and a VM.
+    let (_fwd, ports) = forward(&b, &["vmi/pf", "0:7777", "udp/0:7778"], 2);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.write_all(b"hello").unwrap();
+    let mut got = [0u8; 10];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"echo:hello");
+    // A second connection gets its own tunnel.
+    let mut again = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    again.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    again.write_all(b"again").unwrap();
+    again.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"echo:again");
+    drop((conn, again));
+
+    // UDP: a datagram each way.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut reply = [0u8; 64];
+    let mut n = 0;
+    eventually("a UDP reply", 30, || {
+        udp.send_to(b"ping", ("127.0.0.1", ports[1])).unwrap();
+        match udp.recv(&mut reply) {
+            Ok(k) => {
+                n = k;
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    assert_eq!(&reply[..n], b"udp:ping");
+
+    // --stdio, on the VM (its VMI is found through the owner).
+    let mut stdio = virtctl_cmd(&b, "kubeconfig.yaml")
+        .args(["port-forward", "--stdio=true", "vm/pf/default", "7777"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    stdio.stdin.as_mut().unwrap().write_all(b"line\n").unwrap();
+    let mut out = String::new();
+    BufReader::new(stdio.stdout.take().unwrap())
+        .read_line(&mut out)
+        .unwrap();
+    assert_eq!(out, "echo:line\n");
+    drop(stdio.stdin.take());
+    assert!(stdio.wait().unwrap().success());
+
+    // Refusals: upstream's messages, a non-zero exit.
+    let refuse = |kc: &str, args: &[&str], want: &str| {
+        let (code, _, err) = virtctl(&b, kc, args);
+        assert_eq!(code, 1, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    refuse(
+        "kubeconfig.yaml",
+        &["port-forward", "--stdio", "vmi/nope", "22"],
+        "virtualmachineinstance.kubevirt.io \"nope\" not found",
+    );
+    refuse(
+        "kubeconfig.yaml",
+        &["port-forward", "--stdio", "vmi/pf", "1"],
+        "dialing VM",
+    );
+    refuse(
+        "kubeconfig.yaml",
+        &["port-forward", "pod/pf", "1"],
+        "unsupported resource type 'pod'",
+    );
+    refuse(
+        "kubeconfig-view.yaml",
+        &["port-forward", "--stdio", "vmi/pf", "7777"],
+        "forbidden",
+    );
+    let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &["pause", "vmi", "pf"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the Paused condition", 60, || {
+        b.get("vmi pf", "{.status.conditions[?(@.type==\"Paused\")].status}") == "True"
+    });
+    refuse(
+        "kubeconfig.yaml",
+        &["port-forward", "--stdio", "vmi/pf", "7777"],
+        "VMI is paused",
+    );
+    let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &["unpause", "vmi", "pf"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("unpaused", 60, || {
+        b.get("vmi pf", "{.status.conditions[?(@.type==\"Paused\")].status}")
+            .is_empty()
+    });
+
+    // ssh and scp: the local OpenSSH client with virtctl as its ProxyCommand. dropbear runs in the pod's network
+    // namespace with a private /root holding the authorized key.
+    let keys = b.dir().join("sshkeys");
+    let root = b.dir().join("pod-root");
+    std::fs::create_dir_all(root.join(".ssh")).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let id = keys.join("id");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&id));
+    run(Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(keys.join("host")));
+    std::fs::copy(id.with_extension("pub"), root.join(".ssh/authorized_keys")).unwrap();
+    let script = format!(
+        "mount --bind {} /root && exec dropbear -F -E -s -p 22 -r {} -P {}",
+        root.display(),
+        keys.join("host").display(),
+        keys.join("dropbear.pid").display()
+    );
+    let _sshd = in_pod(
+        &pod_uid,
+        &["unshare", "-m", "--propagation", "private", "sh", "-c", &script],
+    );
+    eventually("dropbear listening", 30, || listening(&format!("{ip}:22")));
+    let id_s = id.display().to_string();
+    let quiet = [
+        "-t",
+        "-o StrictHostKeyChecking=no",
+        "-t",
+        "-o UserKnownHostsFile=/dev/null",
+        "-t",
+        "-o LogLevel=ERROR",
+    ];
+    let mut ssh: Vec<&str> = vec!["ssh", "root@vmi/pf", "-i", &id_s];
+    ssh.extend(quiet);
+    ssh.extend([
+        "-c",
+        "echo ssh-$((6*7)) $(cat /root/.ssh/authorized_keys | wc -l)",
+    ]);
+    let (code, out, err) = virtctl(&b, "kubeconfig.yaml", &ssh);
+    assert_eq!(code, 0, "virtctl ssh: {err}");
+    assert_eq!(out.trim(), "ssh-42 1");
+
+    let local = b.dir().join("upload.txt");
+    std::fs::write(&local, "copied through the tunnel\n").unwrap();
+    let remote = b.dir().join("remote.txt");
+    let dest = format!("root@vm/pf/default:{}", remote.display());
+    let local_s = local.display().to_string();
+    let mut scp: Vec<&str> = vec!["scp", "-i", &id_s];
+    scp.extend(quiet);
+    scp.extend(["-t", "-O", &local_s, &dest]);
+    let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &scp);
+    assert_eq!(code, 0, "virtctl scp: {err}");
+    assert_eq!(
+        std::fs::read_to_string(&remote).unwrap(),
+        "copied through the tunnel\n"
+    );
+    let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &["scp", "a", "b"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("none of the two provided locations seems to be a remote location"),
+        "{err}"
+    );
+}
