@@ -3,7 +3,8 @@
 //! SubjectAccessReviews ([`authz`]); VM lifecycle requests become patches of the VM as upstream writes them ([`vm`]);
 //! VMI requests go to the handler of the VMI's node ([`vmi`], over [`handler::client`]), console and VNC as
 //! websockets relayed byte for byte ([`stream`]); port-forward tunnels dial the guest
-//! themselves ([`portforward`]). Errors are Kubernetes `Status` objects in upstream's words
+//! themselves ([`portforward`]); volume hotplug requests are recorded on
+//! the VM or VMI ([`volumes`]). Errors are Kubernetes `Status` objects in upstream's words
 //! ([`status`]); [`server`] puts it together.
 
 pub mod authn;
@@ -14,6 +15,7 @@ pub mod status;
 pub mod stream;
 pub mod vm;
 pub mod vmi;
+pub mod volumes;
 
 /// Why virt-api could not start or a call to the cluster failed.
 #[derive(Debug, thiserror::Error)]

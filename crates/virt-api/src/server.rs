@@ -77,6 +77,8 @@ const RESOURCES: &[&str] = &[
     "virtualmachineinstances/unfreeze",
     "virtualmachineinstances/reset",
     "virtualmachineinstances/softreboot",
+    "virtualmachineinstances/addvolume",
+    "virtualmachineinstances/removevolume",
     "virtualmachines/start",
     "virtualmachines/stop",
     "virtualmachines/restart",
@@ -197,11 +199,33 @@ async fn vm_op(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, body: B
         "stop" => crate::vm::stop(&app.client, &ns, &name, &body).await,
         "restart" => crate::vm::restart(&app.client, &ns, &name, &body).await,
         "migrate" => crate::vm::migrate(&app.client, &ns, &name, &body).await,
+        "addvolume" | "removevolume" => {
+            crate::volumes::handle(
+                &app.client,
+                &ns,
+                "virtualmachines",
+                &name,
+                op == "addvolume",
+                &body,
+            )
+            .await
+        }
         _ => Err(Failure::bad_request(format!("unknown api endpoint: {op}"))),
     }
 }
 
 async fn vmi_put(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, body: Bytes) -> Reply {
+    if matches!(op.as_str(), "addvolume" | "removevolume") {
+        return crate::volumes::handle(
+            &app.client,
+            &ns,
+            "virtualmachineinstances",
+            &name,
+            op == "addvolume",
+            &body,
+        )
+        .await;
+    }
     crate::vmi::command(&app, &ns, &name, &op, &body).await
 }
 

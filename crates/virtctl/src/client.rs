@@ -117,6 +117,26 @@ impl Cluster {
         }
     }
 
+    /// `PUT path` with `body`; an error keeps the HTTP status (0: no answer).
+    ///
+    /// # Errors
+    /// The status and [`CallError`].
+    pub(crate) async fn put_status(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), (u16, CallError)> {
+        let (status, bytes) = self
+            .send(Method::PUT, path, body.to_string().into_bytes())
+            .await
+            .map_err(|e| (0, e))?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err((status, CallError::Server(message(status, &bytes))))
+        }
+    }
+
     /// `GET path`: the body, or the server's message.
     ///
     /// # Errors

@@ -173,6 +173,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Console { name, timeout } => crate::console::run(&c, &name, timeout).await?,
         Command::Vnc(args) => crate::vnc::run(&c, args).await?,
         Command::Expose(args) => expose(&c, args).await?,
+        Command::Addvolume(args) => crate::volumes::add(&c, args).await?,
+        Command::Removevolume(args) => crate::volumes::remove(&c, args).await?,
         Command::PortForward(args) => crate::portforward::run(&c, args).await?,
         Command::Ssh(args) => crate::ssh::ssh(&origin, &c.namespace, &args).await?,
         Command::Scp(args) => crate::ssh::scp(&origin, &c.namespace, &args).await?,

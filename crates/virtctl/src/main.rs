@@ -8,6 +8,7 @@ mod console;
 mod portforward;
 mod ssh;
 mod vnc;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -161,6 +162,10 @@ enum Command {
     },
     /// Open a VNC connection (a local proxy; a viewer is started when one is installed).
     Vnc(vnc::Args),
+    /// Add a volume (a DataVolume or PVC) to a VM or VMI.
+    Addvolume(volumes::AddArgs),
+    /// Remove a hotplugged volume from a VM or VMI.
+    Removevolume(volumes::RemoveArgs),
     /// Forward local ports to a vm or vmi (TYPE/NAME[/NAMESPACE] [PROTOCOL/]LOCAL[:REMOTE]...).
     PortForward(portforward::Args),
     /// Open an SSH connection to a vm or vmi (the local ssh client through port-forward).
