@@ -1,7 +1,7 @@
 //! `virtctl addvolume` / `removevolume` against box mode: where upstream records a hotplug request (the VM's template
 //! under `DeclarativeHotplugVolumes`, the VM's `status.volumeRequests` under `HotplugVolumes`, a standalone VMI's
 //! spec), the checks and messages on the way (unknown sources, duplicates, volumes that are not hotpluggable), and
-//! dry runs that change nothing. Attaching the disk inside the guest is the storage side's and not tested here.
+//! dry runs that change nothing; and `virtctl create vm`'s manifest applied and running. Attaching the disk inside the guest is the storage side's and not tested here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -73,6 +73,24 @@ fn hotplug_requests_are_recorded_where_upstream_records_them() {
     )
     .unwrap();
     b.kubectl_in(&["apply", "-f", "-"], Some(PVC));
+
+    // `virtctl create vm` prints a manifest that kubectl applies and that runs.
+    let manifest = ok(
+        &b,
+        &[
+            "create",
+            "vm",
+            "--name=made",
+            "--memory=128Mi",
+            "--termination-grace-period=5",
+            "--volume-containerdisk=src:kubevirt-rs/test-guest:latest,name:root,bootorder:1",
+        ],
+    );
+    assert!(
+        manifest.contains("image: kubevirt-rs/test-guest:latest"),
+        "{manifest}"
+    );
+    b.kubectl_in(&["apply", "-f", "-"], Some(&manifest));
     b.kubectl_in(
         &["apply", "-f", "-"],
         Some(
@@ -192,6 +210,14 @@ fn hotplug_requests_are_recorded_where_upstream_records_them() {
     ok(&b, &["removevolume", "solo", "--volume-name=hp-disk"]);
     assert!(!names(&json(&b, "vmi solo")["spec"]["volumes"]).contains(&"hp-disk".to_string()));
     assert_eq!(b.get("vmi solo", "{.status.phase}"), "Running");
+
+    eventually("the VM from `create vm` running", 120, || {
+        b.get("vmi made", "{.status.phase}") == "Running"
+    });
+    assert_eq!(
+        b.get("vmi made", "{.spec.domain.devices.disks[0].bootOrder}"),
+        "1"
+    );
 
     // HotplugVolumes: a VM's requests go to its status for the VM controller.
     b.kubectl(&[

@@ -39,6 +39,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut cmd, "virtctl", &mut std::io::stdout());
         return Ok(());
     }
+    if let Command::Create {
+        what: crate::CreateWhat::Vm(args),
+    } = &cli.command
+    {
+        return crate::create::run(args, cli.namespace.as_deref());
+    }
     let origin = crate::ssh::Origin {
         kubeconfig: cli.kubeconfig.clone(),
         context: cli.context.clone(),
@@ -178,7 +184,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::PortForward(args) => crate::portforward::run(&c, args).await?,
         Command::Ssh(args) => crate::ssh::ssh(&origin, &c.namespace, &args).await?,
         Command::Scp(args) => crate::ssh::scp(&origin, &c.namespace, &args).await?,
-        Command::Completion { .. } => {}
+        Command::Completion { .. } | Command::Create { .. } => {}
         Command::Version { .. } => {
             println!("Client Version: {}", client_version());
             let server = server_version(&c)

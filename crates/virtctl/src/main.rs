@@ -5,6 +5,8 @@
 mod client;
 mod commands;
 mod console;
+mod create;
+mod create_volumes;
 mod portforward;
 mod ssh;
 mod vnc;
@@ -174,6 +176,11 @@ enum Command {
     Scp(ssh::ScpArgs),
     /// Create a Service for a vm, vmi or vmirs.
     Expose(commands::ExposeArgs),
+    /// Create a manifest (printed, not applied).
+    Create {
+        #[command(subcommand)]
+        what: CreateWhat,
+    },
     /// Print a shell completion script (`source <(virtctl completion bash)`).
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -185,6 +192,13 @@ enum Command {
         #[arg(short, long)]
         client: bool,
     },
+}
+
+/// What `create` makes.
+#[derive(Debug, Subcommand)]
+enum CreateWhat {
+    /// A VirtualMachine manifest.
+    Vm(create::VmArgs),
 }
 
 fn main() -> ExitCode {
