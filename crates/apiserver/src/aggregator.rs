@@ -182,6 +182,51 @@ fn remote_services(state: &ApiState) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
+/// The `IP:PORT` of Service `ns/name`'s endpoint for service port `port` (the endpoint port of the same name, or the
+/// only one) — how box mode reaches a Service without cluster networking.
+///
+/// # Errors
+/// 503 when the Service, its port or a ready endpoint is missing.
+pub fn service_address(state: &ApiState, ns: &str, name: &str, port: i64) -> Result<String, ApiError> {
+    let service = get(state, &format!("/registry/core/services/{ns}/{name}"))?
+        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" not found")))?;
+    // The service port the APIService names, then the endpoint port of the same name (or the only one).
+    let port_name = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("port").and_then(Value::as_i64) == Some(port))
+        .map(|p| {
+            p.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" has no port {port}")))?;
+    let endpoints = get(state, &format!("/registry/core/endpoints/{ns}/{name}"))?.unwrap_or_default();
+    endpoints
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|subset| {
+            let ip = subset.pointer("/addresses/0/ip")?.as_str()?;
+            let ports = subset.get("ports")?.as_array()?;
+            let p = ports
+                .iter()
+                .find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name)
+                .or_else(|| (ports.len() == 1).then(|| &ports[0]))?;
+            let port = p.get("port")?.as_i64()?;
+            Some(if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            })
+        })
+        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" has no ready endpoint")))
+}
+
 /// The backend of the path's group-version when an APIService sends it to a service (`None`: served here).
 ///
 /// # Errors
@@ -214,43 +259,7 @@ pub fn backend(state: &ApiState, path: &str) -> Result<Option<Backend>, ApiError
     };
     let (ns, name) = (s("namespace"), s("name"));
     let port = sref.get("port").and_then(Value::as_i64).unwrap_or(443);
-    let service = get(state, &format!("/registry/core/services/{ns}/{name}"))?
-        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" not found")))?;
-    // The service port the APIService names, then the endpoint port of the same name (or the only one).
-    let port_name = service
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|p| p.get("port").and_then(Value::as_i64) == Some(port))
-        .map(|p| {
-            p.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        })
-        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" has no port {port}")))?;
-    let endpoints = get(state, &format!("/registry/core/endpoints/{ns}/{name}"))?.unwrap_or_default();
-    let addr = endpoints
-        .get("subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find_map(|subset| {
-            let ip = subset.pointer("/addresses/0/ip")?.as_str()?;
-            let ports = subset.get("ports")?.as_array()?;
-            let p = ports
-                .iter()
-                .find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name)
-                .or_else(|| (ports.len() == 1).then(|| &ports[0]))?;
-            let port = p.get("port")?.as_i64()?;
-            Some(if ip.contains(':') {
-                format!("[{ip}]:{port}")
-            } else {
-                format!("{ip}:{port}")
-            })
-        })
-        .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" has no ready endpoint")))?;
+    let addr = service_address(state, &ns, &name, port)?;
     let insecure = svc
         .pointer("/spec/insecureSkipTLSVerify")
         .and_then(Value::as_bool)

@@ -5,9 +5,9 @@
 //!    a JSONPatch in the response is applied to the object. Then built-in admission, then validating webhooks.
 //! 2. A webhook matches by `rules` (operations, apiGroups, apiVersions, resources incl. `*` and `res/sub`, scope),
 //!    `objectSelector` and `namespaceSelector` (label selectors).
-//! 3. A webhook is reached at `clientConfig.url` over HTTPS, trusting `clientConfig.caBundle`, with a deadline of
-//!    `timeoutSeconds` (default 10). `clientConfig.service` needs cluster networking, which box mode does not have: it
-//!    counts as a call failure. Failures obey `failurePolicy` (default `Fail`: the request is refused with 500).
+//! 3. A webhook is reached at `clientConfig.url`, or at `clientConfig.service` through that Service's Endpoints (the
+//!    certificate must then name `NAME.NAMESPACE.svc`, as in a cluster), over HTTPS, trusting `clientConfig.caBundle`,
+//!    with a deadline of `timeoutSeconds` (default 10). Failures obey `failurePolicy` (default `Fail`: the request is refused with 500).
 //! 4. A denial becomes the response's `status` (code, default 403), message `admission webhook "NAME" denied the
 //!    request: …`; `warnings` are passed to the client.
 //!
@@ -224,7 +224,15 @@ fn review(ctx: &Ctx, uid: &str, operation: &str, obj: &Value, old: Option<&Value
 /// Why a call failed (before `failurePolicy` decides what that means).
 type CallError = String;
 
-async fn post(url: &str, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Value, CallError> {
+/// Where a webhook is reached: the address to connect to, the name its certificate must carry, the request path.
+struct Target {
+    host: String,
+    port: u16,
+    server_name: String,
+    path: String,
+}
+
+fn url_target(url: &str) -> Result<Target, CallError> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad url {url:?}: {e}"))?;
     if uri.scheme_str() != Some("https") {
         return Err(format!("webhook url {url:?} must use https"));
@@ -233,7 +241,39 @@ async fn post(url: &str, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Valu
         .host()
         .ok_or_else(|| format!("webhook url {url:?} has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = uri.port_u16().unwrap_or(443);
+    Ok(Target {
+        port: uri.port_u16().unwrap_or(443),
+        server_name: host.clone(),
+        host,
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+    })
+}
+
+/// `clientConfig.service`: the Service's endpoint (as API aggregation reaches it), verified as `NAME.NS.svc`.
+fn service_target(ctx: &Ctx, svc: &Value) -> Result<Target, CallError> {
+    let s = |k: &str| svc.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (ns, name) = (s("namespace"), s("name"));
+    let port = svc.get("port").and_then(Value::as_i64).unwrap_or(443);
+    let addr =
+        crate::aggregator::service_address(&ctx.state, &ns, &name, port).map_err(|e| e.message.clone())?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("bad endpoint address {addr}"))?;
+    Ok(Target {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port: port.parse().map_err(|_| format!("bad endpoint address {addr}"))?,
+        server_name: format!("{name}.{ns}.svc"),
+        path: svc.get("path").and_then(Value::as_str).unwrap_or("/").to_string(),
+    })
+}
+
+async fn post(t: Target, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Value, CallError> {
+    let Target {
+        host,
+        port,
+        server_name,
+        path,
+    } = t;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_bundle.unwrap_or_default()) {
         let c = c.map_err(|e| format!("caBundle: {e}"))?;
@@ -245,7 +285,7 @@ async fn post(url: &str, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Valu
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
+    let name = ServerName::try_from(server_name.clone()).map_err(|e| format!("{server_name}: {e}"))?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
@@ -257,9 +297,8 @@ async fn post(url: &str, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Valu
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let req = http::Request::post(path)
-        .header(http::header::HOST, format!("{host}:{port}"))
+    let req = http::Request::post(path.as_str())
+        .header(http::header::HOST, format!("{server_name}:{port}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
@@ -278,7 +317,7 @@ async fn post(url: &str, ca_bundle: Option<&[u8]>, body: Vec<u8>) -> Result<Valu
 }
 
 /// Calls one webhook; `Ok(None)` when it failed and `failurePolicy: Ignore` lets the request through.
-fn call(hook: &Value, review: &Value) -> Result<Option<Value>, ApiError> {
+fn call(ctx: &Ctx, hook: &Value, review: &Value) -> Result<Option<Value>, ApiError> {
     let name = hook.get("name").and_then(Value::as_str).unwrap_or_default();
     let timeout = hook
         .get("timeoutSeconds")
@@ -290,11 +329,19 @@ fn call(hook: &Value, review: &Value) -> Result<Option<Value>, ApiError> {
         .get("caBundle")
         .and_then(Value::as_str)
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-    let result: Result<Value, CallError> = match cc.get("url").and_then(Value::as_str) {
-        None => Err("clientConfig.service is not reachable in box mode: register the webhook by url".into()),
-        Some(url) => {
+    let target = match (
+        cc.get("url").and_then(Value::as_str),
+        cc.get("service").filter(|s| !s.is_null()),
+    ) {
+        (Some(url), _) => url_target(url),
+        (None, Some(svc)) => service_target(ctx, svc),
+        (None, None) => Err("clientConfig has neither url nor service".into()),
+    };
+    let result: Result<Value, CallError> = match target {
+        Err(e) => Err(e),
+        Ok(target) => {
             let body = serde_json::to_vec(review).unwrap_or_default();
-            let fut = tokio::time::timeout(Duration::from_secs(timeout), post(url, ca.as_deref(), body));
+            let fut = tokio::time::timeout(Duration::from_secs(timeout), post(target, ca.as_deref(), body));
             match tokio::runtime::Handle::try_current() {
                 Ok(h) => h
                     .block_on(fut)
@@ -341,7 +388,7 @@ pub fn run(
             .unwrap_or_default()
             .to_string();
         let uid = uuid::Uuid::new_v4().to_string();
-        let Some(answer) = call(hook, &review(ctx, &uid, operation, &obj, old))? else {
+        let Some(answer) = call(ctx, hook, &review(ctx, &uid, operation, &obj, old))? else {
             continue;
         };
         let resp = answer.get("response").cloned().unwrap_or_default();

@@ -4,7 +4,8 @@
 //! VMI requests go to the handler of the VMI's node ([`vmi`], over [`handler::client`]), console and VNC as
 //! websockets relayed byte for byte ([`stream`]); port-forward tunnels dial the guest
 //! themselves ([`portforward`]); volume hotplug requests are recorded on
-//! the VM or VMI ([`volumes`]). Errors are Kubernetes `Status` objects in upstream's words
+//! the VM or VMI ([`volumes`]). For a cluster's kube-apiserver it also serves KubeVirt's admission
+//! webhooks ([`webhooks`]). Errors are Kubernetes `Status` objects in upstream's words
 //! ([`status`]); [`server`] puts it together.
 
 pub mod authn;
@@ -16,6 +17,7 @@ pub mod stream;
 pub mod vm;
 pub mod vmi;
 pub mod volumes;
+pub mod webhooks;
 
 /// Why virt-api could not start or a call to the cluster failed.
 #[derive(Debug, thiserror::Error)]

@@ -122,6 +122,10 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 
 /// Paths anyone may read (upstream's allow-list).
 fn open_path(path: &str) -> bool {
+    // Admission reviews come from kube-apiserver, not through the front proxy.
+    if crate::webhooks::PATHS.iter().any(|(p, _)| *p == path) {
+        return true;
+    }
     if matches!(
         path,
         "/" | "/apis" | "/healthz" | "/apis/subresources.kubevirt.io"
@@ -270,7 +274,16 @@ async fn portforward_vm(State(app): State<Arc<App>>, Path(p): Params, ws: Upgrad
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
     let base = "/apis/subresources.kubevirt.io/{version}";
-    Router::new()
+    let mut r = Router::new();
+    for (path, kind) in crate::webhooks::PATHS {
+        r = r.route(
+            path,
+            axum::routing::post(move |state: State<Arc<App>>, body: Bytes| {
+                crate::webhooks::review(state, kind, body)
+            }),
+        );
+    }
+    r
         .route("/healthz", get(healthz))
         .route(&format!("{base}/healthz"), get(healthz))
         .route(
