@@ -136,6 +136,11 @@ fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<Strin
         ("", "namespaces") => {
             obj["status"] = json!({"phase": "Active"});
         }
+        ("", "services") => {
+            let taken =
+                crate::services::Taken::from_services(&all_under(ctx, "/registry/core/services/")?, "");
+            crate::services::prepare(&mut obj, None, ctx.state.service_range, &taken)?;
+        }
         ("", "pods") => {
             // As kube-apiserver's pod strategy: a new pod is Pending, with its QoS class.
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
@@ -209,7 +214,16 @@ fn crd_status(crd: &Value, types: &[crate::registry::ResourceType]) -> Value {
 /// 422 when the new object is invalid.
 pub fn on_update(ctx: &Ctx, new: Value, old: &Value) -> Result<(Value, Vec<String>), ApiError> {
     let (new, mut warnings) = webhook::run(ctx, Phase::Mutating, "UPDATE", new, Some(old))?;
-    let new = builtin_update(ctx, new)?;
+    let mut new = builtin_update(ctx, new)?;
+    if ctx.rt.group.is_empty() && ctx.rt.plural == "services" {
+        let key = format!(
+            "{}/{}",
+            meta_str(&new, "namespace").unwrap_or_default(),
+            meta_str(&new, "name").unwrap_or_default()
+        );
+        let taken = crate::services::Taken::from_services(&all_under(ctx, "/registry/core/services/")?, &key);
+        crate::services::prepare(&mut new, Some(old), ctx.state.service_range, &taken)?;
+    }
     let (new, more) = webhook::run(ctx, Phase::Validating, "UPDATE", new, Some(old))?;
     warnings.extend(more);
     Ok((new, warnings))

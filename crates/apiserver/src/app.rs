@@ -54,6 +54,8 @@ pub struct ApiState {
     pub metrics: crate::metrics::Metrics,
     /// API aggregation (APIServices served by other servers); `None` serves only local groups.
     pub aggregator: Option<crate::aggregator::Aggregator>,
+    /// Where Services get their cluster IPs.
+    pub service_range: crate::services::ServiceRange,
 }
 
 /// Shared handle.

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod request;
 pub mod scale;
 pub mod selectors;
+pub mod services;
 pub mod status;
 pub mod table;
 pub mod tls;

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address to listen on (port 0: any free port).
     pub listen: SocketAddr,
+    /// The Services' cluster IP range.
+    pub service_range: crate::services::ServiceRange,
 }
 
 /// A started server.
@@ -249,6 +251,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         watch_cache: Default::default(),
         webhooks: Default::default(),
         metrics: Default::default(),
+        service_range: config.service_range,
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());

@@ -45,6 +45,7 @@ async fn kube_rs_crud_apply_controller_and_watcher() {
     let config = ServerConfig {
         data_dir: tmp.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        service_range: Default::default(),
     };
     let running = start(&config).await.unwrap();
     let addr = running.addr;
@@ -187,6 +188,7 @@ async fn kube_rs_crud_apply_controller_and_watcher() {
     let restarted = start(&ServerConfig {
         data_dir: tmp.path().join("data"),
         listen: addr,
+        service_range: Default::default(),
     })
     .await
     .unwrap();

@@ -6,6 +6,7 @@ mod images;
 mod manifest;
 mod node;
 mod oci;
+mod services;
 mod virtapi;
 
 /// The install namespace: the KubeVirt CR, the CA and the handler certificates live there.

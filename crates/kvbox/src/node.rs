@@ -1,5 +1,5 @@
 //! The node side of box mode, shared by `kvbox server` (its local node) and `kvbox agent` (extra nodes): the node
-//! registration and heartbeat, the handler's VMI loop and the pod runtime, all in this process.
+//! registration and heartbeat, the handler's VMI loop, the pod runtime and the service proxy, all in this process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,6 +91,8 @@ pub(crate) async fn probe_kvm(emulation: bool) -> bool {
 pub(crate) struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: Arc<tokio::sync::Notify>,
+    /// The service proxy's nftables table.
+    table: String,
 }
 
 impl Node {
@@ -104,6 +106,7 @@ impl Node {
     ) -> anyhow::Result<Self> {
         let name = args.name();
         let stop = Arc::new(tokio::sync::Notify::new());
+        let table = format!("kvbox-svc-{}", args.cni_bridge);
         let launcher_bin = match &args.launcher_bin {
             Some(p) => p.clone(),
             None => std::env::current_exe()
@@ -167,8 +170,14 @@ impl Node {
                 endpoint,
                 crate::KUBEVIRT_NAMESPACE.into(),
             )),
+            tokio::spawn(crate::services::proxy(
+                client.clone(),
+                table.clone(),
+                args.node_ip.clone(),
+                stop.clone(),
+            )),
         ];
-        Ok(Self { tasks, stop })
+        Ok(Self { tasks, stop, table })
     }
 
     /// Stops the node side; launchers (and their VMs) keep running and are adopted at the next start.
@@ -178,5 +187,6 @@ impl Node {
             t.abort();
             let _ = t.await;
         }
+        crate::services::remove_table(&self.table).await;
     }
 }

@@ -2,7 +2,8 @@
 //! interface address (the pod IP in `status.interfaces`) and tunnels TCP and UDP over websockets; ssh and scp run
 //! the local OpenSSH client through `port-forward --stdio`. Until guests have pod networking the far end is a
 //! server started in the VMI pod's network namespace (an echo server; dropbear for ssh and scp) — the virt-api,
-//! API server and virtctl path is the one a guest's own sshd will be reached by.
+//! API server and virtctl path is the one a guest's own sshd will be reached by. Services made by `virtctl expose`
+//! reach the same server through box mode's endpoints controller and service proxy (ClusterIP and NodePort).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -110,7 +111,7 @@ fn forward(b: &NodeBox, args: &[&str], count: usize) -> (Killed, Vec<u16>) {
 }
 
 #[test]
-fn port_forward_ssh_and_scp_reach_the_vmis_address() {
+fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
     let b = NodeBox::start(31, &[]);
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
@@ -223,6 +224,73 @@ fn port_forward_ssh_and_scp_reach_the_vmis_address() {
     eventually("unpaused", 60, || {
         b.get("vmi pf", "{.status.conditions[?(@.type==\"Paused\")].status}")
             .is_empty()
+    });
+
+    // Services from `virtctl expose`: the endpoints controller finds the VMI's pod, the service proxy carries a
+    // ClusterIP (nftables DNAT) and a NodePort (a listener on the node address) to it.
+    let (code, out, err) = virtctl(
+        &b,
+        "kubeconfig.yaml",
+        &[
+            "expose",
+            "vmi",
+            "pf",
+            "--name",
+            "pf-echo",
+            "--port",
+            "8080",
+            "--target-port",
+            "7777",
+        ],
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "Service pf-echo successfully created for vmi pf"),
+        "{err}"
+    );
+    let (code, _, err) = virtctl(
+        &b,
+        "kubeconfig.yaml",
+        &[
+            "expose", "vmi", "pf", "--name", "pf-np", "--type", "NodePort", "--port", "7777",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cluster_ip = b.get("service pf-echo", "{.spec.clusterIP}");
+    assert!(
+        cluster_ip.starts_with("10.252.31."),
+        "a cluster IP from the box's range: {cluster_ip}"
+    );
+    eventually("the endpoints of pf-echo", 30, || {
+        b.get(
+            "endpoints pf-echo",
+            "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ) == format!("{ip}:7777")
+    });
+    let echo_through = |addr: String| -> bool {
+        let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        else {
+            return false;
+        };
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 8];
+        c.write_all(b"svc").is_ok() && c.read_exact(&mut got).is_ok() && &got == b"echo:svc"
+    };
+    eventually("the cluster IP reaching the pod", 30, || {
+        echo_through(format!("{cluster_ip}:8080"))
+    });
+    let node_port = b.get("service pf-np", "{.spec.ports[0].nodePort}");
+    eventually("the node port reaching the pod", 30, || {
+        echo_through(format!("127.0.0.1:{node_port}"))
+    });
+    b.kubectl(&["delete", "service", "pf-echo", "pf-np"]);
+    eventually("the rules and the listener gone", 30, || {
+        let rules = Command::new("nft")
+            .args(["list", "table", "ip", "kvbox-svc-kvbt31"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&rules.stdout).contains(&cluster_ip)
+            && std::net::TcpStream::connect(("127.0.0.1", node_port.parse::<u16>().unwrap())).is_err()
     });
 
     // ssh and scp: the local OpenSSH client with virtctl as its ProxyCommand. dropbear runs in the pod's network

@@ -198,7 +198,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum CreateWhat {
     /// A VirtualMachine manifest.
-    Vm(create::VmArgs),
+    Vm(Box<create::VmArgs>),
 }
 
 fn main() -> ExitCode {

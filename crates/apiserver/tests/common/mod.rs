@@ -29,6 +29,7 @@ pub fn app() -> (axum::Router, Store) {
         watch_cache: Default::default(),
         webhooks: Default::default(),
         metrics: Default::default(),
+        service_range: Default::default(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)

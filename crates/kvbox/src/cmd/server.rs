@@ -1,5 +1,5 @@
 //! `kvbox server`: the embedded API server, virt-controller's loops, the box scheduler and (unless `--no-node`)
-//! this machine as a node — heartbeat, handler, pod runtime — in the foreground until SIGTERM or Ctrl-C. Running
+//! this machine as a node — heartbeat, handler, pod runtime, service proxy — plus the endpoints controller, in the foreground until SIGTERM or Ctrl-C. Running
 //! VMs outlive the server (like containers outlive a kubelet) and are adopted when it starts again.
 
 use std::net::SocketAddr;
@@ -19,6 +19,9 @@ pub(crate) struct Args {
     /// Address to listen on (HTTPS). Port 0 picks a free port; the kubeconfig records the real one.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// The range Services get their cluster IPs from (the node's service proxy routes them to the pods).
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: apiserver::services::ServiceRange,
     /// Run every guest under QEMU's software emulation (TCG): sets `useEmulation` in the KubeVirt CR, for machines
     /// without a usable KVM.
     #[arg(long)]
@@ -84,6 +87,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let config = apiserver::server::ServerConfig {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
+            service_range: args.service_cidr,
         };
         let running = apiserver::server::start(&config)
             .await
@@ -117,6 +121,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .context("starting virt-api")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
+        // kube-controller-manager's endpoints controller, which box mode's Services need.
+        let endpoints = tokio::spawn(crate::services::endpoints_controller(
+            client.clone(),
+            stop.clone(),
+        ));
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
         let controllers = (!args.no_controllers).then(|| {
             let identity = format!("kvbox-{}", std::process::id());
@@ -162,6 +171,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("kvbox server shutting down");
         trimmer.abort();
         virt_api.abort();
+        endpoints.abort();
         stop.notify_waiters();
         if let Some(node) = node {
             node.shutdown().await;

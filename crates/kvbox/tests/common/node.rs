@@ -86,6 +86,7 @@ impl NodeBox {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--cni-bridge", &self.bridge, "--pod-cidr", &self.cidr])
+            .args(["--service-cidr", &self.cidr.replace("10.251.", "10.252.")])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -232,6 +233,10 @@ pub(crate) fn cleanup_node(data_dir: &Path, bridge: &str) {
     }
     let _ = Command::new("ip")
         .args(["link", "delete", bridge])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &format!("kvbox-svc-{bridge}")])
         .stderr(Stdio::null())
         .status();
 }

@@ -1,0 +1,402 @@
+//! Services in box mode, which has no kube-controller-manager and no kube-proxy: an endpoints controller (each
+//! Service with a selector gets Endpoints listing the Running pods it selects, named target ports resolved
+//! against the pods' containers) and, per node, a service proxy — cluster IPs are DNATed to the endpoints by an
+//! nftables table of the node's own (`kvbox-svc-<bridge>`, replaced atomically on every change; random choice
+//! between endpoints), and node ports are TCP listeners on the node address relaying to an endpoint (which also
+//! works for `127.0.0.1`, where kernel DNAT would need `route_localnet`). Not supported: UDP node ports, session
+//! affinity, external IPs and load balancers, traffic policies, and a rejection for a Service without endpoints
+//! (connections to it time out). A clean shutdown of the node removes its table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use serde_json::{Value, json};
+
+/// Mirrors `K` into a store; `dirty` is notified on every change.
+fn mirror<K>(api: Api<K>, dirty: Arc<tokio::sync::Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let stream =
+            kube::runtime::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+                .touched_objects();
+        futures_util::pin_mut!(stream);
+        while stream.next().await.is_some() {
+            dirty.notify_one();
+        }
+    });
+    (reader, task)
+}
+
+/// Waits for a change (coalescing bursts), or a periodic resync.
+async fn settle(dirty: &tokio::sync::Notify) {
+    let _ = tokio::time::timeout(Duration::from_secs(30), dirty.notified()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// The container port a Service's `targetPort` means on `pod` (a number, or a container port's name).
+fn target_port(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match port.target_port.as_ref() {
+        None => Some(port.port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+/// The Endpoints subsets of `svc`: Running pods with an IP grouped by their resolved ports.
+fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Value {
+    let Some(spec) = svc.spec.as_ref() else {
+        return json!([]);
+    };
+    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return json!([]);
+    };
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let mut groups: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    for pod in pods {
+        if pod.metadata.namespace.as_deref() != Some(ns)
+            || !selects(selector, pod)
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let status = pod.status.as_ref();
+        let (Some("Running"), Some(ip)) = (
+            status.and_then(|s| s.phase.as_deref()),
+            status.and_then(|s| s.pod_ip.as_deref()),
+        ) else {
+            continue;
+        };
+        let ports: Option<Vec<Value>> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                target_port(p, pod).map(|t| {
+                    let mut v = json!({"port": t, "protocol": p.protocol.as_deref().unwrap_or("TCP")});
+                    if let Some(n) = &p.name {
+                        v["name"] = json!(n);
+                    }
+                    v
+                })
+            })
+            .collect();
+        let Some(ports) = ports else { continue };
+        let address = json!({"ip": ip, "nodeName": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.metadata.name, "uid": pod.metadata.uid}});
+        let key = serde_json::to_string(&ports).unwrap_or_default();
+        groups
+            .entry(key)
+            .or_insert_with(|| (json!(ports), Vec::new()))
+            .1
+            .push(address);
+    }
+    let mut out: Vec<Value> = groups
+        .into_values()
+        .map(|(ports, mut addresses)| {
+            addresses.sort_by(|a, b| a["ip"].as_str().cmp(&b["ip"].as_str()));
+            json!({"addresses": addresses, "ports": ports})
+        })
+        .collect();
+    out.sort_by_key(|s| s.to_string());
+    Value::Array(out)
+}
+
+/// Keeps the Endpoints of every Service with a selector true to the pods it selects, until `stop`.
+pub(crate) async fn endpoints_controller(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
+    let dirty = Arc::new(tokio::sync::Notify::new());
+    let (services, t1) = mirror(Api::<Service>::all(client.clone()), dirty.clone());
+    let (pods, t2) = mirror(Api::<Pod>::all(client.clone()), dirty.clone());
+    let (endpoints, t3) = mirror(Api::<Endpoints>::all(client.clone()), dirty.clone());
+    loop {
+        tokio::select! {
+            () = stop.notified() => break,
+            () = settle(&dirty) => {}
+        }
+        let all_pods = pods.state();
+        for svc in services.state() {
+            if svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .is_none_or(BTreeMap::is_empty)
+            {
+                continue;
+            }
+            let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            let want = subsets(&svc, &all_pods);
+            let have = endpoints
+                .get(&reflector::ObjectRef::new(&name).within(&ns))
+                .map(|e| serde_json::to_value(e.subsets.clone().unwrap_or_default()).unwrap_or_default());
+            if have.as_ref() == Some(&want) {
+                continue;
+            }
+            let span = tracing::info_span!("endpoints", service = %format!("{ns}/{name}"));
+            let mut metadata = json!({"name": name, "namespace": ns});
+            if let Some(l) = &svc.metadata.labels {
+                metadata["labels"] = json!(l);
+            }
+            let body =
+                json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": metadata, "subsets": want});
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+            let write = async {
+                if let Err(e) = api
+                    .patch(
+                        &name,
+                        &PatchParams::apply("endpoint-controller").force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "writing endpoints");
+                }
+            };
+            tracing::Instrument::instrument(write, span).await;
+        }
+    }
+    for t in [t1, t2, t3] {
+        t.abort();
+    }
+}
+
+/// One way into a Service: its cluster IP or node port, protocol, and where it leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    cluster_ip: Option<String>,
+    port: i32,
+    node_port: Option<u16>,
+    protocol: String,
+    backends: Vec<String>,
+}
+
+/// The routes the Services and Endpoints call for.
+fn routes(services: &[Arc<Service>], endpoints: &Store<Endpoints>) -> Vec<Route> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = svc.spec.as_ref() else { continue };
+        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let ep = endpoints.get(&reflector::ObjectRef::new(&name).within(&ns));
+        let ip = spec
+            .cluster_ip
+            .clone()
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        for p in spec.ports.iter().flatten() {
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let mut backends: Vec<String> = ep
+                .iter()
+                .flat_map(|e| e.subsets.iter().flatten())
+                .flat_map(|s| {
+                    let port = s
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|ep| ep.name == p.name || s.ports.as_ref().is_some_and(|l| l.len() == 1))
+                        .map(|ep| ep.port);
+                    s.addresses
+                        .iter()
+                        .flatten()
+                        .filter_map(move |a| port.map(|port| format!("{}:{port}", a.ip)))
+                })
+                .collect();
+            backends.sort();
+            out.push(Route {
+                cluster_ip: ip.clone(),
+                port: p.port,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                protocol,
+                backends,
+            });
+        }
+    }
+    out
+}
+
+/// The nftables table for the cluster IPs of `routes`.
+fn ruleset(table: &str, routes: &[Route]) -> String {
+    let mut rules = String::new();
+    for r in routes {
+        let (Some(ip), false) = (&r.cluster_ip, r.backends.is_empty()) else {
+            continue;
+        };
+        let proto = r.protocol.to_lowercase();
+        if !matches!(proto.as_str(), "tcp" | "udp") {
+            continue;
+        }
+        let to = if let [one] = r.backends.as_slice() {
+            format!("dnat ip to {one}")
+        } else {
+            let map: Vec<String> = r
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| format!("{i} : {}", b.replace(':', " . ")))
+                .collect();
+            format!(
+                "dnat ip to numgen random mod {} map {{ {} }}",
+                r.backends.len(),
+                map.join(", ")
+            )
+        };
+        rules.push_str(&format!("\t\tip daddr {ip} {proto} dport {} {to}\n", r.port));
+    }
+    format!(
+        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n\tchain services {{\n{rules}\t}}\n\
+         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}}\n\
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}}\n}}\n"
+    )
+}
+
+async fn nft(script: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running nft (install nftables): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Removes the node's nftables table (at shutdown).
+pub(crate) async fn remove_table(table: &str) {
+    let _ = nft(&format!("table ip {table}\ndelete table ip {table}\n")).await;
+}
+
+/// A node port listener and the endpoints it relays to.
+struct NodePort {
+    backends: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn relay(listener: tokio::net::TcpListener, backends: Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut next = 0usize;
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let choice = {
+            let b = backends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            next = next.wrapping_add(1);
+            (!b.is_empty()).then(|| b[next % b.len()].clone())
+        };
+        let Some(backend) = choice else { continue };
+        tokio::spawn(async move {
+            if let Ok(mut up) = tokio::net::TcpStream::connect(&backend).await {
+                let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+            }
+        });
+    }
+}
+
+/// The service proxy of one node: its nftables table `table` and node port listeners on `node_ip`, until `stop`.
+pub(crate) async fn proxy(
+    client: kube::Client,
+    table: String,
+    node_ip: String,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let dirty = Arc::new(tokio::sync::Notify::new());
+    let (services, t1) = mirror(Api::<Service>::all(client.clone()), dirty.clone());
+    let (endpoints, t2) = mirror(Api::<Endpoints>::all(client.clone()), dirty.clone());
+    let mut applied = String::new();
+    let mut node_ports: HashMap<u16, NodePort> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = stop.notified() => break,
+            () = settle(&dirty) => {}
+        }
+        let routes = routes(&services.state(), &endpoints);
+        let script = ruleset(&table, &routes);
+        if script != applied {
+            match nft(&script).await {
+                Ok(()) => {
+                    tracing::info!(%table, rules = routes.len(), "service rules applied");
+                    applied = script;
+                }
+                Err(e) => tracing::warn!(%table, error = %e, "applying service rules"),
+            }
+        }
+        let wanted: HashMap<u16, Vec<String>> = routes
+            .iter()
+            .filter(|r| r.protocol == "TCP")
+            .filter_map(|r| r.node_port.map(|n| (n, r.backends.clone())))
+            .collect();
+        node_ports.retain(|port, np| {
+            let keep = wanted.contains_key(port);
+            if !keep {
+                np.task.abort();
+            }
+            keep
+        });
+        for (port, backends) in wanted {
+            if let Some(np) = node_ports.get(&port) {
+                *np.backends
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = backends;
+                continue;
+            }
+            match tokio::net::TcpListener::bind((node_ip.as_str(), port)).await {
+                Ok(l) => {
+                    let shared = Arc::new(std::sync::Mutex::new(backends));
+                    let task = tokio::spawn(relay(l, shared.clone()));
+                    node_ports.insert(
+                        port,
+                        NodePort {
+                            backends: shared,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(port, error = %e, "listening on a node port"),
+            }
+        }
+    }
+    for np in node_ports.into_values() {
+        np.task.abort();
+    }
+    for t in [t1, t2] {
+        t.abort();
+    }
+}
