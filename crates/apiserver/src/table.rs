@@ -93,9 +93,12 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
         ("", "Service") => vec![
             col("Type", "string", ".spec.type", 0),
             col("Cluster-IP", "string", ".spec.clusterIP", 0),
+            col("External-IP", "string", "@service-external-ip", 0),
+            col("Port(s)", "string", "@service-ports", 0),
             age,
-            col("Selector", "string", ".spec.selector", 1),
+            col("Selector", "string", "@service-selector", 1),
         ],
+        ("", "Endpoints") => vec![col("Endpoints", "string", "@endpoints", 0), age],
         ("", "PersistentVolumeClaim") => vec![
             col("Status", "string", ".status.phase", 0),
             col("Volume", "string", ".spec.volumeName", 0),
@@ -141,7 +144,8 @@ pub fn table_for(rt: &ResourceType, items: &[Value], include: &str) -> Value {
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": defs, "rows": rows})
 }
 
-/// The columns kubectl computes rather than reads (`@name`): a pod's READY/STATUS/RESTARTS, a node's STATUS.
+/// The columns kubectl computes rather than reads (`@name`): a pod's READY/STATUS/RESTARTS, a node's STATUS, a
+/// Service's EXTERNAL-IP/PORT(S)/SELECTOR, an Endpoints' ENDPOINTS.
 fn computed(item: &Value, name: &str) -> Value {
     let statuses = item
         .pointer("/status/containerStatuses")
@@ -195,6 +199,103 @@ fn computed(item: &Value, name: &str) -> Value {
                 s.push_str(",SchedulingDisabled");
             }
             json!(s)
+        }
+        "service-external-ip" => {
+            let mut ips: Vec<String> = item
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    i.get("ip")
+                        .or_else(|| i.get("hostname"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect();
+            ips.extend(
+                item.pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str().map(str::to_string)),
+            );
+            match item.pointer("/spec/type").and_then(Value::as_str) {
+                Some("ExternalName") => json!(
+                    item.pointer("/spec/externalName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("<none>")
+                ),
+                Some("LoadBalancer") if ips.is_empty() => json!("<pending>"),
+                _ if ips.is_empty() => json!("<none>"),
+                _ => json!(ips.join(",")),
+            }
+        }
+        "service-ports" => {
+            let ports: Vec<String> = item
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    let port = p.get("port").map(Value::to_string).unwrap_or_default();
+                    match p.get("nodePort") {
+                        Some(n) => format!("{port}:{n}/{proto}"),
+                        None => format!("{port}/{proto}"),
+                    }
+                })
+                .collect();
+            json!(if ports.is_empty() {
+                "<none>".to_string()
+            } else {
+                ports.join(",")
+            })
+        }
+        "service-selector" => {
+            let sel: Vec<String> = item
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            json!(if sel.is_empty() {
+                "<none>".to_string()
+            } else {
+                sel.join(",")
+            })
+        }
+        "endpoints" => {
+            // kubectl's form: IP:PORT for every address and port, the first three, then "+ N more...".
+            let mut all = Vec::new();
+            for s in item
+                .get("subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<String> = s
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.get("port").map(Value::to_string).unwrap_or_default())
+                    .collect();
+                for a in s.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+                    let ip = a.get("ip").and_then(Value::as_str).unwrap_or_default();
+                    if ports.is_empty() {
+                        all.push(ip.to_string());
+                    }
+                    all.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            let shown = all.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+            json!(match all.len() {
+                0 => "<none>".to_string(),
+                n if n > 3 => format!("{shown} + {} more...", n - 3),
+                _ => shown,
+            })
         }
         _ => json!("<none>"),
     }

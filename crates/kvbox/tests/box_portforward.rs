@@ -283,6 +283,17 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
     eventually("the node port reaching the pod", 30, || {
         echo_through(format!("127.0.0.1:{node_port}"))
     });
+    // kubectl's columns.
+    let table = b.kubectl(&["get", "service", "pf-np"]);
+    assert!(
+        table.contains("PORT(S)") && table.contains(&format!("7777:{node_port}/TCP")),
+        "{table}"
+    );
+    let table = b.kubectl(&["get", "endpoints", "pf-echo"]);
+    assert!(
+        table.contains("ENDPOINTS") && table.contains(&format!("{ip}:7777")),
+        "{table}"
+    );
     b.kubectl(&["delete", "service", "pf-echo", "pf-np"]);
     eventually("the rules and the listener gone", 30, || {
         let rules = Command::new("nft")
