@@ -437,6 +437,47 @@ pub async fn groups(state: &ApiState, resources: bool) -> Vec<Group> {
     out
 }
 
+/// kube-aggregator's availability check of `v.g`: the backend is found and answers its discovery path. The error is
+/// the condition's reason and message.
+///
+/// # Errors
+/// `ServiceNotFound`/`MissingEndpoints` when the backend cannot be located, `FailedDiscoveryCheck` when it does not
+/// answer 2xx within five seconds.
+pub async fn probe(state: &ApiState, g: &str, v: &str) -> Result<(), (&'static str, String)> {
+    let path = format!("/apis/{g}/{v}");
+    let b = match backend(state, &path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(()),
+        Err(e) if e.message.contains("not found") => return Err(("ServiceNotFound", e.message)),
+        Err(e) => return Err(("MissingEndpoints", e.message)),
+    };
+    let url = format!("https://{}{path}", b.addr);
+    let failed = |e: &dyn std::fmt::Display| {
+        (
+            "FailedDiscoveryCheck",
+            format!("failing or missing response from {url}: {e}"),
+        )
+    };
+    let mut sender = connect(&b).await.map_err(|e| failed(&e.message))?;
+    let req = Request::get(&path)
+        .header(header::HOST, b.server_name.clone())
+        .header(header::ACCEPT, "application/json")
+        .body(Body::empty())
+        .map_err(|e| failed(&e))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| failed(&"Get: context deadline exceeded"))?
+        .map_err(|e| failed(&e))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(failed(&format!(
+            "bad status from {url}: {}",
+            resp.status().as_u16()
+        )))
+    }
+}
+
 async fn discover(state: &ApiState, g: &str, v: &str) -> Option<Value> {
     let agg = state.aggregator.as_ref()?;
     let key = format!("{g}/{v}");

@@ -9,6 +9,7 @@ pub mod aggregator;
 pub mod app;
 pub mod apply;
 pub mod authz;
+pub mod availability;
 pub mod crud;
 pub mod discovery;
 pub mod fields;

@@ -255,6 +255,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());
+    crate::availability::spawn(state.clone(), stop.clone());
     let app = router(state).layer(middleware::from_fn_with_state(
         Arc::new(tokens.clone()),
         authenticate,

@@ -113,6 +113,11 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             col("Object", "string", ".involvedObject.name", 0),
             col("Message", "string", ".message", 0),
         ],
+        ("apiregistration.k8s.io", "APIService") => vec![
+            col("Service", "string", "@apiservice-service", 0),
+            col("Available", "string", "@apiservice-available", 0),
+            age,
+        ],
         ("coordination.k8s.io", "Lease") => vec![col("Holder", "string", ".spec.holderIdentity", 0), age],
         ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp", 0)],
         _ => vec![age],
@@ -199,6 +204,29 @@ fn computed(item: &Value, name: &str) -> Value {
                 s.push_str(",SchedulingDisabled");
             }
             json!(s)
+        }
+        "apiservice-service" => match item.pointer("/spec/service").filter(|s| !s.is_null()) {
+            Some(s) => json!(format!(
+                "{}/{}",
+                s.get("namespace").and_then(Value::as_str).unwrap_or_default(),
+                s.get("name").and_then(Value::as_str).unwrap_or_default()
+            )),
+            None => json!("Local"),
+        },
+        "apiservice-available" => {
+            let c = item
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"));
+            match c {
+                Some(c) if c["status"] == "True" => json!("True"),
+                Some(c) => json!(format!(
+                    "{} ({})",
+                    c["status"].as_str().unwrap_or("Unknown"),
+                    c["reason"].as_str().unwrap_or_default()
+                )),
+                None => json!("Unknown"),
+            }
         }
         "service-external-ip" => {
             let mut ips: Vec<String> = item

@@ -1,7 +1,8 @@
 //! virt-api's admission webhooks, as a cluster uses them: AdmissionReviews posted the way kube-apiserver posts them
 //! (TLS to the `virt-api.kubevirt.svc` certificate, trusting the APIService's CA bundle) get upstream's answers —
 //! a JSONPatch of the defaults, 422s with the causes, restricted updates — and a ValidatingWebhookConfiguration
-//! registered by Service (as virt-operator registers them) is called by box mode's API server for a kubectl patch.
+//! registered by Service (as virt-operator registers them) is called by box mode's API server for a kubectl patch;
+//! APIServices carry kube-aggregator's `Available` condition.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -95,6 +96,25 @@ fn create(kind: &str, resource: &str, obj: &Value) -> Value {
 fn admission_reviews_get_upstreams_answers() {
     let b = NodeBox::start(33, &[]);
     let api = virt_api(&b);
+
+    // The availability check: virt-api's APIServices become Available; one whose Service is missing does not.
+    b.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(r#"{"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1.nowhere.example.com"},
+            "spec": {"group": "nowhere.example.com", "version": "v1", "groupPriorityMinimum": 100, "versionPriority": 10,
+                "service": {"namespace": "default", "name": "gone"}}}"#),
+    );
+    eventually("APIService conditions", 60, || {
+        let t = b.kubectl(&["get", "apiservices"]);
+        t.lines().any(|l| {
+            l.starts_with("v1.subresources.kubevirt.io")
+                && l.contains("kubevirt/virt-api")
+                && l.contains(" True ")
+        }) && t
+            .lines()
+            .any(|l| l.starts_with("v1.nowhere.example.com") && l.contains("False (ServiceNotFound)"))
+    });
+    b.kubectl(&["delete", "apiservice", "v1.nowhere.example.com"]);
 
     // Mutating: a JSONPatch that turns the VMI into its defaulted form.
     let original = vmi("web");
