@@ -4,8 +4,8 @@
 //! nftables table of the node's own (`kvbox-svc-<bridge>`, replaced atomically on every change; random choice
 //! between endpoints), and node ports are TCP listeners on the node address relaying to an endpoint (which also
 //! works for `127.0.0.1`, where kernel DNAT would need `route_localnet`). Not supported: UDP node ports, session
-//! affinity, external IPs and load balancers, traffic policies, and a rejection for a Service without endpoints
-//! (connections to it time out). A clean shutdown of the node removes its table.
+//! affinity, external IPs and load balancers, traffic policies. A Service without endpoints refuses connections
+//! (TCP reset), as with kube-proxy. A clean shutdown of the node removes its table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -245,12 +245,21 @@ fn routes(services: &[Arc<Service>], endpoints: &Store<Endpoints>) -> Vec<Route>
 /// The nftables table for the cluster IPs of `routes`.
 fn ruleset(table: &str, routes: &[Route]) -> String {
     let mut rules = String::new();
+    let mut rejects = String::new();
     for r in routes {
-        let (Some(ip), false) = (&r.cluster_ip, r.backends.is_empty()) else {
-            continue;
-        };
+        let Some(ip) = &r.cluster_ip else { continue };
         let proto = r.protocol.to_lowercase();
         if !matches!(proto.as_str(), "tcp" | "udp") {
+            continue;
+        }
+        if r.backends.is_empty() {
+            // As kube-proxy: a Service without endpoints refuses connections at once.
+            let how = if proto == "tcp" {
+                "reject with tcp reset"
+            } else {
+                "reject"
+            };
+            rejects.push_str(&format!("\t\tip daddr {ip} {proto} dport {} {how}\n", r.port));
             continue;
         }
         let to = if let [one] = r.backends.as_slice() {
@@ -273,7 +282,10 @@ fn ruleset(table: &str, routes: &[Route]) -> String {
     format!(
         "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n\tchain services {{\n{rules}\t}}\n\
          \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}}\n\
-         \tchain prerouting {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}}\n}}\n"
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}}\n\
+         \tchain no-endpoints {{\n{rejects}\t}}\n\
+         \tchain filter-output {{\n\t\ttype filter hook output priority 0; policy accept;\n\t\tjump no-endpoints\n\t}}\n\
+         \tchain filter-forward {{\n\t\ttype filter hook forward priority 0; policy accept;\n\t\tjump no-endpoints\n\t}}\n}}\n"
     )
 }
 
@@ -398,5 +410,52 @@ pub(crate) async fn proxy(
     }
     for t in [t1, t2] {
         t.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_is_valid_nftables() {
+        let route = |ip: &str, port, proto: &str, backends: &[&str]| Route {
+            cluster_ip: Some(ip.into()),
+            port,
+            node_port: None,
+            protocol: proto.into(),
+            backends: backends.iter().map(|b| (*b).to_string()).collect(),
+        };
+        let text = ruleset(
+            "kvbox-svc-unit",
+            &[
+                route("10.96.0.10", 80, "TCP", &["10.244.0.5:8080", "10.244.0.6:8080"]),
+                route("10.96.0.11", 53, "UDP", &["10.244.0.7:5353"]),
+                route("10.96.0.12", 443, "TCP", &[]),
+                route("10.96.0.13", 9, "SCTP", &["10.244.0.8:9"]),
+            ],
+        );
+        assert!(text.contains(
+            "ip daddr 10.96.0.10 tcp dport 80 dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 8080, 1 : 10.244.0.6 . 8080 }"
+        ));
+        assert!(text.contains("ip daddr 10.96.0.11 udp dport 53 dnat ip to 10.244.0.7:5353"));
+        assert!(text.contains("ip daddr 10.96.0.12 tcp dport 443 reject with tcp reset"));
+        assert!(!text.contains("10.96.0.13"), "SCTP is not proxied");
+        // nft itself checks it (without applying) where it is installed.
+        if let Ok(mut child) = std::process::Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}\n{text}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

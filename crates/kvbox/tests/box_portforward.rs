@@ -283,6 +283,23 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
     eventually("the node port reaching the pod", 30, || {
         echo_through(format!("127.0.0.1:{node_port}"))
     });
+    // A Service that selects nothing refuses connections at once (kube-proxy's reject).
+    b.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nobody"},
+            "spec": {"selector": {"app": "nothing"}, "ports": [{"port": 81}]}}"#,
+        ),
+    );
+    let nobody = b.get("service nobody", "{.spec.clusterIP}");
+    eventually("a refusal from the Service without endpoints", 30, || {
+        matches!(
+            std::net::TcpStream::connect_timeout(&format!("{nobody}:81").parse().unwrap(), Duration::from_secs(2)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    });
+    b.kubectl(&["delete", "service", "nobody"]);
+
     // kubectl's columns.
     let table = b.kubectl(&["get", "service", "pf-np"]);
     assert!(
