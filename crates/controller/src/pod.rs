@@ -164,6 +164,9 @@ fn resources(
     ))
 }
 
+/// The env var of a containerDisk container naming `containerDisk.path`.
+pub const CONTAINER_DISK_PATH: &str = "CONTAINER_DISK_PATH";
+
 fn container_disks(vmi: &VirtualMachineInstance, uid: &str) -> Vec<Container> {
     let small = ResourceRequirements {
         requests: Some(BTreeMap::from([
@@ -195,9 +198,19 @@ fn container_disks(vmi: &VirtualMachineInstance, uid: &str) -> Vec<Container> {
         .flatten()
         .enumerate()
         .filter_map(|(i, v)| {
-            v.container_disk
-                .as_ref()
-                .map(|cd| copy(format!("volume{}", v.name), cd.image.clone(), format!("disk_{i}")))
+            v.container_disk.as_ref().map(|cd| {
+                let mut c = copy(format!("volume{}", v.name), cd.image.clone(), format!("disk_{i}"));
+                // Where in the image the disk is, when not the one file under /disk/ (the node needs the image's
+                // files then, not just a disk).
+                if let Some(path) = cd.path.as_ref().filter(|p| !p.is_empty()) {
+                    c.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+                        name: CONTAINER_DISK_PATH.into(),
+                        value: Some(path.clone()),
+                        ..Default::default()
+                    }]);
+                }
+                c
+            })
         })
         .collect();
     if let Some(c) = vmi

@@ -1,6 +1,6 @@
 //! Container images from the box image store boot VMs: upstream's kernel-boot example (kernelBoot.container) from
 //! an OCI archive holding the test guest's kernel and initramfs, and a containerDisk from an OCI image layout
-//! holding the test guest's disk under /disk/.
+//! holding the test guest's disk under /disk/, and one from an image whose disk is elsewhere (`containerDisk.path`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -44,6 +44,10 @@ fn kernel_boot_and_container_disks_come_from_container_images() {
     let disk_layout = tmp.path().join("disk-layout");
     oci::layout(&disk_layout, &[("disk/disk.qcow2", &disk)]);
     import(&b, "quay.io/kubevirt-rs/test-guest-oci:1", &disk_layout);
+    // An image whose disk is not under /disk/: `containerDisk.path` says where.
+    let pathed_layout = tmp.path().join("pathed-layout");
+    oci::layout(&pathed_layout, &[("images/custom.qcow2", &disk)]);
+    import(&b, "quay.io/kubevirt-rs/test-guest-pathed:1", &pathed_layout);
 
     let shared = std::env::var("KUBEVIRT_RS_SHARED")
         .map(std::path::PathBuf::from)
@@ -60,10 +64,17 @@ fn kernel_boot_and_container_disks_come_from_container_images() {
         "quay.io/kubevirt-rs/test-guest-oci:1",
     );
     b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+    let pathed = vm.replace("name: testvm", "name: pathed").replace(
+        "image: quay.io/kubevirt-rs/test-guest-oci:1",
+        "image: quay.io/kubevirt-rs/test-guest-pathed:1\n          path: /images/custom.qcow2",
+    );
+    assert!(pathed.contains("path: /images/custom.qcow2"));
+    b.kubectl_in(&["apply", "-f", "-"], Some(&pathed));
 
-    eventually("both VMIs Running", 90, || {
+    eventually("the VMIs Running", 90, || {
         b.get("vmi vmi-kernel-boot", "{.status.phase}") == "Running"
             && b.get("vmi testvm", "{.status.phase}") == "Running"
+            && b.get("vmi pathed", "{.status.phase}") == "Running"
     });
     let kb = b.get("vmi vmi-kernel-boot", "{.metadata.uid}");
     let cd = b.get("vmi testvm", "{.metadata.uid}");
@@ -84,6 +95,11 @@ fn kernel_boot_and_container_disks_come_from_container_images() {
     );
     assert!(kb_cmd.contains("rootfs/boot/initramfs-virt"), "{kb_cmd}");
     assert!(b.serial(&cd).contains("cloud-init: hostname=testvm-guest"));
+    let pd = b.get("vmi pathed", "{.metadata.uid}");
+    eventually("the guest from containerDisk.path booted", 150, || {
+        b.serial(&pd).contains("test guest ready")
+    });
+    b.kubectl(&["delete", "vm", "pathed", "--wait=true", "--timeout=90s"]);
 
     b.kubectl(&["delete", "vmi", "vmi-kernel-boot", "--wait=true", "--timeout=60s"]);
     b.kubectl(&["delete", "vm", "testvm", "--wait=true", "--timeout=90s"]);

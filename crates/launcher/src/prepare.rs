@@ -122,7 +122,22 @@ fn base_image(volume: &str, base: &Path, inner: Option<&str>) -> Result<PathBuf,
         return Ok(base.to_path_buf());
     }
     if let Some(i) = inner {
-        return Ok(base.join(i.trim_start_matches('/')));
+        // `containerDisk.path`: a file of the image, never outside it.
+        let rel = Path::new(i.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            return Err(fail(volume, format!("containerDisk.path {i:?} leaves the image")));
+        }
+        let file = base.join(rel);
+        if !file.is_file() {
+            return Err(fail(
+                volume,
+                format!("containerDisk.path {i:?} is not a file in the image"),
+            ));
+        }
+        return Ok(file);
     }
     let disk = base.join("disk");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&disk)
@@ -241,4 +256,30 @@ pub fn prepare(v: &PlannedVolume) -> Result<ResolvedVolume, PrepareError> {
         r.direct_io = supports_direct_io(&r.path);
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_disk_paths_stay_inside_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("disk")).unwrap();
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
+        std::fs::write(dir.path().join("disk/a.qcow2"), b"x").unwrap();
+        std::fs::write(dir.path().join("images/b.qcow2"), b"x").unwrap();
+        assert_eq!(
+            base_image("v", dir.path(), None).unwrap(),
+            dir.path().join("disk/a.qcow2")
+        );
+        assert_eq!(
+            base_image("v", dir.path(), Some("/images/b.qcow2")).unwrap(),
+            dir.path().join("images/b.qcow2")
+        );
+        let e = base_image("v", dir.path(), Some("/images/../../etc/passwd")).unwrap_err();
+        assert!(e.message.contains("leaves the image"), "{}", e.message);
+        let e = base_image("v", dir.path(), Some("/images")).unwrap_err();
+        assert!(e.message.contains("is not a file"), "{}", e.message);
+    }
 }

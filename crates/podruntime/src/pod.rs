@@ -202,8 +202,8 @@ fn grace_of(pod: Option<&Pod>) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
 }
 
-/// The launcher's image arguments, from the image store: `--volume-source NAME=DISK` per containerDisk container
-/// (`volume<name>`), `--kernel-boot-root DIR` for the kernelBoot container.
+/// The launcher's image arguments, from the image store: `--volume-source NAME=DISK|ROOTFS` per containerDisk
+/// container (`volume<name>`), `--kernel-boot-root DIR` for the kernelBoot container.
 fn image_args(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> {
     let mut out = Vec::new();
     let resolve = |c: &k8s_openapi::api::core::v1::Container, how| {
@@ -215,7 +215,14 @@ fn image_args(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> 
             let dir = resolve(c, crate::ImageUse::Files)?;
             out.extend(["--kernel-boot-root".to_string(), dir.display().to_string()]);
         } else if let Some(volume) = c.name.strip_prefix("volume") {
-            let path = resolve(c, crate::ImageUse::Disk)?;
+            // With `containerDisk.path` the launcher gets the image's files and finds the disk there; otherwise the
+            // disk itself (the one file under /disk/, or a bare disk image).
+            let with_path = c.env.iter().flatten().any(|e| e.name == "CONTAINER_DISK_PATH");
+            let path = if with_path {
+                resolve(c, crate::ImageUse::Files)?
+            } else {
+                resolve(c, crate::ImageUse::Disk)?
+            };
             out.extend([
                 "--volume-source".to_string(),
                 format!("{volume}={}", path.display()),
