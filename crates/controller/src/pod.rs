@@ -326,17 +326,22 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
         image: Some(cfg.launcher_image.clone()),
         command: Some(vec!["/usr/bin/virt-launcher".into()]),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
+        env: Some(
+            [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]
+                .iter()
+                .map(|(name, path)| EnvVar {
+                    name: (*name).into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: (*path).into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+                })
+                .collect(),
+        ),
         resources: Some(resources),
         ..Default::default()
     };

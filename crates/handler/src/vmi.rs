@@ -352,8 +352,12 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
     if ph == "Scheduled" {
         let sync = json!({"Sync": {"vmi": &*vmi}});
         match conn.launcher.call(sync, Duration::from_secs(120)).await {
-            Ok(_) => {
-                let ip = pod_ip(&ctx.client, &ns, &uid).await;
+            Ok(answer) => {
+                // The launcher knows its pod's IP (downward API); only an older launcher makes us look it up.
+                let ip = match answer.get("podIP").and_then(Value::as_str) {
+                    Some(ip) => Some(ip.to_string()),
+                    None => pod_ip(&ctx.client, &ns, &uid).await,
+                };
                 let status = json!({
                     "phase": "Running",
                     "phaseTransitionTimestamps": transition(&vmi, "Running"),

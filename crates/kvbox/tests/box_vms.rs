@@ -67,6 +67,13 @@ fn a_vmi_runs_with_its_pod_ip_and_deleting_it_removes_everything() {
     // The launcher and its QEMU run in the pod's own cgroup.
     let cg = std::fs::read_to_string(format!("/proc/{qemu}/cgroup")).unwrap();
     assert!(cg.contains(&format!("kvbox-{pod_uid}")), "{cg}");
+    // The downward API gave the launcher its pod's IP (which it reports to the handler); QEMU inherits it.
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{qemu}/environ")).unwrap()).into_owned();
+    assert!(
+        environ.split('\0').any(|e| e == format!("POD_IP={pod_ip}")),
+        "{environ}"
+    );
     // The guest boots from the imported image with the cloud-init hostname, and its agent connects.
     eventually("the guest's banner", 120, || {
         b.serial(&uid).contains("test guest ready")

@@ -153,11 +153,23 @@ impl Served {
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
                 let (vm, rebuild) = start(*vmi).await?;
                 self.running.send_replace(Some((vm, rebuild)));
-                Ok(json!("started"))
+                Ok(synced("started"))
             }
             _ => Err("no VM yet: send Sync first".into()),
         }
     }
+}
+
+/// A Sync's answer: what happened, and the pod's IP when the pod was given it (the downward API's `POD_IP`), so the
+/// handler need not look the pod up.
+fn synced(what: &str) -> Value {
+    let mut v = json!({"sync": what});
+    if let Ok(ip) = std::env::var("POD_IP")
+        && !ip.is_empty()
+    {
+        v["podIP"] = json!(ip);
+    }
+    v
 }
 
 async fn agent_call(vm: &Vm, cmd: &str) -> Result<Value, String> {
@@ -175,7 +187,7 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
         Command::Sync { vmi } => {
             let want = rebuild(&vmi)?;
             if want == vm.domain {
-                Ok(json!("in sync"))
+                Ok(synced("in sync"))
             } else {
                 let (a, b) = (
                     serde_json::to_value(&vm.domain).unwrap_or_default(),

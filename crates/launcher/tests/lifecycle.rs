@@ -136,14 +136,14 @@ fn without_a_vmi_the_launcher_waits_for_the_node_agents_sync() {
     let mut vmi: serde_json::Value = serde_norway::from_str(&kernel_boot_vmi("synced", "", 10)).unwrap();
     vmi["metadata"]["uid"] = json!("00000000-0000-4000-8000-00000000abcd");
     vmi["metadata"]["namespace"] = json!("default");
-    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi.clone()}})), "started");
+    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi.clone()}}))["sync"], "started");
     l.wait_serial(BANNER, 1);
     assert_eq!(
         c.ok(json!("GetDomain"))["domain"]["uuid"],
         "00000000-0000-4000-8000-00000000abcd"
     );
     // The same VMI again: nothing to do.
-    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi}})), "in sync");
+    assert_eq!(c.ok(json!({"Sync": {"vmi": vmi}}))["sync"], "in sync");
     assert_eq!(c.ok(json!("Kill")), "killing");
     let (code, stderr) = l.wait_exit(Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");

@@ -232,6 +232,43 @@ fn image_args(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> 
     Ok(out)
 }
 
+/// The compute container's environment as the kubelet sets it: literal values, and the downward API's `fieldRef`s
+/// (name, namespace, uid, node name, service account, pod and host IP). Other sources (ConfigMap, Secret, resource
+/// fields) are left out: launcher pods do not use them.
+fn container_env(pod: &Pod, pod_ip: &str, cfg: &crate::Config) -> Vec<(String, String)> {
+    let compute = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .find(|c| c.name == "compute");
+    let field = |path: &str| -> Option<String> {
+        let m = &pod.metadata;
+        match path {
+            "metadata.name" => m.name.clone(),
+            "metadata.namespace" => m.namespace.clone(),
+            "metadata.uid" => m.uid.clone(),
+            "spec.nodeName" => Some(cfg.node_name.clone()),
+            "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()),
+            "status.podIP" => Some(pod_ip.to_string()),
+            "status.hostIP" => Some(cfg.node_ip.clone()),
+            _ => None,
+        }
+    };
+    compute
+        .and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(f)) => field(&f.field_path),
+                (None, None) => Some(String::new()),
+            }?;
+            Some((e.name.clone(), value))
+        })
+        .collect()
+}
+
 /// Runs one pod until it is gone from the API.
 pub(crate) async fn supervise(rt: Arc<Runtime>, mut rx: watch::Receiver<Option<Pod>>) {
     let Some(pod) = rx.borrow_and_update().clone() else {
@@ -424,6 +461,7 @@ async fn start(
         .arg(runtime)
         .args(["--accel", accel]);
     cmd.args(&image_args);
+    cmd.envs(container_env(pod, &attached.ip, &ctx.rt.cfg));
     cmd.stdin(std::process::Stdio::null()).process_group(0);
     if let Ok(log) = log
         && let Ok(err) = log.try_clone()
