@@ -476,6 +476,12 @@ impl Registry {
         self.types.read().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Whether any resource of `group` is served here (without copying the types).
+    #[must_use]
+    pub fn has_group(&self, group: &str) -> bool {
+        self.types.read().is_ok_and(|t| t.iter().any(|t| t.group == group))
+    }
+
     /// The resource at `group`/`version`/`plural`.
     #[must_use]
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
