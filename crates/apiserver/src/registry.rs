@@ -479,7 +479,9 @@ impl Registry {
     /// Whether any resource of `group` is served here (without copying the types).
     #[must_use]
     pub fn has_group(&self, group: &str) -> bool {
-        self.types.read().is_ok_and(|t| t.iter().any(|t| t.group == group))
+        self.types
+            .read()
+            .is_ok_and(|t| t.iter().any(|t| t.group == group))
     }
 
     /// The resource at `group`/`version`/`plural`.
