@@ -54,7 +54,10 @@ pub fn spawn(state: Shared, stop: std::sync::Arc<tokio::sync::Notify>) -> tokio:
 fn sweep(state: &Shared) -> Result<(), StoreError> {
     let mut uids = BTreeSet::new();
     let mut owned = Vec::new();
-    let prefixes: BTreeSet<String> = state.registry.all().into_iter().map(|t| t.prefix()).collect();
+    let mut prefixes = BTreeSet::new();
+    state.registry.for_each(|t| {
+        prefixes.insert(t.prefix());
+    });
     for prefix in prefixes {
         for kv in state.store.list(&prefix, &ListOptions::default())?.items {
             let Some(obj) = decode(&kv.value) else { continue };
@@ -187,13 +190,13 @@ fn handle(state: &Shared, ev: &apiserver_store::Event) -> Result<(), StoreError>
 /// The storage prefixes an owner's dependents can live under.
 fn prefixes(state: &Shared, ns: Option<&str>) -> Vec<String> {
     let mut out = BTreeSet::new();
-    for rt in state.registry.all() {
+    state.registry.for_each(|rt| {
         match (ns, rt.namespaced) {
             (Some(n), true) => out.insert(rt.prefix_in(Some(n))),
             (Some(_), false) => false,
             (None, _) => out.insert(rt.prefix()),
         };
-    }
+    });
     out.into_iter().collect()
 }
 
@@ -238,15 +241,13 @@ fn find_by_uid(state: &Shared, uid: &str, ns: Option<&str>) -> Result<Option<(St
 }
 
 fn prefixes_cluster(state: &Shared) -> Vec<String> {
-    state
-        .registry
-        .all()
-        .into_iter()
-        .filter(|t| !t.namespaced)
-        .map(|t| t.prefix())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    let mut out = BTreeSet::new();
+    state.registry.for_each(|t| {
+        if !t.namespaced {
+            out.insert(t.prefix());
+        }
+    });
+    out.into_iter().collect()
 }
 
 fn update(store: &Store, key: &str, obj: &Value) -> Result<(), StoreError> {

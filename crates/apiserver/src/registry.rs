@@ -476,12 +476,19 @@ impl Registry {
         self.types.read().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Visits every served type under the lock, without copying them (for hot paths: request routing, GC).
+    pub fn for_each(&self, mut f: impl FnMut(&ResourceType)) {
+        if let Ok(types) = self.types.read() {
+            types.iter().for_each(&mut f);
+        }
+    }
+
     /// Whether any resource of `group` is served here (without copying the types).
     #[must_use]
     pub fn has_group(&self, group: &str) -> bool {
-        self.types
-            .read()
-            .is_ok_and(|t| t.iter().any(|t| t.group == group))
+        let mut found = false;
+        self.for_each(|t| found |= t.group == group);
+        found
     }
 
     /// The resource at `group`/`version`/`plural`.
