@@ -68,3 +68,83 @@ pub struct DataVolumeCondition {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// `cdi.kubevirt.io/v1beta1` StorageProfile: per StorageClass (same name, cluster-scoped), the claim properties and
+/// clone strategy CDI uses when a DataVolume's `spec.storage` leaves them out. Served so clients that read it (kcli,
+/// virtctl) find the kind; the storage controller fills it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StorageProfile {
+    /// `cdi.kubevirt.io/v1beta1`.
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `StorageProfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What the administrator set.
+    #[serde(default)]
+    pub spec: StorageProfileSpec,
+    /// What CDI resolved for the class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StorageProfileStatus>,
+}
+
+/// One accepted combination of access modes and volume mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClaimPropertySet {
+    /// ReadWriteOnce, ReadWriteMany, ...
+    #[serde(rename = "accessModes", skip_serializing_if = "Option::is_none")]
+    pub access_modes: Option<Vec<String>>,
+    /// Filesystem or Block.
+    #[serde(rename = "volumeMode", skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+}
+
+/// [`StorageProfile`] settings an administrator may give.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StorageProfileSpec {
+    /// Claim properties, first preferred (at most 8).
+    #[serde(rename = "claimPropertySets", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub claim_property_sets: Option<Vec<ClaimPropertySet>>,
+    /// copy, snapshot or csi-clone.
+    #[serde(rename = "cloneStrategy", skip_serializing_if = "Option::is_none")]
+    pub clone_strategy: Option<String>,
+    /// pvc or snapshot.
+    #[serde(
+        rename = "dataImportCronSourceFormat",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_import_cron_source_format: Option<String>,
+    /// The VolumeSnapshotClass to use.
+    #[serde(rename = "snapshotClass", skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<String>,
+}
+
+/// [`StorageProfile`] as resolved for its class.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StorageProfileStatus {
+    /// The StorageClass.
+    #[serde(rename = "storageClass", skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Its provisioner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioner: Option<String>,
+    /// Claim properties in force.
+    #[serde(rename = "claimPropertySets", skip_serializing_if = "Option::is_none")]
+    pub claim_property_sets: Option<Vec<ClaimPropertySet>>,
+    /// Clone strategy in force.
+    #[serde(rename = "cloneStrategy", skip_serializing_if = "Option::is_none")]
+    pub clone_strategy: Option<String>,
+    /// DataImportCron source format in force.
+    #[serde(
+        rename = "dataImportCronSourceFormat",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_import_cron_source_format: Option<String>,
+    /// Snapshot class in force.
+    #[serde(rename = "snapshotClass", skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<String>,
+}

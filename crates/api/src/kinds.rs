@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, ListableResource, Metadata, NamespaceResourceScope, Resource};
 
-use crate::cdi::DataVolume;
+use crate::cdi::{DataVolume, StorageProfile};
 use crate::{v1, v1alpha1, v1beta1};
 
 macro_rules! kind {
@@ -154,4 +154,12 @@ kind!(
     "DataVolume",
     "datavolumes",
     Ns
+);
+kind!(
+    StorageProfile,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "StorageProfile",
+    "storageprofiles",
+    Cluster
 );

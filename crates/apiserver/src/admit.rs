@@ -121,6 +121,7 @@ fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<Strin
         };
     }
     let mut obj = obj;
+    crate::defaults::on_create(&ctx.rt.group, &ctx.rt.plural, &mut obj)?;
     match (ctx.rt.group.as_str(), ctx.rt.plural.as_str()) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let types = crate::registry::from_crd(&obj).map_err(|e| {
@@ -230,6 +231,8 @@ pub fn on_update(ctx: &Ctx, new: Value, old: &Value) -> Result<(Value, Vec<Strin
 }
 
 fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
+    let mut new = new;
+    crate::defaults::on_update(&ctx.rt.group, &ctx.rt.plural, &mut new)?;
     let name = meta_str(&new, "name").unwrap_or_default().to_string();
     if ctx.rt.group == "apiextensions.k8s.io" {
         crate::registry::from_crd(&new).map_err(|e| {

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod authz;
 pub mod availability;
 pub mod crud;
+pub mod defaults;
 pub mod discovery;
 pub mod fields;
 pub mod gc;

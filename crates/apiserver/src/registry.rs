@@ -147,6 +147,14 @@ const BUILTINS: &[Builtin] = &[
         &["sc"],
     ),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
+    (
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        true,
+        &[],
+    ),
     ("events.k8s.io", "v1", "Event", "events", true, &["ev"]),
     (
         "apiextensions.k8s.io",

@@ -253,9 +253,14 @@ pub fn prepare(
             if p.get("protocol").is_none() {
                 p["protocol"] = json!("TCP");
             }
-            if p.get("targetPort").is_none()
-                && let Some(port) = p.get("port").cloned()
-            {
+            // kube-apiserver's SetDefaults_Service: a missing, empty or zero targetPort is the port.
+            let unset = match p.get("targetPort") {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.is_empty() || s == "0",
+                Some(Value::Number(n)) => n.as_i64() == Some(0),
+                Some(_) => false,
+            };
+            if unset && let Some(port) = p.get("port").cloned() {
                 p["targetPort"] = port;
             }
             if !wants_node_ports {

@@ -118,6 +118,11 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             col("Available", "string", "@apiservice-available", 0),
             age,
         ],
+        ("apps", "ControllerRevision") => vec![
+            col("Controller", "string", "@controller-ref", 0),
+            col("Revision", "integer", ".revision", 0),
+            age,
+        ],
         ("coordination.k8s.io", "Lease") => vec![col("Holder", "string", ".spec.holderIdentity", 0), age],
         ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp", 0)],
         _ => vec![age],
@@ -204,6 +209,27 @@ fn computed(item: &Value, name: &str) -> Value {
                 s.push_str(",SchedulingDisabled");
             }
             json!(s)
+        }
+        // kubectl's `<group-resource>/<name>` of the controlling owner, e.g. `virtualmachine.kubevirt.io/vm1`.
+        "controller-ref" => {
+            let owner = item
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|os| os.iter().find(|o| o["controller"] == json!(true)));
+            match owner {
+                Some(o) => {
+                    let group = o["apiVersion"].as_str().unwrap_or_default();
+                    let group = group.rsplit_once('/').map_or("", |(g, _)| g);
+                    let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+                    let name = o["name"].as_str().unwrap_or_default();
+                    json!(if group.is_empty() {
+                        format!("{kind}/{name}")
+                    } else {
+                        format!("{kind}.{group}/{name}")
+                    })
+                }
+                None => json!("<none>"),
+            }
         }
         "apiservice-service" => match item.pointer("/spec/service").filter(|s| !s.is_null()) {
             Some(s) => json!(format!(

@@ -1,4 +1,4 @@
-//! All of virt-controller's loops together — VMI, VM, replica set, node heartbeat watch — for one leader.
+//! All of virt-controller's loops together — VMI, VM, replica set, migration, node heartbeat watch — for one leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,9 @@ pub async fn run(client: kube::Client, settings: Settings) {
     let vm = crate::vm::run(Arc::new(crate::vm::Ctx {
         client: client.clone(),
     }));
+    let migrations = crate::migration::run(Arc::new(crate::migration::Ctx {
+        client: client.clone(),
+    }));
     let nodes = crate::node::run(client, settings.node_heartbeat_timeout, stop);
-    tokio::join!(vmi, rs, vm, nodes);
+    tokio::join!(vmi, rs, vm, migrations, nodes);
 }

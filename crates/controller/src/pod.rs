@@ -345,6 +345,11 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
         resources: Some(resources),
         ..Default::default()
     };
+    let (volumes, mounts) = crate::podvolumes::render(vmi);
+    let mut compute = compute;
+    if !mounts.is_empty() {
+        compute.volume_mounts = Some(mounts);
+    }
     let mut containers = vec![compute];
     containers.extend(container_disks(vmi, &uid));
     Ok(Pod {
@@ -384,6 +389,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
                 condition_type: "kubevirt.io/virtual-machine-unpaused".into(),
             }]),
             containers,
+            volumes: Some(volumes).filter(|v| !v.is_empty()),
             ..Default::default()
         }),
         status: None,

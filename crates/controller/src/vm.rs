@@ -17,6 +17,8 @@ use kube::runtime::watcher;
 use kubevirt_api::v1::{VirtualMachine, VirtualMachineInstance};
 use serde_json::{Value, json};
 
+use crate::instancetype::SyncError;
+
 /// Why a reconcile failed (retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,8 +108,29 @@ fn requested(vm: &VirtualMachine, action: &str) -> bool {
         .is_some_and(|rs| rs.iter().any(|r| r.action == action))
 }
 
+/// A disk for every volume that has neither a disk nor a filesystem (upstream's `SetDefaultVolumeDisk`), before a
+/// preference fills the disks' buses.
+fn default_volume_disks(spec: &mut kubevirt_api::v1::VirtualMachineInstanceSpec) {
+    let devices = &mut spec.domain.devices;
+    let mut named: Vec<String> = devices.disks.iter().flatten().map(|d| d.name.clone()).collect();
+    named.extend(devices.filesystems.iter().flatten().map(|f| f.name.clone()));
+    for v in spec.volumes.iter().flatten() {
+        if !named.contains(&v.name) {
+            devices
+                .disks
+                .get_or_insert_with(Vec::new)
+                .push(kubevirt_api::v1::Disk {
+                    name: v.name.clone(),
+                    ..Default::default()
+                });
+        }
+    }
+}
+
 fn new_vmi(vm: &VirtualMachine) -> VirtualMachineInstance {
     let t = vm.spec.template.metadata.clone().unwrap_or_default();
+    let mut spec = vm.spec.template.spec.clone().unwrap_or_default();
+    default_volume_disks(&mut spec);
     VirtualMachineInstance {
         api_version: Some("kubevirt.io/v1".into()),
         kind: Some("VirtualMachineInstance".into()),
@@ -126,7 +149,7 @@ fn new_vmi(vm: &VirtualMachine) -> VirtualMachineInstance {
             }]),
             ..Default::default()
         },
-        spec: vm.spec.template.spec.clone().unwrap_or_default(),
+        spec,
         status: None,
     }
 }
@@ -166,7 +189,29 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         None => vm.status.as_ref().and_then(|s| s.start_failure.clone()),
     };
     let backing_off = crate::backoff::waiting(failure.as_ref(), now);
-    if vm.metadata.deletion_timestamp.is_none() {
+    // Instancetype and preference: revisions stored and referenced before any VMI is made from them.
+    let mut sync_error: Option<SyncError> = None;
+    let mut refs = (None, None);
+    if vm.metadata.deletion_timestamp.is_none()
+        && (vm.spec.instancetype.is_some() || vm.spec.preference.is_some())
+    {
+        match crate::instancetype::sync_refs(&ctx.client, &vm).await {
+            Ok(r) => refs = r,
+            Err(e) => sync_error = Some(e),
+        }
+    }
+    let vm_with_refs = {
+        let mut v = (*vm).clone();
+        let st = v.status.get_or_insert_with(Default::default);
+        if refs.0.is_some() {
+            st.instancetype_ref.clone_from(&refs.0);
+        }
+        if refs.1.is_some() {
+            st.preference_ref.clone_from(&refs.1);
+        }
+        v
+    };
+    if vm.metadata.deletion_timestamp.is_none() && sync_error.is_none() {
         let exists = vmi
             .as_ref()
             .is_some_and(|v| v.metadata.deletion_timestamp.is_none());
@@ -196,12 +241,14 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             vmis.delete(&name, &DeleteParams::default()).await?;
             clear_requests = requested(&vm, "Stop");
         } else if create {
-            match vmis.create(&PostParams::default(), &new_vmi(&vm)).await {
-                Ok(v) => vmi = Some(v),
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(e.into()),
+            match start_vmi(&ctx.client, &vmis, &vm_with_refs).await {
+                Ok(Some(v)) => {
+                    vmi = Some(v);
+                    clear_requests = requested(&vm, "Start");
+                }
+                Ok(None) => clear_requests = requested(&vm, "Start"),
+                Err(e) => sync_error = Some(e),
             }
-            clear_requests = requested(&vm, "Start");
         }
     }
     let ready = vmi
@@ -221,12 +268,15 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .and_then(|s| s.conditions.as_ref())
         .map(|cs| {
             cs.iter()
-                .filter(|c| c.r#type != "Ready")
+                .filter(|c| c.r#type != "Ready" && c.r#type != "Failure")
                 .filter_map(|c| serde_json::to_value(c).ok())
                 .collect()
         })
         .unwrap_or_default();
     conditions.push(ready_condition);
+    if let Some(e) = &sync_error {
+        conditions.push(failure_condition(&vm, e));
+    }
     let mut status = json!({
         "conditions": conditions,
         "created": vmi.is_some(),
@@ -239,6 +289,18 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         },
         "observedGeneration": vm.metadata.generation,
     });
+    if let Some(r) = refs
+        .0
+        .filter(|r| Some(r) != vm.status.as_ref().and_then(|s| s.instancetype_ref.as_ref()))
+    {
+        status["instancetypeRef"] = serde_json::to_value(r).unwrap_or(Value::Null);
+    }
+    if let Some(r) = refs
+        .1
+        .filter(|r| Some(r) != vm.status.as_ref().and_then(|s| s.preference_ref.as_ref()))
+    {
+        status["preferenceRef"] = serde_json::to_value(r).unwrap_or(Value::Null);
+    }
     if clear_requests {
         status["stateChangeRequests"] = json!(null);
     }
@@ -251,9 +313,57 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         &Patch::Merge(&json!({"status": status})),
     )
     .await?;
+    // A failure is retried soon: what it waits for (an instancetype, a quota) is not watched.
+    let retry = if sync_error.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    };
     Ok(Action::requeue(
-        backing_off.map_or(Duration::from_secs(30), |w| w + Duration::from_millis(500)),
+        backing_off.map_or(retry, |w| w + Duration::from_millis(500)),
     ))
+}
+
+/// Creates the VM's VMI with its instancetype and preference expanded; `None` when it exists already.
+async fn start_vmi(
+    client: &kube::Client,
+    vmis: &Api<VirtualMachineInstance>,
+    vm: &VirtualMachine,
+) -> Result<Option<VirtualMachineInstance>, SyncError> {
+    let mut vmi = new_vmi(vm);
+    crate::instancetype::apply_to_vmi(client, vm, &mut vmi).await?;
+    match vmis.create(&PostParams::default(), &vmi).await {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => {
+            let message = match &e {
+                kube::Error::Api(s) => s.message.clone(),
+                other => other.to_string(),
+            };
+            tracing::warn!(error = %message, "creating the VMI");
+            Err(SyncError {
+                reason: "FailedCreate",
+                message: format!("Failure while starting VMI: {message}"),
+            })
+        }
+    }
+}
+
+/// The `Failure` condition for a sync error; its transition time kept while the failure stays the same.
+fn failure_condition(vm: &VirtualMachine, e: &SyncError) -> Value {
+    let same = vm
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.r#type == "Failure"))
+        .filter(|c| {
+            c.reason.as_deref() == Some(e.reason) && c.message.as_deref() == Some(e.message.as_str())
+        });
+    let at = same
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    json!({"type": "Failure", "status": "True", "reason": e.reason, "message": e.message,
+        "lastTransitionTime": at, "lastProbeTime": null})
 }
 
 fn error_policy(_vm: Arc<VirtualMachine>, err: &Error, _ctx: Arc<Ctx>) -> Action {

@@ -203,6 +203,41 @@ fn bytes_of(
         .ok_or_else(|| DomainError::invalid(field, format!("{} is not a positive size", q.0)))
 }
 
+/// Where a launcher in a pod finds the data of volumes its VMI reads from the API, at upstream's paths under the
+/// container filesystem `root` (`/` in a cluster, the box pod runtime's `--mount-root`): Secrets, ConfigMaps and
+/// the downward API under `var/run/kubevirt-private/{secret,config-map,downwardapi}/<volume>`, cloud-init Secrets
+/// under `secret/<volume>/`, a serviceAccount's token under `var/run/secrets/kubernetes.io/serviceaccount`. Only
+/// paths that exist are returned.
+#[must_use]
+pub fn pod_sources(vmi: &VirtualMachineInstance, root: &Path) -> BTreeMap<String, PathBuf> {
+    let private = root.join("var/run/kubevirt-private");
+    let mut out = BTreeMap::new();
+    for v in vmi.spec.volumes.iter().flatten() {
+        let cloud_init_secret = v
+            .cloud_init_no_cloud
+            .as_ref()
+            .is_some_and(|c| c.secret_ref.is_some() || c.network_data_secret_ref.is_some())
+            || v.cloud_init_config_drive
+                .as_ref()
+                .is_some_and(|c| c.secret_ref.is_some() || c.network_data_secret_ref.is_some());
+        let dir = if v.secret.is_some() || cloud_init_secret {
+            private.join("secret").join(&v.name)
+        } else if v.config_map.is_some() {
+            private.join("config-map").join(&v.name)
+        } else if v.downward_api.is_some() {
+            private.join("downwardapi").join(&v.name)
+        } else if v.service_account.is_some() {
+            root.join("var/run/secrets/kubernetes.io/serviceaccount")
+        } else {
+            continue;
+        };
+        if dir.is_dir() {
+            out.insert(v.name.clone(), dir);
+        }
+    }
+    out
+}
+
 /// Plans every volume of `vmi` under `runtime_dir`.
 ///
 /// # Errors

@@ -47,6 +47,10 @@ struct Args {
     /// NAME=PATH: the local image, PVC directory or block device, or data directory of volume NAME.
     #[arg(long = "volume-source", value_name = "NAME=PATH")]
     volume_sources: Vec<String>,
+    /// The directory standing for the container's filesystem (the box pod runtime's mounts): Secret, ConfigMap and
+    /// downward-API volumes are looked up under it at upstream's paths unless given with --volume-source.
+    #[arg(long)]
+    mount_root: Option<PathBuf>,
     /// IFACE=TAP: attach interface IFACE to the existing tap device TAP.
     #[arg(long = "tap", value_name = "IFACE=TAP")]
     taps: Vec<String>,
@@ -152,7 +156,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn facts_of(args: &Args, runtime: &Path) -> anyhow::Result<(NodeFacts, BTreeMap<String, PathBuf>)> {
+/// Where volume data comes from: `--volume-source` pairs, then the pod's mounts under `--mount-root`.
+#[derive(Clone, Debug, Default)]
+struct Sources {
+    explicit: BTreeMap<String, PathBuf>,
+    mount_root: Option<PathBuf>,
+}
+
+impl Sources {
+    fn for_vmi(&self, vmi: &VirtualMachineInstance) -> BTreeMap<String, PathBuf> {
+        let mut all = self
+            .mount_root
+            .as_deref()
+            .map(|root| launcher_domain::volumes::pod_sources(vmi, root))
+            .unwrap_or_default();
+        all.extend(self.explicit.clone());
+        all
+    }
+}
+
+fn facts_of(args: &Args, runtime: &Path) -> anyhow::Result<(NodeFacts, Sources)> {
     let accel = match (args.emulation, args.accel.as_str()) {
         (true, _) | (false, "tcg") => Accel::Tcg,
         (false, "kvm") => Accel::Kvm,
@@ -169,16 +192,22 @@ fn facts_of(args: &Args, runtime: &Path) -> anyhow::Result<(NodeFacts, BTreeMap<
         taps: pairs(&args.taps, "--tap")?,
         kernel_boot_root: args.kernel_boot_root.clone(),
     };
-    Ok((facts, sources))
+    Ok((
+        facts,
+        Sources {
+            explicit: sources,
+            mount_root: args.mount_root.clone(),
+        },
+    ))
 }
 
 fn print(
     vmi: &VirtualMachineInstance,
     facts: &NodeFacts,
-    sources: &BTreeMap<String, PathBuf>,
+    sources: &Sources,
     argv: bool,
 ) -> anyhow::Result<()> {
-    let plan = launcher_domain::volumes::plan(vmi, &facts.runtime_dir, sources)?;
+    let plan = launcher_domain::volumes::plan(vmi, &facts.runtime_dir, &sources.for_vmi(vmi))?;
     let planned: BTreeMap<String, ResolvedVolume> = plan
         .iter()
         .map(|p| (p.name.clone(), p.resolved.clone()))
@@ -208,10 +237,10 @@ fn print(
 async fn start_vm(
     vmi: &VirtualMachineInstance,
     facts: &NodeFacts,
-    sources: &BTreeMap<String, PathBuf>,
+    sources: &Sources,
 ) -> anyhow::Result<(Arc<vm::Vm>, api::Rebuild)> {
     let runtime = &facts.runtime_dir;
-    let plan = launcher_domain::volumes::plan(vmi, runtime, sources)?;
+    let plan = launcher_domain::volumes::plan(vmi, runtime, &sources.for_vmi(vmi))?;
     let planned: BTreeMap<String, ResolvedVolume> = plan
         .iter()
         .map(|p| (p.name.clone(), p.resolved.clone()))

@@ -1,6 +1,6 @@
 //! Box mode's pod runtime — a minimal kubelet for launcher pods. It watches the pods bound to its node and, for
 //! each, creates a network namespace wired by the standard CNI plugins ([`cni`], [`netns`]), resolves containerDisk
-//! images in the box image store, starts `virt-launcher` inside the namespace ([`process`]), reports the pod's
+//! images in the box image store, sets up its Secret/ConfigMap/downward-API volumes ([`volumes`]), starts `virt-launcher` inside the namespace ([`process`]), reports the pod's
 //! status the way a kubelet does ([`status`]), stops it gracefully when the pod is deleted and removes everything
 //! it made. Launchers run in process groups of their own, so they outlive a runtime restart and are adopted again.
 
@@ -10,6 +10,7 @@ pub mod netns;
 mod pod;
 pub mod process;
 mod status;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! One pod's life on the node: image check, sandbox (netns + CNI), the launcher process, status reports, graceful
+//! One pod's life on the node: image check, volumes, sandbox (netns + CNI), the launcher process, status reports, graceful
 //! stop on deletion, and cleanup. A record on disk (`record.json`) lets a restarted runtime adopt the launcher.
 
 use std::collections::BTreeMap;
@@ -406,6 +406,26 @@ async fn start(
             }
         }
     };
+    // Volumes (Secrets, ConfigMaps, the downward API), retried while what they need is missing.
+    let mount_root = loop {
+        match crate::volumes::set_up(&ctx.rt.client, pod, &ctx.dir).await {
+            Ok(root) => break root,
+            Err(e) => {
+                tracing::warn!(error = %e, "volumes");
+                let view = ctx.view(
+                    "Pending",
+                    Compute::Waiting("ContainerCreating".into(), e.to_string()),
+                    None,
+                    &start_time,
+                );
+                ctx.report(pod, &view).await;
+                if !pause(rx, backoff).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
     // The sandbox.
     let ns = netns_name(&ctx.uid);
     let attached = loop {
@@ -459,7 +479,9 @@ async fn start(
         .arg(&ctx.rt.cfg.launcher_bin)
         .arg("--runtime-dir")
         .arg(runtime)
-        .args(["--accel", accel]);
+        .args(["--accel", accel])
+        .arg("--mount-root")
+        .arg(&mount_root);
     cmd.args(&image_args);
     cmd.envs(container_env(pod, &attached.ip, &ctx.rt.cfg));
     cmd.stdin(std::process::Stdio::null()).process_group(0);

@@ -8,7 +8,7 @@ mod schema;
 
 use serde_json::{Value, json};
 
-use crate::cdi::DataVolume;
+use crate::cdi::{DataVolume, StorageProfile};
 use crate::{v1, v1alpha1, v1beta1};
 
 pub use schema::structural_schema_for;
@@ -479,6 +479,20 @@ pub const CRDS: &[CrdInfo] = &[
             AGE,
         ],
         schema: structural_schema_for::<DataVolume>,
+    },
+    CrdInfo {
+        group: "cdi.kubevirt.io",
+        kind: "StorageProfile",
+        plural: "storageprofiles",
+        singular: "storageprofile",
+        short_names: &[],
+        categories: &[],
+        scope: Scope::Cluster,
+        versions: V1BETA1,
+        status: true,
+        scale: None,
+        columns: &[],
+        schema: structural_schema_for::<StorageProfile>,
     },
 ];
 

@@ -1,0 +1,324 @@
+//! What real clients found missing (issue 11), driven through kubectl and virtctl against one box server, as those
+//! clients drive it: an instancetype + preference VM from `virtctl create vm` boots with the instancetype's size and
+//! records its ControllerRevisions; a missing instancetype is reported on the VM; NoCloud user data from a Secret
+//! reaches the guest; a Service with upstream virtctl's `targetPort: ""` gets endpoints; built-in defaults a real
+//! kube-apiserver stores; migrations end and disappear; CDI's StorageProfile kind is served.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/node.rs"]
+mod node;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use node::{NodeBox, eventually};
+
+fn virtctl(b: &NodeBox, args: &[&str]) -> (i32, String, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kvbox")).with_file_name("virtctl");
+    let out = Command::new(bin)
+        .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
+        .env("HOME", b.dir().join("home"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const INSTANCETYPES: &str = r#"
+apiVersion: instancetype.kubevirt.io/v1beta1
+kind: VirtualMachineClusterInstancetype
+metadata: {name: box-small}
+spec:
+  cpu: {guest: 2}
+  memory: {guest: 160Mi}
+---
+apiVersion: instancetype.kubevirt.io/v1beta1
+kind: VirtualMachineClusterPreference
+metadata: {name: box-virtio}
+spec:
+  devices: {preferredDiskBus: virtio}
+  cpu: {preferredCPUTopology: preferCores}
+"#;
+
+fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
+    b.kubectl_in(&["apply", "-f", "-"], Some(INSTANCETYPES));
+    let (code, vm, err) = virtctl(
+        b,
+        &[
+            "create",
+            "vm",
+            "--name",
+            "itvm",
+            "--instancetype",
+            "box-small",
+            "--preference",
+            "box-virtio",
+            "--volume-containerdisk",
+            "src:kubevirt-rs/test-guest:latest",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+    eventually("the instancetype VM runs", 90, || {
+        b.get("vmi itvm", "{.status.phase}") == "Running"
+    });
+    // The VMI carries the instancetype's size and the preference's topology and bus.
+    assert_eq!(b.get("vmi itvm", "{.spec.domain.memory.guest}"), "160Mi");
+    assert_eq!(b.get("vmi itvm", "{.spec.domain.cpu.cores}"), "2");
+    assert_eq!(
+        b.get("vmi itvm", "{.spec.domain.devices.disks[0].disk.bus}"),
+        "virtio"
+    );
+    assert_eq!(
+        b.get(
+            "vmi itvm",
+            "{.metadata.annotations.kubevirt\\.io/cluster-instancetype-name}"
+        ),
+        "box-small"
+    );
+    assert_eq!(
+        b.get(
+            "vmi itvm",
+            "{.metadata.annotations.kubevirt\\.io/cluster-preference-name}"
+        ),
+        "box-virtio"
+    );
+    // The VM references the ControllerRevisions it stored, owned by the VM.
+    assert_eq!(b.get("vm itvm", "{.status.instancetypeRef.name}"), "box-small");
+    let rev = b.get("vm itvm", "{.status.instancetypeRef.controllerRevisionRef.name}");
+    assert!(rev.starts_with("itvm-box-small-v1beta1-"), "{rev}");
+    let pref_rev = b.get("vm itvm", "{.status.preferenceRef.controllerRevisionRef.name}");
+    assert!(pref_rev.starts_with("itvm-box-virtio-v1beta1-"), "{pref_rev}");
+    assert_eq!(
+        b.get(
+            &format!("controllerrevision {rev}"),
+            "{.metadata.ownerReferences[0].kind}/{.data.spec.memory.guest}"
+        ),
+        "VirtualMachine/160Mi"
+    );
+    let listed = b.kubectl(&["get", "controllerrevisions"]);
+    assert!(listed.contains("virtualmachine.kubevirt.io/itvm"), "{listed}");
+    assert_eq!(b.get("vm itvm", "{.status.printableStatus}"), "Running");
+    b.kubectl(&["delete", "vm", "itvm", "--wait=true", "--timeout=90s"]);
+    eventually("the revisions are collected with the VM", 30, || {
+        b.get(&format!("controllerrevision {rev}"), "{.metadata.name}")
+            .is_empty()
+    });
+}
+
+fn missing_instancetype_is_reported_then_recovered(b: &NodeBox) {
+    let vm = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: late}
+spec:
+  runStrategy: Always
+  instancetype: {name: box-late}
+  template:
+    spec:
+      domain: {devices: {disks: [{name: root, disk: {bus: virtio}}]}}
+      volumes: [{name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}]
+"#;
+    let (ok, _, warn) = b.try_kubectl(&["apply", "-f", "-"], Some(vm));
+    assert!(ok, "{warn}");
+    eventually("the Failure condition", 30, || {
+        b.get("vm late", "{.status.conditions[?(@.type==\"Failure\")].reason}") == "FailedFindInstancetype"
+    });
+    let message = b.get("vm late", "{.status.conditions[?(@.type==\"Failure\")].message}");
+    assert_eq!(
+        message,
+        "virtualmachineclusterinstancetypes.instancetype.kubevirt.io \"box-late\" not found"
+    );
+    assert_eq!(b.get("vm late", "{.status.printableStatus}"), "Stopped");
+    assert!(b.get("vmi late", "{.metadata.name}").is_empty());
+    // Once it exists the VM starts and the failure goes.
+    b.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: instancetype.kubevirt.io/v1beta1\nkind: VirtualMachineClusterInstancetype\n\
+             metadata: {name: box-late}\nspec: {cpu: {guest: 1}, memory: {guest: 128Mi}}\n",
+        ),
+    );
+    eventually("the VM starts once its instancetype exists", 60, || {
+        !b.get("vmi late", "{.metadata.name}").is_empty()
+    });
+    eventually("the failure is cleared", 30, || {
+        b.get("vm late", "{.status.conditions[?(@.type==\"Failure\")].reason}")
+            .is_empty()
+    });
+    b.kubectl(&["delete", "vm", "late", "--wait=true", "--timeout=90s"]);
+}
+
+fn cloud_init_from_a_secret_reaches_the_guest(b: &NodeBox) {
+    // stringData, as users write Secrets: the API server turns it into data.
+    let secret = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: guest-userdata}
+stringData:
+  userdata: |
+    #cloud-config
+    hostname: from-a-secret
+"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(secret));
+    assert_eq!(b.get("secret guest-userdata", "{.type}"), "Opaque");
+    assert!(b.get("secret guest-userdata", "{.stringData}").is_empty());
+    assert!(!b.get("secret guest-userdata", "{.data.userdata}").is_empty());
+    let vmi = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: secretci}
+spec:
+  domain:
+    devices:
+      disks:
+      - {name: root, disk: {bus: virtio}}
+      - {name: cloudinit, disk: {bus: virtio}}
+    resources: {requests: {memory: 128Mi}}
+  volumes:
+  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
+  - name: cloudinit
+    cloudInitNoCloud:
+      secretRef: {name: guest-userdata}
+"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+    eventually("the VMI runs", 90, || {
+        b.get("vmi secretci", "{.status.phase}") == "Running"
+    });
+    let uid = b.get("vmi secretci", "{.metadata.uid}");
+    eventually("the guest prints the Secret's hostname", 120, || {
+        b.serial(&uid).contains("cloud-init: hostname=from-a-secret")
+    });
+    // The launcher pod mounts the Secret where upstream's does.
+    let sel = format!("kubevirt.io/created-by={uid}");
+    let mounts = b.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &sel,
+        "-o",
+        "jsonpath={.items[0].spec.containers[0].volumeMounts[*].mountPath}",
+    ]);
+    assert!(
+        mounts.contains("/var/run/kubevirt-private/secret/cloudinit/userdata"),
+        "{mounts}"
+    );
+    migrations_end_and_disappear(b, "secretci");
+    b.kubectl(&["delete", "vmi", "secretci", "--wait=true", "--timeout=90s"]);
+}
+
+fn a_vmi_whose_secret_is_missing_waits_for_it(b: &NodeBox) {
+    let vmi = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: nosecret}
+spec:
+  domain:
+    devices:
+      disks:
+      - {name: root, disk: {bus: virtio}}
+      - {name: cloudinit, disk: {bus: virtio}}
+    resources: {requests: {memory: 128Mi}}
+  volumes:
+  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
+  - name: cloudinit
+    cloudInitNoCloud:
+      secretRef: {name: not-yet}
+"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+    let uid = b.get("vmi nosecret", "{.metadata.uid}");
+    let sel = format!("kubevirt.io/created-by={uid}");
+    eventually("the pod says which Secret it waits for", 60, || {
+        b.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            &sel,
+            "-o",
+            "jsonpath={.items[0].status.containerStatuses[0].state.waiting.message}",
+        ])
+        .contains("secret \"not-yet\" not found")
+    });
+    b.kubectl_in(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "not-yet",
+            "--from-literal=userData=#cloud-config\nhostname: late-secret\n",
+        ],
+        None,
+    );
+    eventually("the guest gets the late Secret's hostname", 150, || {
+        b.serial(&uid).contains("cloud-init: hostname=late-secret")
+    });
+    b.kubectl(&["delete", "vmi", "nosecret", "--wait=true", "--timeout=90s"]);
+}
+
+fn services_and_built_in_defaults(b: &NodeBox) {
+    // Upstream virtctl's expose body: targetPort "".
+    let svc = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 8080, "protocol": "TCP", "targetPort": ""}],
+                 "selector": {"kubevirt.io/vm": "nothing-yet"}}}"#;
+    b.kubectl_in(&["create", "-f", "-"], Some(svc));
+    assert_eq!(b.get("svc web", "{.spec.ports[0].targetPort}"), "8080");
+    assert_eq!(
+        b.get(
+            "svc web",
+            "{.spec.sessionAffinity}/{.spec.ipFamilyPolicy}/{.spec.ipFamilies[0]}/{.spec.internalTrafficPolicy}"
+        ),
+        "None/SingleStack/IPv4/Cluster"
+    );
+    // Namespaces: the finalizer and the name label.
+    b.kubectl(&["create", "namespace", "team-a"]);
+    assert_eq!(
+        b.get(
+            "ns team-a",
+            "{.spec.finalizers[0]}/{.metadata.labels.kubernetes\\.io/metadata\\.name}"
+        ),
+        "kubernetes/team-a"
+    );
+    // A Node always has a spec (the box node's pod CIDR).
+    let node_spec = b.kubectl(&["get", "node", "box0", "-o", "jsonpath={.spec}"]);
+    assert!(node_spec.starts_with('{'), "{node_spec:?}");
+    // CDI's StorageProfile kind is served.
+    let (ok, _, err) = b.try_kubectl(&["get", "storageprofiles"], None);
+    assert!(ok, "{err}");
+}
+
+/// Migrations of the running VMI `vmi`: each ends (Failed, finalizer gone) and a deleted one disappears.
+fn migrations_end_and_disappear(b: &NodeBox, vmi: &str) {
+    let m = format!(
+        r#"{{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+        "metadata": {{"name": "mig-a"}}, "spec": {{"vmiName": "{vmi}"}}}}"#
+    );
+    b.kubectl_in(&["create", "-f", "-"], Some(&m));
+    eventually("the migration ends", 30, || {
+        b.get("vmim mig-a", "{.status.phase}/{.metadata.finalizers}") == "Failed/"
+    });
+    let reason = b.get("vmim mig-a", "{.status.migrationState.failureReason}");
+    assert!(reason.starts_with("Migration failed"), "{reason}");
+    let stamps = b.get("vmim mig-a", "{.status.phaseTransitionTimestamps[*].phase}");
+    assert_eq!(stamps, "Pending Failed");
+    // Deleting one (what migrate-cancel does) ends it even while it is being worked on.
+    b.kubectl_in(&["create", "-f", "-"], Some(&m.replace("mig-a", "mig-b")));
+    b.kubectl(&["delete", "vmim", "mig-b", "--wait=true", "--timeout=30s"]);
+    assert!(b.get("vmim mig-b", "{.metadata.name}").is_empty());
+    b.kubectl(&["delete", "vmim", "mig-a", "--wait=true", "--timeout=30s"]);
+    assert!(b.get("vmim mig-a", "{.metadata.name}").is_empty());
+}
+
+#[test]
+fn real_clients_gaps() {
+    let b = NodeBox::start(34, &[]);
+    services_and_built_in_defaults(&b);
+    instancetype_vm_boots_with_its_size(&b);
+    missing_instancetype_is_reported_then_recovered(&b);
+    cloud_init_from_a_secret_reaches_the_guest(&b);
+    a_vmi_whose_secret_is_missing_waits_for_it(&b);
+}

@@ -1,0 +1,296 @@
+//! A pod's volumes as the kubelet sets them up, for the compute container: Secret, ConfigMap, downward-API and
+//! emptyDir volumes written under the pod's directory (`volumes/<name>/`, keys as files, `items` honoured, 0600),
+//! then the container's `volumeMounts` laid out in a directory standing for its filesystem (`rootfs/<mountPath>`:
+//! a symlink to the volume, or a copy of one key for a `subPath`). The launcher gets that directory as
+//! `--mount-root` and finds everything at the paths it would see in a container.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use kube::api::Api;
+
+/// Why a volume could not be set up: the kubelet's `FailedMount` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume \"{volume}\" : {message}")]
+pub struct MountError {
+    /// The pod volume.
+    pub volume: String,
+    /// Why.
+    pub message: String,
+}
+
+fn fail(volume: &str, message: impl Into<String>) -> MountError {
+    MountError {
+        volume: volume.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A relative path that stays inside its directory (no `..`, not absolute).
+fn safe_relative(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    let ok = !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    ok.then(|| path.to_path_buf())
+}
+
+fn write_file(dir: &Path, rel: &str, bytes: &[u8], volume: &str) -> Result<(), MountError> {
+    let rel = safe_relative(rel).ok_or_else(|| fail(volume, format!("invalid path {rel:?}")))?;
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(volume, e.to_string()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| fail(volume, format!("{}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| fail(volume, e.to_string()))
+}
+
+/// Writes `data` (key → bytes) into `dir`, or only `items` (key → path) when given, as the kubelet does.
+fn write_keys(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    volume: &str,
+    what: &str,
+) -> Result<(), MountError> {
+    match items {
+        Some(items) => {
+            for i in items {
+                let bytes = data.get(&i.key).ok_or_else(|| {
+                    // The kubelet's words for each kind.
+                    let message = if what == "secret" {
+                        format!("references non-existent secret key: {}", i.key)
+                    } else {
+                        format!("configmap references non-existent config key: {}", i.key)
+                    };
+                    fail(volume, message)
+                })?;
+                write_file(dir, &i.path, bytes, volume)?;
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(dir, k, v, volume)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn downward_value(pod: &Pod, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let map = |m: Option<&BTreeMap<String, String>>| {
+        m.map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+    };
+    match path {
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "metadata.uid" => m.uid.clone(),
+        "metadata.labels" => Some(map(m.labels.as_ref())),
+        "metadata.annotations" => Some(map(m.annotations.as_ref())),
+        p => {
+            if let Some(k) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|r| r.strip_suffix("']"))
+            {
+                return m.labels.as_ref().and_then(|l| l.get(k)).cloned();
+            }
+            p.strip_prefix("metadata.annotations['")
+                .and_then(|r| r.strip_suffix("']"))
+                .and_then(|k| m.annotations.as_ref().and_then(|a| a.get(k)).cloned())
+        }
+    }
+}
+
+async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Result<(), MountError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = v.name.as_str();
+    if let Some(s) = &v.secret {
+        let secret_name = s.secret_name.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        match api.get_opt(&secret_name).await {
+            Ok(Some(secret)) => {
+                let mut data: BTreeMap<String, Vec<u8>> = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in secret.string_data.unwrap_or_default() {
+                    data.insert(k, v.into_bytes());
+                }
+                write_keys(dir, &data, s.items.as_ref(), name, "secret")?;
+            }
+            Ok(None) if s.optional == Some(true) => {}
+            Ok(None) => return Err(fail(name, format!("secret \"{secret_name}\" not found"))),
+            Err(e) => return Err(fail(name, e.to_string())),
+        }
+    } else if let Some(c) = &v.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        match api.get_opt(&c.name).await {
+            Ok(Some(cm)) => {
+                let mut data: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.insert(k, v.0);
+                }
+                write_keys(dir, &data, c.items.as_ref(), name, "configmap")?;
+            }
+            Ok(None) if c.optional == Some(true) => {}
+            Ok(None) => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
+            Err(e) => return Err(fail(name, e.to_string())),
+        }
+    } else if let Some(d) = &v.downward_api {
+        for item in d.items.iter().flatten() {
+            let Some(f) = item.field_ref.as_ref() else {
+                continue;
+            };
+            let value = downward_value(pod, &f.field_path).unwrap_or_default();
+            write_file(dir, &item.path, value.as_bytes(), name)?;
+        }
+    }
+    // emptyDir and kinds launcher pods do not use: an empty directory.
+    Ok(())
+}
+
+/// Sets up every volume of `pod` under `pod_dir` and lays out the compute container's mounts; returns the directory
+/// standing for the container's filesystem.
+///
+/// # Errors
+/// The first volume that cannot be set up (a missing Secret or ConfigMap that is not optional, a missing key).
+pub async fn set_up(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<PathBuf, MountError> {
+    let volumes_dir = pod_dir.join("volumes");
+    let root = pod_dir.join("rootfs");
+    // Fresh every start: a Secret may have changed since the last attempt.
+    let _ = std::fs::remove_dir_all(&volumes_dir);
+    let _ = std::fs::remove_dir_all(&root);
+    let private = |p: &Path| -> Result<(), MountError> {
+        std::fs::create_dir_all(p).map_err(|e| fail("", format!("{}: {e}", p.display())))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("", e.to_string()))
+    };
+    private(&volumes_dir)?;
+    private(&root)?;
+    let spec = pod.spec.as_ref();
+    for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        let dir = volumes_dir.join(&v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&v.name, e.to_string()))?;
+        fill(client, pod, v, &dir).await?;
+    }
+    let mounts = spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| c.name == "compute")
+        .flat_map(|c| c.volume_mounts.iter().flatten());
+    for m in mounts {
+        let source = volumes_dir.join(&m.name);
+        if !source.is_dir() {
+            return Err(fail(&m.name, "no such volume in the pod"));
+        }
+        let target_rel = m.mount_path.trim_start_matches('/');
+        let target = root.join(
+            safe_relative(target_rel)
+                .ok_or_else(|| fail(&m.name, format!("invalid mountPath {:?}", m.mount_path)))?,
+        );
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail(&m.name, e.to_string()))?;
+        }
+        match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let from = source.join(
+                    safe_relative(sub).ok_or_else(|| fail(&m.name, format!("invalid subPath {sub:?}")))?,
+                );
+                // A key the Secret does not have: the kubelet mounts an empty directory there.
+                if from.is_file() {
+                    std::fs::copy(&from, &target).map_err(|e| fail(&m.name, e.to_string()))?;
+                } else {
+                    std::fs::create_dir_all(&target).map_err(|e| fail(&m.name, e.to_string()))?;
+                }
+            }
+            None => std::os::unix::fs::symlink(&source, &target)
+                .map_err(|e| fail(&m.name, format!("{}: {e}", target.display())))?,
+        }
+    }
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside() {
+        assert!(safe_relative("a/b").is_some());
+        assert!(safe_relative("../x").is_none());
+        assert!(safe_relative("/etc/passwd").is_none());
+        assert!(safe_relative("").is_none());
+    }
+
+    #[test]
+    fn keys_and_items_are_written_as_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = BTreeMap::from([
+            ("userdata".to_string(), b"#cloud-config\n".to_vec()),
+            ("other".to_string(), b"x".to_vec()),
+        ]);
+        write_keys(dir.path(), &data, None, "v", "secret").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("userdata")).unwrap(),
+            b"#cloud-config\n"
+        );
+        let mode = std::fs::metadata(dir.path().join("other"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let items = vec![KeyToPath {
+            key: "other".into(),
+            path: "sub/renamed".into(),
+            mode: None,
+        }];
+        let d2 = tempfile::tempdir().unwrap();
+        write_keys(d2.path(), &data, Some(&items), "v", "secret").unwrap();
+        assert_eq!(std::fs::read(d2.path().join("sub/renamed")).unwrap(), b"x");
+        assert!(!d2.path().join("userdata").exists());
+        let missing = vec![KeyToPath {
+            key: "nope".into(),
+            path: "p".into(),
+            mode: None,
+        }];
+        let e = write_keys(d2.path(), &data, Some(&missing), "v", "secret").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "MountVolume.SetUp failed for volume \"v\" : references non-existent secret key: nope"
+        );
+    }
+
+    #[test]
+    fn downward_fields() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "1", "b": "2"}}
+        }))
+        .unwrap();
+        assert_eq!(downward_value(&pod, "metadata.name").unwrap(), "p");
+        assert_eq!(
+            downward_value(&pod, "metadata.labels").unwrap(),
+            "a=\"1\"\nb=\"2\"\n"
+        );
+        assert_eq!(downward_value(&pod, "metadata.labels['b']").unwrap(), "2");
+    }
+}
