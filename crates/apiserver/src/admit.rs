@@ -97,6 +97,8 @@ pub fn on_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<String
 }
 
 fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<String>), ApiError> {
+    let mut obj = obj;
+    crate::defaults::prune_nulls(&mut obj);
     if is_kubevirt(ctx) {
         let decoded = Object::from_value(obj).map_err(|e| match e {
             kubevirt_api::DecodeError::Field { path, message, .. } => ApiError::invalid(
@@ -120,7 +122,6 @@ fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<Strin
             Outcome::BadRequest(msg) => Err(ApiError::bad_request(msg)),
         };
     }
-    let mut obj = obj;
     crate::defaults::on_create(&ctx.rt.group, &ctx.rt.plural, &mut obj)?;
     match (ctx.rt.group.as_str(), ctx.rt.plural.as_str()) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -232,6 +233,7 @@ pub fn on_update(ctx: &Ctx, new: Value, old: &Value) -> Result<(Value, Vec<Strin
 
 fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
     let mut new = new;
+    crate::defaults::prune_nulls(&mut new);
     crate::defaults::on_update(&ctx.rt.group, &ctx.rt.plural, &mut new)?;
     let name = meta_str(&new, "name").unwrap_or_default().to_string();
     if ctx.rt.group == "apiextensions.k8s.io" {
@@ -257,11 +259,19 @@ fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
     Ok(new)
 }
 
-/// Effects of a stored create or update: a CRD starts being served the moment it is stored.
+/// Effects of a stored create or update: a CRD starts being served the moment it is stored; a namespace gets its
+/// `kube-root-ca.crt` and `default` ServiceAccount.
 ///
 /// # Errors
 /// 500 if a stored CRD cannot be served (it was validated before storing).
 pub fn after_write(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
+    if ctx.rt.group.is_empty()
+        && ctx.rt.plural == "namespaces"
+        && obj.pointer("/metadata/deletionTimestamp").is_none()
+    {
+        let name = meta_str(obj, "name").unwrap_or_default();
+        crate::system::namespace_contents(&ctx.state.store, name, &ctx.state.root_ca)?;
+    }
     if ctx.rt.group == "apiextensions.k8s.io" && ctx.rt.plural == "customresourcedefinitions" {
         ctx.state.registry.install_crd(obj).map_err(ApiError::internal)?;
     }

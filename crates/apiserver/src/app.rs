@@ -56,6 +56,8 @@ pub struct ApiState {
     pub aggregator: Option<crate::aggregator::Aggregator>,
     /// Where Services get their cluster IPs.
     pub service_range: crate::services::ServiceRange,
+    /// The cluster CA (PEM) published in every namespace's `kube-root-ca.crt`; empty publishes none.
+    pub root_ca: String,
 }
 
 /// Shared handle.

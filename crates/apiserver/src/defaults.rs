@@ -40,6 +40,20 @@ pub fn on_update(group: &str, plural: &str, obj: &mut Value) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Drops every `null` member of every object in `v`, as decoding into Go types (built-ins) or pruning non-nullable
+/// fields (CRDs) does before kube-apiserver stores an object: a condition written with `"reason": null` is stored
+/// without the key.
+pub fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(prune_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
+}
+
 /// `v[key]` as a map, made one when missing; `None` when `v` is not an object.
 fn object<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let e = v.as_object_mut()?.entry(key).or_insert_with(|| json!({}));
@@ -388,6 +402,13 @@ mod tests {
             on_create(group, plural, &mut got).unwrap();
             assert_eq!(got, want, "{plural}: {input}");
         }
+    }
+
+    #[test]
+    fn nulls_are_not_stored() {
+        let mut v = json!({"status": {"conditions": [{"type": "Ready", "reason": null, "message": null}]}, "x": null});
+        prune_nulls(&mut v);
+        assert_eq!(v, json!({"status": {"conditions": [{"type": "Ready"}]}}));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod scale;
 pub mod selectors;
 pub mod services;
 pub mod status;
+pub mod system;
 pub mod table;
 pub mod tls;
 pub mod watch;

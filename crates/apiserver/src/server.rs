@@ -252,7 +252,16 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         webhooks: Default::default(),
         metrics: Default::default(),
         service_range: config.service_range,
+        root_ca: pki.ca.clone(),
     });
+    for kv in store
+        .list("/registry/core/namespaces/", &ListOptions::default())?
+        .items
+    {
+        if let Some(ns) = kv.key.rsplit('/').next() {
+            crate::system::namespace_contents(&store, ns, &pki.ca)?;
+        }
+    }
     let stop = Arc::new(tokio::sync::Notify::new());
     crate::gc::spawn(state.clone(), stop.clone());
     crate::availability::spawn(state.clone(), stop.clone());
@@ -270,6 +279,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         path: PathBuf::from(config.listen.to_string()),
         source: std::io::Error::other("could not listen"),
     })?;
+    crate::system::kubernetes_service(&store, config.service_range, addr)?;
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {

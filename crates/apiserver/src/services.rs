@@ -58,6 +58,12 @@ impl ServiceRange {
         1u32 << (32 - self.prefix)
     }
 
+    /// The range's first usable address (kube-apiserver gives it to `default/kubernetes`).
+    #[must_use]
+    pub fn first(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.net + 1)
+    }
+
     fn contains(self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & (u32::MAX << (32 - self.prefix)) == self.net
     }

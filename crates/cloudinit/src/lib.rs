@@ -1,7 +1,8 @@
 //! cloud-init disks as upstream KubeVirt builds them: the file tree ([`nocloud_files`], [`configdrive_files`]) and an
 //! ISO 9660 image of a file tree ([`write_iso`], via Debian's `xorrisofs`, as upstream does).
 //!
-//! NoCloud: label `cidata`; `meta-data` (JSON: `instance-id` = firmware UUID, `local-hostname`), `user-data`, and
+//! NoCloud: label `cidata`; `meta-data` (JSON: `instance-id` = firmware UUID, `local-hostname`, `public-keys` from
+//! access credentials), `user-data`, and
 //! `network-config` only when network data is given. ConfigDrive: label `config-2`;
 //! `openstack/latest/meta_data.json` (`instance_id` = `<name>.<namespace>`, `uuid`, `hostname`), `user_data`,
 //! `network_data.json`.
@@ -40,6 +41,15 @@ pub struct Identity {
     pub namespace: String,
     /// Guest hostname.
     pub hostname: String,
+    /// SSH public keys from access credentials (meta data `public-keys` / `public_keys`, keyed "0", "1", ...).
+    pub public_keys: Vec<String>,
+}
+
+fn keyed(keys: &[String]) -> serde_json::Map<String, serde_json::Value> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| (i.to_string(), json!(k)))
+        .collect()
 }
 
 /// A file of the disk: path relative to the root, contents.
@@ -48,7 +58,10 @@ pub type File = (String, Vec<u8>);
 /// The NoCloud tree.
 #[must_use]
 pub fn nocloud_files(id: &Identity, user_data: Option<&[u8]>, network_data: Option<&[u8]>) -> Vec<File> {
-    let meta = json!({"instance-id": id.uuid, "local-hostname": id.hostname});
+    let mut meta = json!({"instance-id": id.uuid, "local-hostname": id.hostname});
+    if !id.public_keys.is_empty() {
+        meta["public-keys"] = json!(keyed(&id.public_keys));
+    }
     let mut files = vec![
         ("meta-data".to_string(), meta.to_string().into_bytes()),
         ("user-data".to_string(), user_data.unwrap_or_default().to_vec()),
@@ -62,11 +75,14 @@ pub fn nocloud_files(id: &Identity, user_data: Option<&[u8]>, network_data: Opti
 /// The ConfigDrive tree.
 #[must_use]
 pub fn configdrive_files(id: &Identity, user_data: Option<&[u8]>, network_data: Option<&[u8]>) -> Vec<File> {
-    let meta = json!({
+    let mut meta = json!({
         "instance_id": format!("{}.{}", id.name, id.namespace),
         "uuid": id.uuid,
         "hostname": id.hostname,
     });
+    if !id.public_keys.is_empty() {
+        meta["public_keys"] = json!(keyed(&id.public_keys));
+    }
     let mut files = vec![(
         "openstack/latest/meta_data.json".to_string(),
         meta.to_string().into_bytes(),
@@ -161,7 +177,23 @@ mod tests {
             name: "vm".into(),
             namespace: "ns".into(),
             hostname: "host".into(),
+            public_keys: Vec::new(),
         }
+    }
+
+    #[test]
+    fn access_credential_keys_are_in_the_meta_data() {
+        let mut i = id();
+        i.public_keys = vec!["ssh-ed25519 AAA a".into(), "ssh-rsa BBB b".into()];
+        let f = nocloud_files(&i, None, None);
+        let meta: serde_json::Value = serde_json::from_slice(&f[0].1).unwrap();
+        assert_eq!(
+            meta["public-keys"],
+            json!({"0": "ssh-ed25519 AAA a", "1": "ssh-rsa BBB b"})
+        );
+        let f = configdrive_files(&i, None, None);
+        let meta: serde_json::Value = serde_json::from_slice(&f[0].1).unwrap();
+        assert_eq!(meta["public_keys"]["1"], "ssh-rsa BBB b");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct NodeSpec {
     pub heartbeat: Duration,
     /// Where the handler's endpoint listens (`host:port`), published as [`ENDPOINT`].
     pub endpoint: Option<String>,
+    /// The node's pod network (`spec.podCIDR`), when this agent is also the node's kubelet (box mode).
+    pub pod_cidr: Option<String>,
 }
 
 impl NodeSpec {
@@ -58,6 +60,7 @@ impl NodeSpec {
             address: address.into(),
             heartbeat,
             endpoint: None,
+            pod_cidr: None,
         }
     }
 
@@ -130,10 +133,15 @@ fn now() -> String {
 pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now();
+    let node_spec = match &spec.pod_cidr {
+        Some(c) => json!({"podCIDR": c, "podCIDRs": [c]}),
+        None => json!({}),
+    };
     if nodes.get_opt(&spec.name).await?.is_none() {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": spec.name, "labels": spec.labels(true), "annotations": spec.annotations(&now)},
+            "spec": node_spec,
         }))
         .map_err(kube::Error::SerdeError)?;
         match nodes.create(&PostParams::default(), &node).await {
@@ -142,7 +150,10 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<(), kube
             Err(e) => return Err(e),
         }
     }
-    let patch = json!({"metadata": {"labels": spec.labels(true), "annotations": spec.annotations(&now)}});
+    let mut patch = json!({"metadata": {"labels": spec.labels(true), "annotations": spec.annotations(&now)}});
+    if spec.pod_cidr.is_some() {
+        patch["spec"] = node_spec;
+    }
     nodes
         .patch(&spec.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;

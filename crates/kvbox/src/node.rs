@@ -159,6 +159,7 @@ impl Node {
             .with_context(|| format!("binding the handler endpoint on {listen}"))?;
         let mut spec = handler::node::NodeSpec::local(&name, kvm, &args.node_ip, args.heartbeat_interval);
         spec.endpoint = Some(tcp.local_addr()?.to_string());
+        spec.pod_cidr = Some(args.pod_cidr.clone());
         let (ctx, kicks) = handler::vmi::Ctx::new(client.clone(), name, launchers_dir);
         let endpoint = handler::server::Endpoint::new(ctx.clone(), Duration::from_secs(20));
         let tasks = vec![

@@ -2,7 +2,8 @@
 //! clients drive it: an instancetype + preference VM from `virtctl create vm` boots with the instancetype's size and
 //! records its ControllerRevisions; a missing instancetype is reported on the VM; NoCloud user data from a Secret
 //! reaches the guest; a Service with upstream virtctl's `targetPort: ""` gets endpoints; built-in defaults a real
-//! kube-apiserver stores; migrations end and disappear; CDI's StorageProfile kind is served.
+//! kube-apiserver stores; migrations end and disappear; CDI's StorageProfile kind is served; guestfs and memorydump
+//! say plainly that they are not supported; virtctl's usage errors exit 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -104,6 +105,7 @@ fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
     let listed = b.kubectl(&["get", "controllerrevisions"]);
     assert!(listed.contains("virtualmachine.kubevirt.io/itvm"), "{listed}");
     assert_eq!(b.get("vm itvm", "{.status.printableStatus}"), "Running");
+    subresources_not_served_yet_say_so(b, "itvm");
     b.kubectl(&["delete", "vm", "itvm", "--wait=true", "--timeout=90s"]);
     eventually("the revisions are collected with the VM", 30, || {
         b.get(&format!("controllerrevision {rev}"), "{.metadata.name}")
@@ -166,6 +168,13 @@ stringData:
     hostname: from-a-secret
 "#;
     b.kubectl_in(&["apply", "-f", "-"], Some(secret));
+    b.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "guest-keys",
+        "--from-literal=key1=ssh-ed25519 AAAAC3NzaTEST box@test",
+    ]);
     assert_eq!(b.get("secret guest-userdata", "{.type}"), "Opaque");
     assert!(b.get("secret guest-userdata", "{.stringData}").is_empty());
     assert!(!b.get("secret guest-userdata", "{.data.userdata}").is_empty());
@@ -185,6 +194,10 @@ spec:
   - name: cloudinit
     cloudInitNoCloud:
       secretRef: {name: guest-userdata}
+  accessCredentials:
+  - sshPublicKey:
+      source: {secret: {secretName: guest-keys}}
+      propagationMethod: {noCloud: {}}
 "#;
     b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
     eventually("the VMI runs", 90, || {
@@ -194,6 +207,13 @@ spec:
     eventually("the guest prints the Secret's hostname", 120, || {
         b.serial(&uid).contains("cloud-init: hostname=from-a-secret")
     });
+    // The access credential's key reached the meta data.
+    assert!(
+        b.serial(&uid)
+            .contains("cloud-init: meta-data ssh-key=ssh-ed25519 AAAAC3NzaTEST box@test"),
+        "{}",
+        b.serial(&uid)
+    );
     // The launcher pod mounts the Secret where upstream's does.
     let sel = format!("kubevirt.io/created-by={uid}");
     let mounts = b.kubectl(&[
@@ -283,9 +303,28 @@ fn services_and_built_in_defaults(b: &NodeBox) {
         ),
         "kubernetes/team-a"
     );
-    // A Node always has a spec (the box node's pod CIDR).
-    let node_spec = b.kubectl(&["get", "node", "box0", "-o", "jsonpath={.spec}"]);
-    assert!(node_spec.starts_with('{'), "{node_spec:?}");
+    // What the cluster's own controllers make in a namespace.
+    eventually("team-a's root CA and default account", 10, || {
+        !b.get("cm kube-root-ca.crt -n team-a", "{.data.ca\\.crt}")
+            .is_empty()
+            && b.get("sa default -n team-a", "{.metadata.name}") == "default"
+    });
+    // The API server's own Service: the service range's first address (the box's range is 10.252.34.0/24).
+    assert_eq!(
+        b.get(
+            "svc kubernetes -n default",
+            "{.spec.clusterIP}/{.spec.ports[0].name}/{.spec.ports[0].port}"
+        ),
+        "10.252.34.1/https/443"
+    );
+    assert!(
+        !b.get("endpoints kubernetes -n default", "{.subsets[0].addresses[0].ip}")
+            .is_empty()
+    );
+    // The box node publishes its pod network; its conditions carry no null keys.
+    assert_eq!(b.get("node box0", "{.spec.podCIDR}"), b.cidr);
+    let node = b.kubectl(&["get", "node", "box0", "-o", "json"]);
+    assert!(!node.contains("null"), "{node}");
     // CDI's StorageProfile kind is served.
     let (ok, _, err) = b.try_kubectl(&["get", "storageprofiles"], None);
     assert!(ok, "{err}");
@@ -311,6 +350,42 @@ fn migrations_end_and_disappear(b: &NodeBox, vmi: &str) {
     assert!(b.get("vmim mig-b", "{.metadata.name}").is_empty());
     b.kubectl(&["delete", "vmim", "mig-a", "--wait=true", "--timeout=30s"]);
     assert!(b.get("vmim mig-a", "{.metadata.name}").is_empty());
+}
+
+/// guestfs and memorydump answer upstream's shapes with a clear "not supported"; virtctl's usage errors exit 1.
+fn subresources_not_served_yet_say_so(b: &NodeBox, vm: &str) {
+    // Upstream's failure body (not a Status, so kubectl says "unknown"; its verbose log shows the body).
+    let (ok, _, err) = b.try_kubectl(
+        &[
+            "get",
+            "--raw",
+            "/apis/subresources.kubevirt.io/v1/guestfs",
+            "-v=8",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(r#"{"guestfs":{"error":"libguestfs-tools is not available"#),
+        "{err}"
+    );
+    let body = b.dir().join("dump.json");
+    std::fs::write(&body, r#"{"claimName": "dump-pvc"}"#).unwrap();
+    let body = body.to_str().unwrap();
+    let path = |name: &str| {
+        format!("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/{name}/memorydump")
+    };
+    let (ok, _, err) = b.try_kubectl(&["replace", "--raw", &path(vm), "-f", body], None);
+    assert!(!ok);
+    assert!(
+        err.contains("memorydump is not supported by kubevirt-rs yet"),
+        "{err}"
+    );
+    let (ok, _, err) = b.try_kubectl(&["replace", "--raw", &path("no-such-vm"), "-f", body], None);
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
+    let (code, _, err) = virtctl(b, &["no-such-command"]);
+    assert_eq!(code, 1, "{err}");
 }
 
 #[test]

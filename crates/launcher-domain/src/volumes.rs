@@ -65,6 +65,43 @@ pub struct CloudInit {
     pub namespace: String,
     /// Guest hostname.
     pub hostname: String,
+    /// Directories of access-credential Secrets whose SSH public keys go into the meta data (`accessCredentials`
+    /// propagated by this kind of cloud-init), in the VMI's order.
+    pub ssh_key_dirs: Vec<PathBuf>,
+}
+
+/// The directories of the Secrets of `accessCredentials` whose keys are propagated by `kind`: each is the source
+/// named `<secret>-access-cred` (the launcher pod's volume).
+fn ssh_key_dirs(
+    vmi: &VirtualMachineInstance,
+    kind: CloudInitKind,
+    sources: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<PathBuf>, DomainError> {
+    let mut out = Vec::new();
+    for (i, c) in vmi.spec.access_credentials.iter().flatten().enumerate() {
+        let Some(key) = c.ssh_public_key.as_ref() else {
+            continue;
+        };
+        let method = &key.propagation_method;
+        let mine = match kind {
+            CloudInitKind::NoCloud => method.no_cloud.is_some(),
+            CloudInitKind::ConfigDrive => method.config_drive.is_some(),
+        };
+        let Some(secret) = key.source.secret.as_ref().filter(|_| mine) else {
+            continue;
+        };
+        let volume = format!("{}-access-cred", secret.secret_name);
+        out.push(
+            source(
+                sources,
+                &volume,
+                &format!("spec.accessCredentials[{i}].sshPublicKey.source.secret"),
+                &format!("the secret {:?}", secret.secret_name),
+            )?
+            .to_path_buf(),
+        );
+    }
+    Ok(out)
 }
 
 /// What the launcher does before QEMU can open a volume.
@@ -207,7 +244,7 @@ fn bytes_of(
 /// container filesystem `root` (`/` in a cluster, the box pod runtime's `--mount-root`): Secrets, ConfigMaps and
 /// the downward API under `var/run/kubevirt-private/{secret,config-map,downwardapi}/<volume>`, cloud-init Secrets
 /// under `secret/<volume>/`, a serviceAccount's token under `var/run/secrets/kubernetes.io/serviceaccount`. Only
-/// paths that exist are returned.
+/// paths that exist are returned. Access-credential Secrets are there as `<secret>-access-cred`.
 #[must_use]
 pub fn pod_sources(vmi: &VirtualMachineInstance, root: &Path) -> BTreeMap<String, PathBuf> {
     let private = root.join("var/run/kubevirt-private");
@@ -233,6 +270,19 @@ pub fn pod_sources(vmi: &VirtualMachineInstance, root: &Path) -> BTreeMap<String
         };
         if dir.is_dir() {
             out.insert(v.name.clone(), dir);
+        }
+    }
+    for c in vmi.spec.access_credentials.iter().flatten() {
+        let secret = c
+            .ssh_public_key
+            .as_ref()
+            .and_then(|k| k.source.secret.as_ref())
+            .map(|s| s.secret_name.clone());
+        if let Some(volume) = secret.map(|s| format!("{s}-access-cred")) {
+            let dir = private.join("secret").join(&volume);
+            if dir.is_dir() {
+                out.insert(volume, dir);
+            }
         }
     }
     out
@@ -399,6 +449,7 @@ pub fn plan(
                     name: vmi_name.clone(),
                     namespace: namespace.clone(),
                     hostname: hostname.clone(),
+                    ssh_key_dirs: ssh_key_dirs(vmi, kind, sources)?,
                 })),
                 file(runtime_dir.join("cloud-init").join(iso), Format::Raw),
             )

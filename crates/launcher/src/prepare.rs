@@ -167,6 +167,34 @@ fn read_data(volume: &str, d: &Data) -> Result<Vec<u8>, PrepareError> {
     }
 }
 
+/// The SSH public keys in access-credential Secret directories, as upstream reads them: every non-empty file (not
+/// directories, not the kubelet's `..` entries), directories in order, files by name.
+fn public_keys(volume: &str, dirs: &[PathBuf]) -> Result<Vec<String>, PrepareError> {
+    let mut keys = Vec::new();
+    for dir in dirs {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| fail(volume, format!("{}: {e}", dir.display())))?
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".."))
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for p in names {
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                fail(
+                    volume,
+                    format!("Unable to read public keys found at volume: {}: {e}", p.display()),
+                )
+            })?;
+            if !text.is_empty() {
+                keys.push(text);
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// Prepares one volume; returns what QEMU will open.
 ///
 /// # Errors
@@ -225,6 +253,7 @@ pub fn prepare(v: &PlannedVolume) -> Result<ResolvedVolume, PrepareError> {
                 name: ci.name.clone(),
                 namespace: ci.namespace.clone(),
                 hostname: ci.hostname.clone(),
+                public_keys: public_keys(name, &ci.ssh_key_dirs)?,
             };
             let (files, label) = match ci.kind {
                 CloudInitKind::NoCloud => (

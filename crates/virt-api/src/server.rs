@@ -83,6 +83,8 @@ const RESOURCES: &[&str] = &[
     "virtualmachines/stop",
     "virtualmachines/restart",
     "virtualmachines/migrate",
+    "virtualmachines/memorydump",
+    "virtualmachines/removememorydump",
     "virtualmachineinstances/guestosinfo",
     "virtualmachineinstances/userlist",
     "virtualmachineinstances/filesystemlist",
@@ -120,6 +122,17 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `guestfs`: where `virtctl guestfs` finds the libguestfs-tools image. kubevirt-rs ships none, so the answer is
+/// upstream's failure shape (`{"guestfs": {"status": "failed", "error": …}}`, 500) saying so.
+async fn guestfs() -> Response {
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"guestfs": {"status": "failed",
+            "error": "libguestfs-tools is not available: kubevirt-rs does not ship a libguestfs-tools image"}})),
+    )
+        .into_response()
+}
+
 /// Paths anyone may read (upstream's allow-list).
 fn open_path(path: &str) -> bool {
     // Admission reviews come from kube-apiserver, not through the front proxy.
@@ -134,7 +147,10 @@ fn open_path(path: &str) -> bool {
     }
     VERSIONS.iter().any(|v| {
         let base = format!("/apis/subresources.kubevirt.io/{v}");
-        path == base || path == format!("{base}/version") || path == format!("{base}/healthz")
+        path == base
+            || path == format!("{base}/version")
+            || path == format!("{base}/healthz")
+            || path == format!("{base}/guestfs")
     })
 }
 
@@ -203,6 +219,7 @@ async fn vm_op(State(app): State<Arc<App>>, Path((_, ns, name, op)): Op, body: B
         "stop" => crate::vm::stop(&app.client, &ns, &name, &body).await,
         "restart" => crate::vm::restart(&app.client, &ns, &name, &body).await,
         "migrate" => crate::vm::migrate(&app.client, &ns, &name, &body).await,
+        "memorydump" | "removememorydump" => crate::vm::memory_dump(&app.client, &ns, &name, &op).await,
         "addvolume" | "removevolume" => {
             crate::volumes::handle(
                 &app.client,
@@ -286,6 +303,7 @@ pub fn router(app: Arc<App>) -> Router {
     r
         .route("/healthz", get(healthz))
         .route(&format!("{base}/healthz"), get(healthz))
+        .route(&format!("{base}/guestfs"), get(guestfs))
         .route(
             &format!("{base}/version"),
             get(|| async { axum::Json(version_info()) }),

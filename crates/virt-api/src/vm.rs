@@ -361,3 +361,13 @@ pub async fn migrate(client: &kube::Client, ns: &str, name: &str, body: &[u8]) -
         .map_err(|e| Failure::internal(e.to_string()))?;
     Ok(accepted())
 }
+
+/// `memorydump` / `removememorydump`: the VM must exist; dumping guest memory to a PVC is not implemented yet, which
+/// the caller is told plainly (400) instead of being left with an unknown endpoint.
+pub async fn memory_dump(client: &kube::Client, ns: &str, name: &str, op: &str) -> Reply {
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns);
+    get_vm(&vms, name).await?;
+    Err(Failure::bad_request(format!(
+        "{op} is not supported by kubevirt-rs yet: guest memory dumps to a PVC need the storage and migration work that is not done"
+    )))
+}

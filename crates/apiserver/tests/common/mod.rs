@@ -30,6 +30,7 @@ pub fn app() -> (axum::Router, Store) {
         webhooks: Default::default(),
         metrics: Default::default(),
         service_range: Default::default(),
+        root_ca: String::new(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)
