@@ -10,6 +10,8 @@ const ON_BY_DEFAULT: &[&str] = &[
     "NUMA",
     "WorkloadEncryptionSEV",
     "DecentralizedLiveMigration",
+    "GPUsWithDRA",
+    "HostDevicesWithDRA",
 ];
 
 /// Cluster-wide settings with upstream's defaults filled in.

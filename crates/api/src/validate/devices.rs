@@ -259,28 +259,8 @@ pub(super) fn devices(root: &str, spec: &VirtualMachineInstanceSpec, config: &Cl
             "Reserved overhead memlock feature gate is not enabled in kubevirt-config",
         );
     }
-    if let Some(ls) = spec.domain.launch_security.as_ref() {
-        let n = super::count(&[ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()]);
-        if n != 1 {
-            c.push(
-                FORBIDDEN,
-                format!("{root}.launchSecurity"),
-                "One and only one launchSecurity type can be set",
-            );
-        } else if (ls.sev.is_some() || ls.snp.is_some()) && !config.gate("WorkloadEncryptionSEV") {
-            c.push(
-                INVALID,
-                format!("{root}.launchSecurity"),
-                "WorkloadEncryptionSEV feature gate is not enabled in kubevirt-config",
-            );
-        } else if ls.tdx.is_some() && !config.gate("WorkloadEncryptionTDX") {
-            c.push(
-                INVALID,
-                format!("{root}.launchSecurity"),
-                "WorkloadEncryptionTDX feature gate is not enabled in kubevirt-config",
-            );
-        }
-    }
+    launch_security(root, spec, config, c);
+    arch_spec_rules(root, spec, config, c);
     if let Some(u) = spec.utility_volumes.as_ref() {
         let _ = u;
         c.push(
@@ -389,34 +369,51 @@ pub(super) fn gated_storage(
             "virtiofs is not allowed: virtiofs feature gate is not enabled for PVC",
         );
     }
-    if let Some(ls) = spec.domain.launch_security.as_ref() {
-        let efi = spec
+}
+
+/// Architecture rules that hold for templates too: threads with dedicated CPUs on arm64, panic devices on s390x.
+fn arch_spec_rules(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig, c: &mut Causes) {
+    let arch = spec
+        .architecture
+        .clone()
+        .unwrap_or_else(|| config.default_architecture());
+    let cpu = spec.domain.cpu.as_ref();
+    if arch == "arm64"
+        && cpu.is_some_and(|c| c.dedicated_cpu_placement == Some(true))
+        && let Some(t) = cpu.and_then(|c| c.threads).filter(|t| *t > 1)
+    {
+        c.push(
+            INVALID,
+            format!("{root}.architecture"),
+            format!("threads must not be greater than 1 at {root}.domain.cpu.threads (got {t}) when {root}.architecture is arm64"),
+        );
+    }
+    if arch == "s390x"
+        && spec
             .domain
-            .firmware
+            .devices
+            .panic_devices
             .as_ref()
-            .and_then(|f| f.bootloader.as_ref())
-            .and_then(|b| b.efi.as_ref());
-        let kind = if ls.tdx.is_some() {
-            "TDX"
-        } else if ls.snp.is_some() {
-            "SEV-SNP"
-        } else {
-            "SEV"
-        };
-        match efi {
-            None => c.push(
-                INVALID,
-                format!("{root}.launchSecurity"),
-                format!("{kind} requires OVMF (UEFI)"),
-            ),
-            Some(e) if ls.tdx.is_none() && e.secure_boot != Some(false) => {
-                c.push(
-                    INVALID,
-                    format!("{root}.launchSecurity"),
-                    format!("{kind} does not work along with SecureBoot"),
-                );
-            }
-            Some(_) => {}
+            .is_some_and(|p| !p.is_empty())
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.panicDevices"),
+            "custom panic devices are not supported on s390x architecture",
+        );
+    }
+}
+
+fn video_rule(root: &str, spec: &VirtualMachineInstanceSpec, arch: &str, allowed: &[&str], c: &mut Causes) {
+    // A video device without a type is refused too (upstream does not default it).
+    if let Some(v) = spec.domain.devices.video.as_ref() {
+        let t = v.r#type.as_deref().unwrap_or_default();
+        if !allowed.contains(&t) {
+            c.push(
+                NOT_SUPPORTED,
+                format!("{root}.domain.devices.video.type"),
+                format!("video model '{t}' is not supported on {arch} architecture"),
+            );
         }
     }
 }
@@ -433,26 +430,38 @@ pub(super) fn per_arch(
         .clone()
         .unwrap_or_else(|| config.default_architecture());
     let d = &spec.domain.devices;
-    let video = d.video.as_ref().and_then(|v| v.r#type.as_deref());
+    let watchdog = d.watchdog.as_ref();
     match arch.as_str() {
         "amd64" => {
-            if d.watchdog.as_ref().is_some_and(|w| w.i6300esb.is_none()) {
+            if watchdog.is_some_and(|w| w.i6300esb.is_none() || w.diag288.is_some()) {
                 c.push(
                     NOT_SUPPORTED,
                     format!("{root}.domain.devices.watchdog"),
                     "amd64 only supports I6300ESB watchdog device",
                 );
             }
-            if let Some(v) = video.filter(|v| !matches!(*v, "vga" | "cirrus" | "virtio" | "ramfb" | "bochs"))
+            video_rule(
+                root,
+                spec,
+                "amd64",
+                &["vga", "cirrus", "virtio", "ramfb", "bochs"],
+                c,
+            );
+        }
+        "arm64" => {
+            if spec
+                .domain
+                .firmware
+                .as_ref()
+                .and_then(|f| f.bootloader.as_ref())
+                .is_some_and(|b| b.bios.is_some())
             {
                 c.push(
                     NOT_SUPPORTED,
-                    format!("{root}.domain.devices.video.type"),
-                    format!("video model '{v}' is not supported on amd64 architecture"),
+                    format!("{root}.domain.firmware.bootloader.bios"),
+                    "Arm64 does not support bios boot, please change to uefi boot",
                 );
             }
-        }
-        "arm64" => {
             if spec
                 .domain
                 .cpu
@@ -466,7 +475,23 @@ pub(super) fn per_arch(
                     "currently, host-passthrough is the only model supported on Arm64",
                 );
             }
-            if d.watchdog.is_some() {
+            for (i, disk) in d.disks.iter().flatten().enumerate() {
+                let buses = [
+                    ("disk", disk.disk.as_ref().and_then(|x| x.bus.as_deref())),
+                    ("cdrom", disk.cdrom.as_ref().and_then(|x| x.bus.as_deref())),
+                    ("lun", disk.lun.as_ref().and_then(|x| x.bus.as_deref())),
+                ];
+                for (what, bus) in buses {
+                    if bus.is_some_and(|b| !matches!(b, "" | "virtio" | "scsi")) {
+                        c.push(
+                            NOT_SUPPORTED,
+                            format!("{root}.domain.devices.disks[{i}].{what}.bus"),
+                            "Arm64 not support this disk bus type, please use virtio or scsi",
+                        );
+                    }
+                }
+            }
+            if watchdog.is_some() {
                 c.push(
                     NOT_SUPPORTED,
                     format!("{root}.domain.devices.watchdog"),
@@ -480,15 +505,17 @@ pub(super) fn per_arch(
                     "Arm64 not support sound device",
                 );
             }
+            video_rule(root, spec, "arm64", &["virtio", "ramfb"], c);
         }
         "s390x" => {
-            if d.watchdog.as_ref().is_some_and(|w| w.diag288.is_none()) {
+            if watchdog.is_some_and(|w| w.diag288.is_none() || w.i6300esb.is_some()) {
                 c.push(
                     NOT_SUPPORTED,
                     format!("{root}.domain.devices.watchdog"),
                     "s390x only supports Diag288 watchdog device",
                 );
             }
+            video_rule(root, spec, "s390x", &["virtio"], c);
         }
         other => c.push(
             INVALID,
@@ -498,70 +525,97 @@ pub(super) fn per_arch(
     }
 }
 
-/// Affinity and topology spread, checked as for pods (upstream roots affinity errors at `spec`, not `spec.affinity`).
-pub(super) fn scheduling(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
-    if let Some(na) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
-        if let Some(req) = na.required_during_scheduling_ignored_during_execution.as_ref()
-            && req.node_selector_terms.is_empty()
-        {
-            let f = format!(
-                "{root}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
-            );
+/// `launchSecurity`: s390x (Secure Execution) takes it as it is; amd64 needs exactly one of SEV, SNP or TDX with
+/// its gate, OVMF, and what each technology cannot work with; other architectures have none.
+fn launch_security(root: &str, spec: &VirtualMachineInstanceSpec, config: &ClusterConfig, c: &mut Causes) {
+    let Some(ls) = spec.domain.launch_security.as_ref() else {
+        return;
+    };
+    let at = format!("{root}.launchSecurity");
+    let arch = spec
+        .architecture
+        .clone()
+        .unwrap_or_else(|| config.default_architecture());
+    match arch.as_str() {
+        "s390x" => return,
+        "amd64" => {}
+        other => {
             c.push(
                 INVALID,
-                &f,
-                format!("{f}: Required value: must have at least one node selector term"),
+                format!("{root}.architecture"),
+                format!("No launchSecurity support for architecture: {other}"),
             );
+            return;
         }
-        for (i, t) in na
-            .preferred_during_scheduling_ignored_during_execution
-            .iter()
-            .flatten()
-            .enumerate()
-        {
-            if !(1..=100).contains(&t.weight) {
-                let f = format!(
-                    "{root}.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}].weight"
-                );
+    }
+    if super::count(&[ls.sev.is_some(), ls.snp.is_some(), ls.tdx.is_some()]) != 1 {
+        c.push(FORBIDDEN, at, "One and only one launchSecurity type can be set");
+        return;
+    }
+    let (kind, gate) = if ls.tdx.is_some() {
+        ("TDX", "WorkloadEncryptionTDX")
+    } else if ls.snp.is_some() {
+        ("SNP", "WorkloadEncryptionSEV")
+    } else {
+        ("SEV", "WorkloadEncryptionSEV")
+    };
+    if !config.gate(gate) {
+        c.push(
+            INVALID,
+            at,
+            format!("{gate} feature gate is not enabled in kubevirt-config"),
+        );
+        return;
+    }
+    let smm_on = spec
+        .domain
+        .features
+        .as_ref()
+        .and_then(|f| f.smm.as_ref())
+        .is_some_and(|s| s.enabled != Some(false));
+    if kind == "TDX" && smm_on {
+        c.push(INVALID, &at, "TDX does not work along with SMM");
+    }
+    let efi = spec
+        .domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref());
+    match efi {
+        None => c.push(INVALID, &at, format!("{kind} requires OVMF (UEFI)")),
+        Some(e) => {
+            if kind != "TDX" && e.secure_boot != Some(false) {
                 c.push(
                     INVALID,
-                    &f,
-                    format!("{f}: Invalid value: {}: must be in the range 1-100", t.weight),
+                    &at,
+                    format!("{kind} does not work along with SecureBoot"),
+                );
+            }
+            if kind != "SEV" && e.persistent == Some(true) {
+                c.push(
+                    INVALID,
+                    &at,
+                    format!("{kind} does not work along with Persistent EFI variables"),
                 );
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for (i, t) in spec.topology_spread_constraints.iter().flatten().enumerate() {
-        let f = format!("{root}.topologySpreadConstraints[{i}]");
-        if t.max_skew <= 0 {
+    if ls.sev.as_ref().is_some_and(|s| s.attestation.is_some())
+        && spec.start_strategy.as_deref() != Some("Paused")
+    {
+        c.push(
+            INVALID,
+            &at,
+            "SEV attestation requires VMI StartStrategy 'Paused'",
+        );
+    }
+    for i in spec.domain.devices.interfaces.iter().flatten() {
+        if i.boot_order.is_some() {
             c.push(
                 INVALID,
-                format!("{f}.maxSkew"),
-                format!(
-                    "{f}.maxSkew: Invalid value: {}: must be greater than zero",
-                    t.max_skew
-                ),
-            );
-        }
-        if t.topology_key.is_empty() {
-            c.push(
-                INVALID,
-                format!("{f}.topologyKey"),
-                format!("{f}.topologyKey: Required value: can not be empty"),
-            );
-        }
-        if !matches!(t.when_unsatisfiable.as_str(), "DoNotSchedule" | "ScheduleAnyway") {
-            c.push(INVALID, format!("{f}.whenUnsatisfiable"), format!("{f}.whenUnsatisfiable: Unsupported value: {:?}: supported values: \"DoNotSchedule\", \"ScheduleAnyway\"", t.when_unsatisfiable));
-        }
-        if !seen.insert((t.topology_key.clone(), t.when_unsatisfiable.clone())) {
-            c.push(
-                INVALID,
-                f.to_string(),
-                format!(
-                    "{f}: Duplicate value: {{{:?}, {:?}}}",
-                    t.topology_key, t.when_unsatisfiable
-                ),
+                &at,
+                format!("{kind} does not work with bootable NICs: {}", i.name),
             );
         }
     }

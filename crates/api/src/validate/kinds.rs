@@ -25,6 +25,10 @@ const RUN_STRATEGIES: &[&str] = &["Halted", "Manual", "Always", "RerunOnFailure"
 pub fn vm(vm: &VirtualMachine, config: &ClusterConfig, create: bool) -> Vec<StatusCause> {
     let mut c = Causes::default();
     if create && let Some(s) = vm.spec.template.spec.as_ref() {
+        network::feature_gates("spec.template.spec", s, config, &mut c);
+        if !c.is_empty() {
+            return c.0;
+        }
         network::discontinued_bindings("spec.template.spec", s, &mut c);
         if !c.is_empty() {
             return c.0;
@@ -142,7 +146,18 @@ fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mu
         &format!("{root}.template.metadata.labels"),
         c,
     );
+    let meta = format!("{root}.template.metadata");
+    spec::gated_annotations(
+        &meta,
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+        config,
+        c,
+    );
     spec::vmi_spec(&troot, tspec, config, c);
+    super::hotplug::live_update(&troot, tspec, config, c);
 }
 
 fn dv_source_count(s: &crate::v1beta1::DataVolumeSource) -> usize {

@@ -2,8 +2,10 @@
 //! is upstream's path (`spec.domain.devices.disks[1].name`), `reason` its cause type and `message` its text.
 
 mod devices;
+mod hotplug;
 mod kinds;
 mod network;
+mod scheduling;
 mod spec;
 mod storage;
 
@@ -60,8 +62,9 @@ impl Causes {
 #[must_use]
 pub fn vmi_create(vmi: &VirtualMachineInstance, config: &ClusterConfig) -> Vec<StatusCause> {
     let mut c = Causes::default();
+    network::feature_gates("spec", &vmi.spec, config, &mut c);
     spec::reserved_labels(vmi.metadata.labels.as_ref(), "metadata.labels", &mut c);
-    spec::gated_annotations(vmi.metadata.annotations.as_ref(), config, &mut c);
+    spec::gated_annotations("metadata", vmi.metadata.annotations.as_ref(), config, &mut c);
     spec::vmi_spec("spec", &vmi.spec, config, &mut c);
     spec::memory_required(&vmi.spec, &mut c);
     storage::volumes_have_disks("spec", &vmi.spec, &mut c);

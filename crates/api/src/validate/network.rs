@@ -36,6 +36,66 @@ pub(super) fn discontinued_bindings(root: &str, spec: &VirtualMachineInstanceSpe
     }
 }
 
+/// Feature gates upstream checks before anything else (`ValidateFeatureGates`): discontinued gates still listed and
+/// used, and the DRA gates.
+pub(super) fn feature_gates(
+    root: &str,
+    spec: &VirtualMachineInstanceSpec,
+    config: &ClusterConfig,
+    c: &mut Causes,
+) {
+    let ifaces = spec.domain.devices.interfaces.as_deref().unwrap_or_default();
+    for (gate, used) in [
+        ("Passt", ifaces.iter().any(|i| i.passt.is_some())),
+        ("Macvtap", ifaces.iter().any(|i| i.macvtap.is_some())),
+    ] {
+        if used && config.gate(gate) {
+            c.push(
+                NOT_SUPPORTED,
+                "",
+                format!("{gate} network binding is discontinued since v1.3. Please refer to Kubevirt user guide for alternatives."),
+            );
+        }
+    }
+    let dra = |device: Option<&String>, claim: Option<&String>| {
+        device.is_none_or(String::is_empty) && claim.is_some_and(|c| !c.is_empty())
+    };
+    let d = &spec.domain.devices;
+    if d.gpus
+        .iter()
+        .flatten()
+        .any(|g| dra(g.device_name.as_ref(), g.claim_name.as_ref()))
+        && !config.gate("GPUsWithDRA")
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.gpus"),
+            "vmi.spec.domain.devices.gpus contains DRA enabled GPUs but feature gate is not enabled",
+        );
+    }
+    if d.host_devices
+        .iter()
+        .flatten()
+        .any(|h| dra(h.device_name.as_ref(), h.claim_name.as_ref()))
+        && !config.gate("HostDevicesWithDRA")
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.devices.hostDevices"),
+            "vmi.spec.domain.devices.hostDevices contains DRA enabled HostDevices but feature gate is not enabled",
+        );
+    }
+    if spec.networks.iter().flatten().any(|n| n.resource_claim.is_some())
+        && !config.gate("NetworkDevicesWithDRA")
+    {
+        c.push(
+            INVALID,
+            format!("{root}.networks"),
+            "vmi.spec.networks contains DRA networks but NetworkDevicesWithDRA feature gate is not enabled",
+        );
+    }
+}
+
 fn binding_count(i: &Interface) -> usize {
     super::count(&[
         i.bridge.is_some(),

@@ -27,24 +27,27 @@ pub(super) fn reserved_labels(labels: Option<&BTreeMap<String, String>>, field: 
     }
 }
 
-/// Annotations that only work with a feature gate on.
+/// Annotations that only work with a feature gate on, of the metadata at `meta` (`metadata` for a VMI,
+/// `spec.template.metadata` for a VM).
 pub(super) fn gated_annotations(
+    meta: &str,
     ann: Option<&BTreeMap<String, String>>,
     config: &ClusterConfig,
     c: &mut Causes,
 ) {
     let Some(ann) = ann else { return };
+    let field = format!("{meta}.annotations");
     if ann.get("kubevirt.io/ignitiondata").is_some_and(|v| !v.is_empty())
         && !config.gate("ExperimentalIgnitionSupport")
     {
-        c.push(INVALID, "metadata.annotations", "ExperimentalIgnitionSupport feature gate is not enabled in kubevirt-config, invalid entry metadata.annotations.kubevirt.io/ignitiondata");
+        c.push(INVALID, &field, format!("ExperimentalIgnitionSupport feature gate is not enabled in kubevirt-config, invalid entry {field}.kubevirt.io/ignitiondata"));
     }
     if ann
         .get("hooks.kubevirt.io/hookSidecars")
         .is_some_and(|v| !v.is_empty())
         && !config.gate("Sidecar")
     {
-        c.push(INVALID, "metadata.annotations", "sidecar feature gate is not enabled in kubevirt-config, invalid entry metadata.annotations.hooks.kubevirt.io/hookSidecars");
+        c.push(INVALID, &field, format!("sidecar feature gate is not enabled in kubevirt-config, invalid entry {field}.hooks.kubevirt.io/hookSidecars"));
     }
 }
 
@@ -182,7 +185,7 @@ pub(super) fn vmi_spec(
     }
     super::devices::devices(root, spec, config, c);
     super::devices::gated_storage(root, spec, config, c);
-    super::devices::scheduling(root, spec, c);
+    super::scheduling::scheduling(root, spec, c);
     if let Some(sa) = spec.service_account_name.as_deref().filter(|s| !s.is_empty()) {
         if let Err(e) = dns1123_subdomain(sa) {
             c.push(

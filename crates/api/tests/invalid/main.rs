@@ -6,6 +6,7 @@ mod compute;
 mod devices;
 mod kinds;
 mod network;
+mod ported;
 mod storage;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause;
