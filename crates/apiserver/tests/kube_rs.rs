@@ -67,7 +67,16 @@ async fn kube_rs_crud_apply_controller_and_watcher() {
         matches!(&stale, kube::Error::Api(s) if s.code == 409),
         "{stale:?}"
     );
-    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    // Beside ours, the namespace's root CA (as every namespace of a real cluster has).
+    let names: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, ["a", "kube-root-ca.crt"]);
 
     // A KubeVirt kind through its typed API: admission defaults it.
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.clone(), "default");

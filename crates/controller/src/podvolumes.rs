@@ -140,6 +140,11 @@ pub fn render(vmi: &VirtualMachineInstance) -> (Vec<Volume>, Vec<VolumeMount>) {
             });
         if let Some(secret_name) = secret_name.filter(|s| !s.is_empty()) {
             let volume = format!("{secret_name}-access-cred");
+            // One Secret used by two credentials (say NoCloud and the guest agent) is mounted once: a pod cannot
+            // hold two volumes of one name (upstream's renderer adds it twice and the pod is refused).
+            if out.0.iter().any(|v| v.name == volume) {
+                continue;
+            }
             out.0.push(secret(&volume, secret_name, None));
             out.1
                 .push(mount(&volume, format!("{PRIVATE_DIR}/secret/{volume}"), None));
@@ -164,7 +169,9 @@ mod tests {
                     {"name": "cm", "configMap": {"name": "app-config", "optional": true}},
                     {"name": "ci", "cloudInitNoCloud": {"secretRef": {"name": "ud"}, "networkDataSecretRef": {"name": "nd"}}}],
                 "accessCredentials": [{"sshPublicKey": {"source": {"secret": {"secretName": "keys"}},
-                    "propagationMethod": {"noCloud": {}}}}]}
+                    "propagationMethod": {"noCloud": {}}}},
+                    {"sshPublicKey": {"source": {"secret": {"secretName": "keys"}},
+                    "propagationMethod": {"qemuGuestAgent": {"users": ["root"]}}}}]}
         }))
         .unwrap();
         let (volumes, mounts) = render(&vmi);

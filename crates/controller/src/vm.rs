@@ -2,6 +2,9 @@
 //! controller owner, named like the VM) or its absence, and reports `created`, `ready`, `runStrategy`,
 //! `observedGeneration` and `printableStatus`.
 //!
+//! Every VM carries upstream's `kubevirt.io/virtualMachineControllerFinalize` finalizer; a deleted VM first stops its
+//! VMI, then lets go.
+//!
 //! Run strategies: Always (create; a finished VMI is deleted and so recreated), Halted (delete), Manual (only
 //! Start/Stop requests in `status.stateChangeRequests` act), RerunOnFailure (create; a Failed VMI is recreated, a
 //! Succeeded one stays), Once (create only if never created). Not yet: crash-loop backoff (`startFailure`).
@@ -189,6 +192,10 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         None => vm.status.as_ref().and_then(|s| s.start_failure.clone()),
     };
     let backing_off = crate::backoff::waiting(failure.as_ref(), now);
+    // Upstream's finalizer: held while the VM lives, so its VMI is stopped before the VM goes.
+    if finalizer(&vms, &vmis, &vm, vmi.as_ref()).await? {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     // Instancetype and preference: revisions stored and referenced before any VMI is made from them.
     let mut sync_error: Option<SyncError> = None;
     let mut refs = (None, None);
@@ -322,6 +329,60 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     Ok(Action::requeue(
         backing_off.map_or(retry, |w| w + Duration::from_millis(500)),
     ))
+}
+
+/// The finalizer upstream's VM controller keeps on every VM.
+pub const FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
+
+/// Adds the finalizer to a live VM; on a deleted one stops its VMI, then removes the finalizer once the VMI is gone.
+/// True when it wrote the VM (the next pass sees the result).
+async fn finalizer(
+    vms: &Api<VirtualMachine>,
+    vmis: &Api<VirtualMachineInstance>,
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+) -> Result<bool, Error> {
+    let name = vm.metadata.name.clone().unwrap_or_default();
+    let list: Vec<String> = vm.metadata.finalizers.clone().unwrap_or_default();
+    let has = list.iter().any(|f| f == FINALIZER);
+    let write = |list: Vec<String>| {
+        // The resourceVersion turns a concurrent change of the list into a conflict, retried.
+        let finalizers = if list.is_empty() { Value::Null } else { json!(list) };
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": vm.metadata.resource_version}})
+    };
+    let result = if vm.metadata.deletion_timestamp.is_none() {
+        if has {
+            return Ok(false);
+        }
+        let mut with = list;
+        with.push(FINALIZER.to_string());
+        vms.patch(&name, &PatchParams::default(), &Patch::Merge(&write(with)))
+            .await
+    } else {
+        if !has {
+            return Ok(false);
+        }
+        // `--cascade=orphan` keeps the VMI running.
+        let orphaning = list.iter().any(|f| f == "orphan");
+        if let Some(v) = vmi.filter(|_| !orphaning) {
+            if v.metadata.deletion_timestamp.is_none() {
+                match vmis.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(false);
+        }
+        let without = list.into_iter().filter(|f| f != FINALIZER).collect();
+        vms.patch(&name, &PatchParams::default(), &Patch::Merge(&write(without)))
+            .await
+    };
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the VM's VMI with its instancetype and preference expanded; `None` when it exists already.

@@ -450,6 +450,7 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             .await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
+        access_credentials(&api, &vmi, &name, &conn.launcher).await?;
     }
     if !agent
         && !paused
@@ -480,6 +481,66 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         patch_status(&api, &name, status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(if agent { 30 } else { 5 })))
+}
+
+/// Whether the VMI has credentials the guest agent propagates.
+fn uses_agent_credentials(vmi: &VirtualMachineInstance) -> bool {
+    vmi.spec.access_credentials.iter().flatten().any(|c| {
+        c.ssh_public_key
+            .as_ref()
+            .is_some_and(|k| k.propagation_method.qemu_guest_agent.is_some())
+            || c.user_password
+                .as_ref()
+                .is_some_and(|p| p.propagation_method.qemu_guest_agent.is_some())
+    })
+}
+
+/// Has the launcher apply the agent-propagated access credentials and mirrors the result in upstream's
+/// `AccessCredentialsSynchronized` condition (status, and the failure's message).
+async fn access_credentials(
+    api: &Api<VirtualMachineInstance>,
+    vmi: &VirtualMachineInstance,
+    name: &str,
+    launcher: &crate::launcher::Launcher,
+) -> Result<(), Error> {
+    const KIND: &str = "AccessCredentialsSynchronized";
+    if !uses_agent_credentials(vmi) {
+        return Ok(());
+    }
+    let Ok(r) = launcher
+        .call(json!("SyncAccessCredentials"), Duration::from_secs(15))
+        .await
+    else {
+        return Ok(());
+    };
+    if r.get("none").is_some() {
+        return Ok(());
+    }
+    let status = if r["succeeded"] == json!(true) {
+        "True"
+    } else {
+        "False"
+    };
+    let message = r["message"].as_str().unwrap_or_default();
+    let current = vmi
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.r#type == KIND));
+    if current.is_some_and(|c| c.status == status && c.message.as_deref().unwrap_or_default() == message) {
+        return Ok(());
+    }
+    let mut cond = json!({"status": status});
+    if !message.is_empty() {
+        cond["message"] = json!(message);
+    }
+    tracing::info!(status, message, "access credentials");
+    patch_status(
+        api,
+        name,
+        json!({"conditions": with_condition(vmi, KIND, Some(cond))}),
+    )
+    .await
 }
 
 fn status_guest_mut(v: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {

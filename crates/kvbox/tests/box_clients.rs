@@ -106,7 +106,13 @@ fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
     assert!(listed.contains("virtualmachine.kubevirt.io/itvm"), "{listed}");
     assert_eq!(b.get("vm itvm", "{.status.printableStatus}"), "Running");
     subresources_not_served_yet_say_so(b, "itvm");
+    // Upstream's finalizer: the VM stays until its VMI is gone.
+    assert_eq!(
+        b.get("vm itvm", "{.metadata.finalizers}"),
+        "[\"kubevirt.io/virtualMachineControllerFinalize\"]"
+    );
     b.kubectl(&["delete", "vm", "itvm", "--wait=true", "--timeout=90s"]);
+    assert!(b.get("vmi itvm", "{.metadata.name}").is_empty());
     eventually("the revisions are collected with the VM", 30, || {
         b.get(&format!("controllerrevision {rev}"), "{.metadata.name}")
             .is_empty()
@@ -198,6 +204,9 @@ spec:
   - sshPublicKey:
       source: {secret: {secretName: guest-keys}}
       propagationMethod: {noCloud: {}}
+  - sshPublicKey:
+      source: {secret: {secretName: guest-keys}}
+      propagationMethod: {qemuGuestAgent: {users: [root]}}
 "#;
     b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
     eventually("the VMI runs", 90, || {
@@ -214,6 +223,13 @@ spec:
         "{}",
         b.serial(&uid)
     );
+    // The same key through the guest agent: the VMI says when it is in the guest.
+    eventually("the agent propagates the access credentials", 120, || {
+        b.get(
+            "vmi secretci",
+            "{.status.conditions[?(@.type==\"AccessCredentialsSynchronized\")].status}",
+        ) == "True"
+    });
     // The launcher pod mounts the Secret where upstream's does.
     let sel = format!("kubevirt.io/created-by={uid}");
     let mounts = b.kubectl(&[

@@ -6,6 +6,7 @@
 //! express is a [`DomainError::Unsupported`] naming the field — never silently dropped.
 
 mod compute;
+pub mod credentials;
 mod devices;
 mod model;
 mod storage;

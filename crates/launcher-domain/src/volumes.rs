@@ -277,6 +277,7 @@ pub fn pod_sources(vmi: &VirtualMachineInstance, root: &Path) -> BTreeMap<String
             .ssh_public_key
             .as_ref()
             .and_then(|k| k.source.secret.as_ref())
+            .or_else(|| c.user_password.as_ref().and_then(|p| p.source.secret.as_ref()))
             .map(|s| s.secret_name.clone());
         if let Some(volume) = secret.map(|s| format!("{s}-access-cred")) {
             let dir = private.join("secret").join(&volume);

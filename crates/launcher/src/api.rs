@@ -63,6 +63,8 @@ pub enum Command {
     Unfreeze,
     /// The display as PNG (base64 in `png`).
     GetScreenshot,
+    /// Guest agent: apply the agent-propagated access credentials (`{"succeeded", "message"}`, or `{"none": true}`).
+    SyncAccessCredentials,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +309,7 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             Ok(json!({"png": base64::engine::general_purpose::STANDARD.encode(png?)}))
         }
         Command::GetFilesystems => agent_call(vm, "guest-get-fsinfo").await,
+        Command::SyncAccessCredentials => Ok(crate::credentials::sync(vm).await),
     }
 }
 

@@ -1,6 +1,7 @@
 //! virt-launcher's pieces: preparing volumes ([`prepare`]), running and supervising QEMU ([`vm`]), and the command
-//! socket the node agent drives ([`api`]). The `virt-launcher` binary wires them for one VMI.
+//! socket the node agent drives ([`api`]), agent-propagated access credentials ([`credentials`]). The `virt-launcher` binary wires them for one VMI.
 
 pub mod api;
+pub mod credentials;
 pub mod prepare;
 pub mod vm;

@@ -240,11 +240,13 @@ async fn start_vm(
     sources: &Sources,
 ) -> anyhow::Result<(Arc<vm::Vm>, api::Rebuild)> {
     let runtime = &facts.runtime_dir;
-    let plan = launcher_domain::volumes::plan(vmi, runtime, &sources.for_vmi(vmi))?;
+    let all_sources = sources.for_vmi(vmi);
+    let plan = launcher_domain::volumes::plan(vmi, runtime, &all_sources)?;
     let planned: BTreeMap<String, ResolvedVolume> = plan
         .iter()
         .map(|p| (p.name.clone(), p.resolved.clone()))
         .collect();
+    let credentials = launcher_domain::credentials::agent_credentials(vmi, &all_sources);
     // Refuse what the Domain cannot express before preparing anything.
     launcher_domain::build(vmi, facts, &planned)?;
     std::fs::create_dir_all(runtime).with_context(|| format!("creating {}", runtime.display()))?;
@@ -255,6 +257,7 @@ async fn start_vm(
         }
         let domain = launcher_domain::build(vmi, facts, &volumes)?;
         let vm = vm::Vm::start(domain, runtime, now_unix()).await?;
+        vm.set_credentials(credentials);
         let rebuild: api::Rebuild = {
             let (facts, volumes) = (facts.clone(), volumes.clone());
             Arc::new(move |v: &VirtualMachineInstance| {

@@ -71,6 +71,8 @@ pub struct Vm {
     shutdown: Mutex<()>,
     /// The next guest shutdown is a reboot (an ACPI soft reboot, as libvirt fakes it: reset instead of stopping).
     reboot_on_shutdown: std::sync::atomic::AtomicBool,
+    /// Credentials the guest agent propagates.
+    credentials: std::sync::Mutex<Vec<launcher_domain::credentials::AgentCredential>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
@@ -162,6 +164,7 @@ impl Vm {
             pid,
             shutdown: Mutex::new(()),
             reboot_on_shutdown: std::sync::atomic::AtomicBool::new(false),
+            credentials: std::sync::Mutex::new(Vec::new()),
         });
         vm.emit(&initial, "started");
         tokio::spawn(Self::follow_events(vm.clone()));
@@ -348,5 +351,18 @@ impl Vm {
     /// No agent in the guest, or its socket is gone.
     pub async fn agent(&self) -> Result<Qga, qmp::QmpError> {
         Qga::connect(&self.paths.qga, Duration::from_secs(3)).await
+    }
+
+    /// Sets the credentials the guest agent propagates.
+    pub fn set_credentials(&self, creds: Vec<launcher_domain::credentials::AgentCredential>) {
+        if let Ok(mut c) = self.credentials.lock() {
+            *c = creds;
+        }
+    }
+
+    /// The credentials the guest agent propagates.
+    #[must_use]
+    pub fn credentials(&self) -> Vec<launcher_domain::credentials::AgentCredential> {
+        self.credentials.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
