@@ -144,6 +144,21 @@ fn builtin_create(ctx: &Ctx, obj: Value, name: &str) -> Result<(Value, Vec<Strin
             crate::services::prepare(&mut obj, None, ctx.state.service_range, &taken)?;
         }
         ("", "pods") => {
+            let ns = ctx.path.namespace.clone().unwrap_or_else(|| "default".into());
+            let sa = obj
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string();
+            let account = match ctx
+                .state
+                .store
+                .get(&format!("/registry/core/serviceaccounts/{ns}/{sa}"))?
+            {
+                Some(kv) => Some(serde_json::from_slice::<Value>(&kv.value).map_err(ApiError::internal)?),
+                None => None,
+            };
+            crate::serviceaccount::admit(&mut obj, account.as_ref())?;
             // As kube-apiserver's pod strategy: a new pod is Pending, with its QoS class.
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
         }

@@ -58,6 +58,8 @@ pub struct ApiState {
     pub service_range: crate::services::ServiceRange,
     /// The cluster CA (PEM) published in every namespace's `kube-root-ca.crt`; empty publishes none.
     pub root_ca: String,
+    /// The key service account tokens are signed with; empty mints nothing that verifies.
+    pub sa_key: Vec<u8>,
 }
 
 /// Shared handle.
@@ -269,6 +271,9 @@ fn route_write(ctx: &Ctx, method: &Method, body: &Bytes) -> Result<Response, Api
         (&Method::PUT, true, None | Some("status")) => crud::update(ctx, &body),
         (&Method::PATCH, true, None | Some("status")) => patch::patch(ctx, &body),
         (&Method::POST, true, Some("binding")) => crud::bind(ctx, &body),
+        (&Method::POST, true, Some("token")) if ctx.rt.plural == "serviceaccounts" => {
+            crate::satoken::request(ctx, &body)
+        }
         (&Method::PUT, true, Some("scale")) => crate::scale::write(ctx, &body, false),
         (&Method::PATCH, true, Some("scale")) => crate::scale::write(ctx, &body, true),
         (&Method::DELETE, true, None) => crud::delete(ctx, &body),

@@ -146,6 +146,7 @@ pub fn bootstrap(store: &Store, registry: &Registry) -> Result<(), ServerError> 
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
         );
         seed(store, &format!("/registry/core/namespaces/{ns}"), &obj)?;
+        crate::system::namespace_contents(store, ns, "")?;
     }
     for crd in kubevirt_api::crd::all() {
         let name = crd
@@ -180,6 +181,42 @@ pub fn bootstrap(store: &Store, registry: &Registry) -> Result<(), ServerError> 
 struct Tokens {
     admin: String,
     view: String,
+    /// Service account tokens are checked with this key against the accounts in this store.
+    sa_key: Vec<u8>,
+    store: Store,
+}
+
+impl Tokens {
+    /// The identity of a service account token, while its account (same uid) exists.
+    fn service_account(&self, token: &str) -> Option<Identity> {
+        let sub = crate::satoken::verify(&self.sa_key, token, jiff::Timestamp::now().as_second())?;
+        let uid = crate::satoken::account_uid(&self.store, &sub.namespace, &sub.name).ok()??;
+        (uid == sub.uid).then(|| Identity {
+            user: format!("system:serviceaccount:{}:{}", sub.namespace, sub.name),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{}", sub.namespace),
+                "system:authenticated".into(),
+            ],
+            // Until RBAC is enforced, service accounts read.
+            can_write: false,
+        })
+    }
+}
+
+/// The key service account tokens are signed with (32 random bytes in `sa.key`, 0600), made at first start.
+fn load_or_make_sa_key(dir: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    let path = dir.join("sa.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() >= 32
+    {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| ServerError::Certificates("no randomness for the service account key".into()))?;
+    write_private(&path, &key)?;
+    Ok(key)
 }
 
 async fn authenticate(tokens: axum::extract::State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
@@ -199,23 +236,30 @@ async fn authenticate(tokens: axum::extract::State<Arc<Tokens>>, mut req: Reques
         .cloned()
         .flatten()
         .and_then(|c| crate::tls::subject_identity(&c.0));
-    let identity = match (bearer, cert) {
-        (Some(t), _) if t == tokens.admin => Identity::admin(),
-        (Some(t), _) if t == tokens.view => Identity {
-            user: "kvbox-view".into(),
-            groups: vec!["kvbox:view".into(), "system:authenticated".into()],
-            can_write: false,
-        },
-        // Until RBAC is enforced, certificates in system:masters may write and every other certificate may read.
-        (None, Some((user, mut groups))) => Identity {
-            can_write: groups.iter().any(|g| g == "system:masters"),
-            user,
-            groups: {
-                groups.push("system:authenticated".into());
-                groups
+    let service_account = bearer
+        .filter(|t| *t != tokens.admin && *t != tokens.view)
+        .and_then(|t| tokens.service_account(t));
+    let identity = if let Some(sa) = service_account {
+        sa
+    } else {
+        match (bearer, cert) {
+            (Some(t), _) if t == tokens.admin => Identity::admin(),
+            (Some(t), _) if t == tokens.view => Identity {
+                user: "kvbox-view".into(),
+                groups: vec!["kvbox:view".into(), "system:authenticated".into()],
+                can_write: false,
             },
-        },
-        _ => return ApiError::unauthorized().into_response(),
+            // Until RBAC is enforced, certificates in system:masters may write and every other certificate may read.
+            (None, Some((user, mut groups))) => Identity {
+                can_write: groups.iter().any(|g| g == "system:masters"),
+                user,
+                groups: {
+                    groups.push("system:authenticated".into());
+                    groups
+                },
+            },
+            _ => return ApiError::unauthorized().into_response(),
+        }
     };
     req.extensions_mut().insert(identity);
     next.run(req).await
@@ -233,11 +277,14 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
     let pki = load_or_make_pki(dir)?;
+    let store = Store::sqlite(&dir.join("state.db"))?;
+    let sa_key = load_or_make_sa_key(dir)?;
     let tokens = Tokens {
         admin: load_or_make_token(&dir.join("admin.token"))?,
         view: load_or_make_token(&dir.join("view.token"))?,
+        sa_key: sa_key.clone(),
+        store: store.clone(),
     };
-    let store = Store::sqlite(&dir.join("state.db"))?;
     let registry = Registry::default();
     bootstrap(&store, &registry)?;
     let front_proxy = crate::pki::load_or_make_front_proxy(dir)?;
@@ -253,6 +300,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         metrics: Default::default(),
         service_range: config.service_range,
         root_ca: pki.ca.clone(),
+        sa_key,
     });
     for kv in store
         .list("/registry/core/namespaces/", &ListOptions::default())?

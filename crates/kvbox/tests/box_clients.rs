@@ -3,7 +3,8 @@
 //! records its ControllerRevisions; a missing instancetype is reported on the VM; NoCloud user data from a Secret
 //! reaches the guest; a Service with upstream virtctl's `targetPort: ""` gets endpoints; built-in defaults a real
 //! kube-apiserver stores; migrations end and disappear; CDI's StorageProfile kind is served; guestfs and memorydump
-//! say plainly that they are not supported; virtctl's usage errors exit 1.
+//! say plainly that they are not supported; virtctl's usage errors exit 1; a serviceAccount volume carries a token
+//! that authenticates as the account.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -404,6 +405,65 @@ fn subresources_not_served_yet_say_so(b: &NodeBox, vm: &str) {
     assert_eq!(code, 1, "{err}");
 }
 
+/// A serviceAccount volume: the launcher pod gets the account's token (TokenRequest, as the kubelet fetches it), the
+/// guest's disk holds it, and the token authenticates as the account.
+fn service_account_volume_carries_a_working_token(b: &NodeBox) {
+    let vmi = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: savol}
+spec:
+  domain:
+    devices:
+      disks:
+      - {name: root, disk: {bus: virtio}}
+      - {name: sa, disk: {bus: virtio}}
+    resources: {requests: {memory: 128Mi}}
+  volumes:
+  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
+  - {name: sa, serviceAccount: {serviceAccountName: default}}
+"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+    eventually("the VMI runs", 90, || {
+        b.get("vmi savol", "{.status.phase}") == "Running"
+    });
+    let uid = b.get("vmi savol", "{.metadata.uid}");
+    let sel = format!("kubevirt.io/created-by={uid}");
+    let volumes = b.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &sel,
+        "-o",
+        "jsonpath={.items[0].spec.volumes[*].name}",
+    ]);
+    assert!(volumes.contains("kube-api-access-"), "{volumes}");
+    let iso = std::fs::read(b.dir().join("launchers").join(&uid).join("config/sa.iso")).unwrap();
+    let text = String::from_utf8_lossy(&iso);
+    let start = text
+        .find("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9")
+        .expect("a token on the disk");
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let whoami = b.kubectl(&["auth", "whoami", "--token", &token]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:default"),
+        "{whoami}"
+    );
+    // A pod naming an account that does not exist is refused, as the ServiceAccount plugin refuses it.
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nosa"},
+        "spec": {"serviceAccountName": "ghost", "containers": [{"name": "c", "image": "x:1"}]}}"#;
+    let (ok, _, err) = b.try_kubectl(&["create", "-f", "-"], Some(pod));
+    assert!(!ok);
+    assert!(
+        err.contains("error looking up service account default/ghost"),
+        "{err}"
+    );
+    b.kubectl(&["delete", "vmi", "savol", "--wait=true", "--timeout=90s"]);
+}
+
 #[test]
 fn real_clients_gaps() {
     let b = NodeBox::start(34, &[]);
@@ -412,4 +472,5 @@ fn real_clients_gaps() {
     missing_instancetype_is_reported_then_recovered(&b);
     cloud_init_from_a_secret_reaches_the_guest(&b);
     a_vmi_whose_secret_is_missing_waits_for_it(&b);
+    service_account_volume_carries_a_working_token(&b);
 }

@@ -1,5 +1,5 @@
-//! A pod's volumes as the kubelet sets them up, for the compute container: Secret, ConfigMap, downward-API and
-//! emptyDir volumes written under the pod's directory (`volumes/<name>/`, keys as files, `items` honoured, 0600),
+//! A pod's volumes as the kubelet sets them up, for the compute container: Secret, ConfigMap, downward-API,
+//! projected (service account token via TokenRequest, ConfigMap, Secret, downward API) and emptyDir volumes written under the pod's directory (`volumes/<name>/`, keys as files, `items` honoured, 0600),
 //! then the container's `volumeMounts` laid out in a directory standing for its filesystem (`rootfs/<mountPath>`:
 //! a symlink to the volume, or a copy of one key for a `subPath`). The launcher gets that directory as
 //! `--mount-root` and finds everything at the paths it would see in a container.
@@ -113,55 +113,142 @@ fn downward_value(pod: &Pod, path: &str) -> Option<String> {
     }
 }
 
+/// A Secret's keys (data and stringData), `None` when it does not exist.
+async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    volume: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, MountError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = api.get_opt(name).await.map_err(|e| fail(volume, e.to_string()))? else {
+        return Ok(None);
+    };
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    Ok(Some(data))
+}
+
+/// A ConfigMap's keys (data and binaryData), `None` when it does not exist.
+async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    volume: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, MountError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let Some(cm) = api.get_opt(name).await.map_err(|e| fail(volume, e.to_string()))? else {
+        return Ok(None);
+    };
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.unwrap_or_default() {
+        data.insert(k, v.0);
+    }
+    Ok(Some(data))
+}
+
+fn downward_files(
+    pod: &Pod,
+    items: Option<&Vec<k8s_openapi::api::core::v1::DownwardAPIVolumeFile>>,
+    dir: &Path,
+    volume: &str,
+) -> Result<(), MountError> {
+    for item in items.into_iter().flatten() {
+        let Some(f) = item.field_ref.as_ref() else {
+            continue;
+        };
+        let value = downward_value(pod, &f.field_path).unwrap_or_default();
+        write_file(dir, &item.path, value.as_bytes(), volume)?;
+    }
+    Ok(())
+}
+
+/// A token for the pod's service account (the TokenRequest API), as the kubelet fetches one.
+async fn account_token(
+    client: &kube::Client,
+    pod: &Pod,
+    src: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    volume: &str,
+) -> Result<String, MountError> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: src.audience.clone().into_iter().collect(),
+            expiration_seconds: src.expiration_seconds,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let got = api
+        .create_token_request(&sa, &kube::api::PostParams::default(), &req)
+        .await
+        .map_err(|e| fail(volume, format!("failed to fetch token: {e}")))?;
+    got.status
+        .map(|s| s.token)
+        .ok_or_else(|| fail(volume, "failed to fetch token: the answer has no token"))
+}
+
 async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Result<(), MountError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = v.name.as_str();
     if let Some(s) = &v.secret {
         let secret_name = s.secret_name.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        match api.get_opt(&secret_name).await {
-            Ok(Some(secret)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (k, v) in secret.string_data.unwrap_or_default() {
-                    data.insert(k, v.into_bytes());
-                }
-                write_keys(dir, &data, s.items.as_ref(), name, "secret")?;
-            }
-            Ok(None) if s.optional == Some(true) => {}
-            Ok(None) => return Err(fail(name, format!("secret \"{secret_name}\" not found"))),
-            Err(e) => return Err(fail(name, e.to_string())),
+        match secret_data(client, &ns, &secret_name, name).await? {
+            Some(data) => write_keys(dir, &data, s.items.as_ref(), name, "secret")?,
+            None if s.optional == Some(true) => {}
+            None => return Err(fail(name, format!("secret \"{secret_name}\" not found"))),
         }
     } else if let Some(c) = &v.config_map {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        match api.get_opt(&c.name).await {
-            Ok(Some(cm)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                for (k, v) in cm.binary_data.unwrap_or_default() {
-                    data.insert(k, v.0);
-                }
-                write_keys(dir, &data, c.items.as_ref(), name, "configmap")?;
-            }
-            Ok(None) if c.optional == Some(true) => {}
-            Ok(None) => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
-            Err(e) => return Err(fail(name, e.to_string())),
+        match config_map_data(client, &ns, &c.name, name).await? {
+            Some(data) => write_keys(dir, &data, c.items.as_ref(), name, "configmap")?,
+            None if c.optional == Some(true) => {}
+            None => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
         }
     } else if let Some(d) = &v.downward_api {
-        for item in d.items.iter().flatten() {
-            let Some(f) = item.field_ref.as_ref() else {
-                continue;
-            };
-            let value = downward_value(pod, &f.field_path).unwrap_or_default();
-            write_file(dir, &item.path, value.as_bytes(), name)?;
+        downward_files(pod, d.items.as_ref(), dir, name)?;
+    } else if let Some(p) = &v.projected {
+        for src in p.sources.iter().flatten() {
+            if let Some(t) = &src.service_account_token {
+                let token = account_token(client, pod, t, name).await?;
+                write_file(dir, &t.path, token.as_bytes(), name)?;
+            }
+            if let Some(c) = &src.config_map {
+                match config_map_data(client, &ns, &c.name, name).await? {
+                    Some(data) => write_keys(dir, &data, c.items.as_ref(), name, "configmap")?,
+                    None if c.optional == Some(true) => {}
+                    None => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
+                }
+            }
+            if let Some(s) = &src.secret {
+                match secret_data(client, &ns, &s.name, name).await? {
+                    Some(data) => write_keys(dir, &data, s.items.as_ref(), name, "secret")?,
+                    None if s.optional == Some(true) => {}
+                    None => return Err(fail(name, format!("secret \"{}\" not found", s.name))),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                downward_files(pod, d.items.as_ref(), dir, name)?;
+            }
         }
     }
     // emptyDir and kinds launcher pods do not use: an empty directory.

@@ -31,6 +31,7 @@ pub fn app() -> (axum::Router, Store) {
         metrics: Default::default(),
         service_range: Default::default(),
         root_ca: String::new(),
+        sa_key: Vec::new(),
     });
     apiserver::gc::spawn(state.clone(), Arc::new(tokio::sync::Notify::new()));
     (router(state), store)
