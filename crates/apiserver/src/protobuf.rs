@@ -1,4 +1,4 @@
-//! Protobuf request bodies: `kubectl create namespace|configmap|secret|serviceaccount` send
+//! Protobuf request bodies: `kubectl create namespace|configmap|secret|serviceaccount|token` send
 //! `application/vnd.kubernetes.protobuf` (the `k8s\0` magic, then a `runtime.Unknown` envelope holding the typed
 //! message). The typed messages come from `k8s-pb`; this module turns the few kinds clients send into the JSON the
 //! rest of the server works with. Responses stay JSON (clients accept it).
@@ -95,6 +95,20 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                 v["immutable"] = json!(i);
             }
             v
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            // `kubectl create token`.
+            let r = k8s_pb::api::authentication::v1::TokenRequest::decode(inner.as_slice()).map_err(bad)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut s = json!({"audiences": spec.audiences});
+            if let Some(e) = spec.expiration_seconds {
+                s["expirationSeconds"] = json!(e);
+            }
+            if let Some(b) = spec.bound_object_ref {
+                s["boundObjectRef"] =
+                    json!({"kind": b.kind, "apiVersion": b.api_version, "name": b.name, "uid": b.u_id});
+            }
+            json!({"metadata": meta(r.metadata), "spec": s})
         }
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
             let r = k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(inner.as_slice())

@@ -80,9 +80,10 @@ impl Target {
     }
 }
 
-/// The matcher of `flavor` as (name, kind, revisionName), if the VM has one.
+/// The matcher of `flavor` as (name, kind, revisionName), if the VM has one that names something (one left with
+/// only `inferFromVolume`, which admission could not resolve, is ignored, as upstream's Ignore policy drops it).
 fn matcher(vm: &VirtualMachine, flavor: Flavor) -> Option<(String, String, Option<String>)> {
-    match flavor {
+    let m = match flavor {
         Flavor::Instancetype => vm.spec.instancetype.as_ref().map(|m| {
             (
                 m.name.clone().unwrap_or_default(),
@@ -97,7 +98,8 @@ fn matcher(vm: &VirtualMachine, flavor: Flavor) -> Option<(String, String, Optio
                 m.revision_name.clone().filter(|r| !r.is_empty()),
             )
         }),
-    }
+    };
+    m.filter(|(name, _, _)| !name.is_empty())
 }
 
 /// What a matcher's `kind` names (an empty kind is the cluster-wide one, as upstream).

@@ -31,6 +31,30 @@ fn virtctl(b: &NodeBox, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A VMI of the test guest with a second disk `second` whose volume is `volume` (YAML, indented for `volumes`),
+/// and `extra` spec fields (YAML at spec level).
+fn guest_vmi(name: &str, volume: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: {name}}}
+spec:
+  domain:
+    devices:
+      disks:
+      - {{name: root, disk: {{bus: virtio}}}}
+      - {{name: second, disk: {{bus: virtio}}}}
+    resources: {{requests: {{memory: 128Mi}}}}
+  volumes:
+  - {{name: root, containerDisk: {{image: "kubevirt-rs/test-guest:latest"}}}}
+  - name: second
+{volume}
+{extra}
+"#
+    )
+}
+
 const INSTANCETYPES: &str = r#"
 apiVersion: instancetype.kubevirt.io/v1beta1
 kind: VirtualMachineClusterInstancetype
@@ -185,31 +209,18 @@ stringData:
     assert_eq!(b.get("secret guest-userdata", "{.type}"), "Opaque");
     assert!(b.get("secret guest-userdata", "{.stringData}").is_empty());
     assert!(!b.get("secret guest-userdata", "{.data.userdata}").is_empty());
-    let vmi = r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {name: secretci}
-spec:
-  domain:
-    devices:
-      disks:
-      - {name: root, disk: {bus: virtio}}
-      - {name: cloudinit, disk: {bus: virtio}}
-    resources: {requests: {memory: 128Mi}}
-  volumes:
-  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
-  - name: cloudinit
-    cloudInitNoCloud:
-      secretRef: {name: guest-userdata}
-  accessCredentials:
+    let vmi = guest_vmi(
+        "secretci",
+        "    cloudInitNoCloud:\n      secretRef: {name: guest-userdata}",
+        "  accessCredentials:
   - sshPublicKey:
       source: {secret: {secretName: guest-keys}}
       propagationMethod: {noCloud: {}}
   - sshPublicKey:
       source: {secret: {secretName: guest-keys}}
-      propagationMethod: {qemuGuestAgent: {users: [root]}}
-"#;
-    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+      propagationMethod: {qemuGuestAgent: {users: [root]}}",
+    );
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi));
     eventually("the VMI runs", 90, || {
         b.get("vmi secretci", "{.status.phase}") == "Running"
     });
@@ -242,32 +253,32 @@ spec:
         "jsonpath={.items[0].spec.containers[0].volumeMounts[*].mountPath}",
     ]);
     assert!(
-        mounts.contains("/var/run/kubevirt-private/secret/cloudinit/userdata"),
+        mounts.contains("/var/run/kubevirt-private/secret/second/userdata"),
         "{mounts}"
     );
+    // Upstream virtctl's `expose` body (`targetPort: ""`) selecting the VMI's pod: the Service gets endpoints.
+    let svc = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secretci-ssh"},
+        "spec": {"ports": [{"name": "port-1", "protocol": "TCP", "port": 22, "targetPort": ""}],
+                 "selector": {"vmi.kubevirt.io/id": "secretci"}, "type": "ClusterIP"}}"#;
+    b.kubectl_in(&["create", "-f", "-"], Some(svc));
+    let pod_ip = b.get("vmi secretci", "{.status.interfaces[0].ipAddress}");
+    eventually("the exposed Service's endpoints", 30, || {
+        b.get(
+            "endpoints secretci-ssh",
+            "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ) == format!("{pod_ip}:22")
+    });
     migrations_end_and_disappear(b, "secretci");
     b.kubectl(&["delete", "vmi", "secretci", "--wait=true", "--timeout=90s"]);
 }
 
 fn a_vmi_whose_secret_is_missing_waits_for_it(b: &NodeBox) {
-    let vmi = r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {name: nosecret}
-spec:
-  domain:
-    devices:
-      disks:
-      - {name: root, disk: {bus: virtio}}
-      - {name: cloudinit, disk: {bus: virtio}}
-    resources: {requests: {memory: 128Mi}}
-  volumes:
-  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
-  - name: cloudinit
-    cloudInitNoCloud:
-      secretRef: {name: not-yet}
-"#;
-    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+    let vmi = guest_vmi(
+        "nosecret",
+        "    cloudInitNoCloud:\n      secretRef: {name: not-yet}",
+        "",
+    );
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi));
     let uid = b.get("vmi nosecret", "{.metadata.uid}");
     let sel = format!("kubevirt.io/created-by={uid}");
     eventually("the pod says which Secret it waits for", 60, || {
@@ -342,6 +353,13 @@ fn services_and_built_in_defaults(b: &NodeBox) {
     assert_eq!(b.get("node box0", "{.spec.podCIDR}"), b.cidr);
     let node = b.kubectl(&["get", "node", "box0", "-o", "json"]);
     assert!(!node.contains("null"), "{node}");
+    // `kubectl create token` (a protobuf TokenRequest) gives a token that authenticates as the account.
+    let token = b.kubectl(&["create", "token", "default", "-n", "team-a"]);
+    let whoami = b.kubectl(&["auth", "whoami", "--token", token.trim()]);
+    assert!(
+        whoami.contains("system:serviceaccount:team-a:default"),
+        "{whoami}"
+    );
     // CDI's StorageProfile kind is served.
     let (ok, _, err) = b.try_kubectl(&["get", "storageprofiles"], None);
     assert!(ok, "{err}");
@@ -408,22 +426,8 @@ fn subresources_not_served_yet_say_so(b: &NodeBox, vm: &str) {
 /// A serviceAccount volume: the launcher pod gets the account's token (TokenRequest, as the kubelet fetches it), the
 /// guest's disk holds it, and the token authenticates as the account.
 fn service_account_volume_carries_a_working_token(b: &NodeBox) {
-    let vmi = r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {name: savol}
-spec:
-  domain:
-    devices:
-      disks:
-      - {name: root, disk: {bus: virtio}}
-      - {name: sa, disk: {bus: virtio}}
-    resources: {requests: {memory: 128Mi}}
-  volumes:
-  - {name: root, containerDisk: {image: "kubevirt-rs/test-guest:latest"}}
-  - {name: sa, serviceAccount: {serviceAccountName: default}}
-"#;
-    b.kubectl_in(&["apply", "-f", "-"], Some(vmi));
+    let vmi = guest_vmi("savol", "    serviceAccount: {serviceAccountName: default}", "");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi));
     eventually("the VMI runs", 90, || {
         b.get("vmi savol", "{.status.phase}") == "Running"
     });
@@ -438,7 +442,7 @@ spec:
         "jsonpath={.items[0].spec.volumes[*].name}",
     ]);
     assert!(volumes.contains("kube-api-access-"), "{volumes}");
-    let iso = std::fs::read(b.dir().join("launchers").join(&uid).join("config/sa.iso")).unwrap();
+    let iso = std::fs::read(b.dir().join("launchers").join(&uid).join("config/second.iso")).unwrap();
     let text = String::from_utf8_lossy(&iso);
     let start = text
         .find("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9")

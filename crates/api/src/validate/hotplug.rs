@@ -85,16 +85,7 @@ pub(super) fn live_update(
         c.push(INVALID, format!("{root}.domain.memory.guest"), why);
     }
     // Upstream checks the socket limit a second time under LiveUpdate (so a VM reports it twice).
-    if let Some(cpu) = spec.domain.cpu.as_ref()
-        && let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets)
-        && s != 0
-        && max != 0
-        && s > max
-    {
-        c.push(
-            INVALID,
-            format!("{root}.domain.cpu.sockets"),
-            "Number of sockets in CPU topology is greater than the maximum sockets allowed",
-        );
+    if let Some(cpu) = spec.domain.cpu.as_ref() {
+        super::spec::sockets_within_max(root, cpu, c);
     }
 }

@@ -126,10 +126,10 @@ fn weight(c: &mut Causes, field: &str, w: i32) {
     }
 }
 
-fn node_requirement(c: &mut Causes, at: &str, r: &NodeSelectorRequirement) {
-    let values = r.values.as_deref().unwrap_or_default();
+/// The operator rules label and node selector requirements share (`Gt`/`Lt` only for nodes).
+fn operator(c: &mut Causes, at: &str, op: &str, values: &[String], numeric: bool) {
     let vf = format!("{at}.values");
-    match r.operator.as_str() {
+    match op {
         "In" | "NotIn" if values.is_empty() => {
             required(c, &vf, "must be specified when `operator` is 'In' or 'NotIn'");
         }
@@ -138,14 +138,19 @@ fn node_requirement(c: &mut Causes, at: &str, r: &NodeSelectorRequirement) {
             &vf,
             "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
         ),
-        "Gt" | "Lt" if values.len() != 1 => required(
+        "Gt" | "Lt" if numeric && values.len() != 1 => required(
             c,
             &vf,
             "must be specified single value when `operator` is 'Lt' or 'Gt'",
         ),
-        "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
+        "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+        "Gt" | "Lt" if numeric => {}
         op => invalid(c, &format!("{at}.operator"), op, "not a valid selector operator"),
     }
+}
+
+fn node_requirement(c: &mut Causes, at: &str, r: &NodeSelectorRequirement) {
+    operator(c, at, &r.operator, r.values.as_deref().unwrap_or_default(), true);
     label_name(c, &format!("{at}.key"), &r.key);
 }
 
@@ -183,18 +188,7 @@ fn node_term(c: &mut Causes, at: &str, t: &NodeSelectorTerm) {
 fn selector_requirement(c: &mut Causes, at: &str, r: &LabelSelectorRequirement) {
     let values = r.values.as_deref().unwrap_or_default();
     let vf = format!("{at}.values");
-    match r.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => {
-            required(c, &vf, "must be specified when `operator` is 'In' or 'NotIn'");
-        }
-        "Exists" | "DoesNotExist" if !values.is_empty() => forbidden(
-            c,
-            &vf,
-            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-        ),
-        "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-        op => invalid(c, &format!("{at}.operator"), op, "not a valid selector operator"),
-    }
+    operator(c, at, &r.operator, values, false);
     label_name(c, &format!("{at}.key"), &r.key);
     for (k, v) in values.iter().enumerate() {
         for m in label_value_errors(v) {

@@ -507,16 +507,7 @@ fn cpu(root: &str, spec: &VirtualMachineInstanceSpec, c: &mut Causes) {
             );
         }
     }
-    if let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets)
-        && max != 0
-        && s > max
-    {
-        c.push(
-            INVALID,
-            format!("{root}.domain.cpu.sockets"),
-            "Number of sockets in CPU topology is greater than the maximum sockets allowed",
-        );
-    }
+    sockets_within_max(root, cpu, c);
     if cpu.realtime.is_some() {
         let rt = format!("{root}.domain.cpu.realtime");
         if !dedicated {
@@ -571,5 +562,20 @@ fn probe(root: &str, name: &str, p: Option<&Probe>, has_pod: bool, c: &mut Cause
                 format!("{f}.tcpSocket is only allowed if the Pod Network is attached"),
             );
         }
+    }
+}
+
+/// `cpu.sockets` may not exceed a set `cpu.maxSockets`.
+pub(super) fn sockets_within_max(root: &str, cpu: &crate::v1::CPU, c: &mut Causes) {
+    if let (Some(s), Some(max)) = (cpu.sockets, cpu.max_sockets)
+        && s != 0
+        && max != 0
+        && s > max
+    {
+        c.push(
+            INVALID,
+            format!("{root}.domain.cpu.sockets"),
+            "Number of sockets in CPU topology is greater than the maximum sockets allowed",
+        );
     }
 }
