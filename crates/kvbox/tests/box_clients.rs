@@ -31,6 +31,38 @@ fn virtctl(b: &NodeBox, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// root's authorized keys in the guest, asked of its agent directly (empty when the agent is busy or away).
+fn guest_authorized_keys(b: &NodeBox, uid: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let path = b.dir().join("launchers").join(uid).join("qga.sock");
+    let Ok(sock) = std::os::unix::net::UnixStream::connect(&path) else {
+        return String::new();
+    };
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut w = sock.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(sock);
+    let mut line = String::new();
+    let _ = writeln!(w, r#"{{"execute": "guest-sync", "arguments": {{"id": 7}}}}"#);
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(n) if n > 0 => {
+                if line.contains("\"return\": 7") || line.contains("\"return\":7") {
+                    break;
+                }
+            }
+            _ => return String::new(),
+        }
+    }
+    let _ = writeln!(
+        w,
+        r#"{{"execute": "guest-ssh-get-authorized-keys", "arguments": {{"username": "root"}}}}"#
+    );
+    line.clear();
+    let _ = r.read_line(&mut line);
+    line
+}
+
 /// A VMI of the test guest with a second disk `second` whose volume is `volume` (YAML, indented for `volumes`),
 /// and `extra` spec fields (YAML at spec level).
 fn guest_vmi(name: &str, volume: &str, extra: &str) -> String {
@@ -241,6 +273,22 @@ stringData:
             "vmi secretci",
             "{.status.conditions[?(@.type==\"AccessCredentialsSynchronized\")].status}",
         ) == "True"
+    });
+    assert!(guest_authorized_keys(b, &uid).contains("AAAAC3NzaTEST"));
+    // A rotated key reaches the guest while it runs (the pod's Secret volume is refreshed, the agent re-applies it).
+    let rotated = b.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "guest-keys",
+        "--from-literal=key1=ssh-ed25519 AAAAROTATED box@test",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&rotated));
+    eventually("the rotated key in the guest", 150, || {
+        guest_authorized_keys(b, &uid).contains("AAAAROTATED")
     });
     // The launcher pod mounts the Secret where upstream's does.
     let sel = format!("kubevirt.io/created-by={uid}");

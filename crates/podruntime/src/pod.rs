@@ -525,8 +525,16 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
     let mut ready = false;
     let mut kill_at: Option<Instant> = None;
     let mut reported = false;
+    let mut refreshed = Instant::now();
     loop {
         let pod = rx.borrow().clone();
+        if let Some(p) = pod
+            .as_ref()
+            .filter(|_| refreshed.elapsed() >= crate::volumes::REFRESH)
+        {
+            refreshed = Instant::now();
+            crate::volumes::refresh(&ctx.rt.client, p, &ctx.dir).await;
+        }
         if let Some(p) = &pod {
             let now_ready = rec.runtime_dir.join("launcher.sock").exists();
             if !reported || now_ready != ready {

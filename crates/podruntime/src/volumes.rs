@@ -2,7 +2,8 @@
 //! projected (service account token via TokenRequest, ConfigMap, Secret, downward API) and emptyDir volumes written under the pod's directory (`volumes/<name>/`, keys as files, `items` honoured, 0600),
 //! then the container's `volumeMounts` laid out in a directory standing for its filesystem (`rootfs/<mountPath>`:
 //! a symlink to the volume, or a copy of one key for a `subPath`). The launcher gets that directory as
-//! `--mount-root` and finds everything at the paths it would see in a container.
+//! `--mount-root` and finds everything at the paths it would see in a container. While the pod runs, Secret,
+//! ConfigMap and downward-API volumes are refreshed ([`refresh`]), so a rotated key reaches the guest.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -316,10 +317,82 @@ pub async fn set_up(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<
     Ok(root)
 }
 
+/// How often a running pod's Secret, ConfigMap and downward-API volumes are brought up to date (the kubelet's sync
+/// period is a minute).
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Brings a running pod's Secret, ConfigMap and downward-API volumes up to date, as the kubelet does: each is
+/// written anew beside the old one and swapped in (the container's mounts link to it; `subPath` copies stay as they
+/// were, as with the kubelet). A volume whose source is gone keeps its last contents.
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+    let volumes_dir = pod_dir.join("volumes");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if v.secret.is_none() && v.config_map.is_none() && v.downward_api.is_none() {
+            continue;
+        }
+        let live = volumes_dir.join(&v.name);
+        let fresh = volumes_dir.join(format!(".{}.new", v.name));
+        let old = volumes_dir.join(format!(".{}.old", v.name));
+        let _ = std::fs::remove_dir_all(&fresh);
+        let _ = std::fs::remove_dir_all(&old);
+        if std::fs::create_dir_all(&fresh).is_err() {
+            continue;
+        }
+        match fill(client, pod, v, &fresh).await {
+            Ok(()) if !same_files(&live, &fresh) => {
+                if std::fs::rename(&live, &old).is_ok() && std::fs::rename(&fresh, &live).is_ok() {
+                    tracing::info!(volume = %v.name, "volume updated");
+                }
+                let _ = std::fs::remove_dir_all(&old);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::debug!(volume = %v.name, error = %e, "volume refresh"),
+        }
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+}
+
+/// Whether two volume directories hold the same files with the same contents.
+fn same_files(a: &Path, b: &Path) -> bool {
+    fn read(d: &Path) -> Option<BTreeMap<PathBuf, Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).ok()?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.insert(p.strip_prefix(d).ok()?.to_path_buf(), std::fs::read(&p).ok()?);
+                }
+            }
+        }
+        Some(out)
+    }
+    match (read(a), read(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn volume_contents_compare_by_file() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("k"), "1").unwrap();
+        std::fs::write(b.path().join("k"), "1").unwrap();
+        assert!(same_files(a.path(), b.path()));
+        std::fs::write(b.path().join("k"), "2").unwrap();
+        assert!(!same_files(a.path(), b.path()));
+        std::fs::write(b.path().join("k"), "1").unwrap();
+        std::fs::write(b.path().join("extra"), "").unwrap();
+        assert!(!same_files(a.path(), b.path()));
+    }
 
     #[test]
     fn paths_stay_inside() {
