@@ -252,9 +252,13 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             Ok(json!("shutting down"))
         }
         Command::Kill => {
-            // Answer first: the launcher exits with QEMU.
+            // Answer first: the launcher exits with QEMU, and the reply still has two tasks to pass through (a busy
+            // machine once ended the process before it was written).
             let vm = vm.clone();
-            tokio::spawn(async move { vm.kill("killed by request").await });
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                vm.kill("killed by request").await;
+            });
             Ok(json!("killing"))
         }
         Command::GetDomain => {
