@@ -85,14 +85,7 @@ impl Running {
 
 /// Stores `obj` under `key` unless present.
 fn seed(store: &Store, key: &str, obj: &Value) -> Result<(), ServerError> {
-    if store.get(key)?.is_some() {
-        return Ok(());
-    }
-    let bytes = serde_json::to_vec(obj).map_err(|e| ServerError::Seed(e.to_string()))?;
-    match store.create(key, bytes) {
-        Ok(_) | Err(apiserver_store::StoreError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::system::ensure(store, key, obj)?)
 }
 
 fn stamped(mut obj: Value) -> Value {
@@ -121,19 +114,7 @@ fn seed_extension_authentication(
     // Rewritten at every start: the CAs are the data dir's.
     let obj = stamped(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"}, "data": data}));
-    match store.get(key)? {
-        Some(kv) => {
-            let old: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if old.get("data") != obj.get("data") {
-                let mut new = old;
-                new["data"] = obj["data"].clone();
-                let bytes = serde_json::to_vec(&new).map_err(|e| ServerError::Seed(e.to_string()))?;
-                store.update(key, bytes, kv.mod_revision)?;
-            }
-            Ok(())
-        }
-        None => seed(store, key, &obj),
-    }
+    Ok(crate::system::ensure_field(store, key, &obj, "data")?)
 }
 
 /// Serves stored CRDs, installs ours and the system namespaces.

@@ -15,11 +15,14 @@ fn stamp(mut obj: Value) -> Value {
 }
 
 /// Stores `obj` under `key` unless something is there.
-fn ensure(store: &Store, key: &str, obj: Value) -> Result<(), StoreError> {
+///
+/// # Errors
+/// Store failures.
+pub fn ensure(store: &Store, key: &str, obj: &Value) -> Result<(), StoreError> {
     if store.get(key)?.is_some() {
         return Ok(());
     }
-    let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+    let bytes = serde_json::to_vec(obj).unwrap_or_default();
     match store.create(key, bytes) {
         Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -27,7 +30,10 @@ fn ensure(store: &Store, key: &str, obj: Value) -> Result<(), StoreError> {
 }
 
 /// Stores `obj` under `key`, replacing what is there when its `field` differs.
-fn ensure_field(store: &Store, key: &str, obj: Value, field: &str) -> Result<(), StoreError> {
+///
+/// # Errors
+/// Store failures.
+pub fn ensure_field(store: &Store, key: &str, obj: &Value, field: &str) -> Result<(), StoreError> {
     match store.get(key)? {
         Some(kv) => {
             let old: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
@@ -56,7 +62,7 @@ pub fn namespace_contents(store: &Store, ns: &str, root_ca: &str) -> Result<(), 
         ensure(
             store,
             &format!("/registry/core/configmaps/{ns}/kube-root-ca.crt"),
-            stamp(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            &stamp(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
                     "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
                 "data": {"ca.crt": root_ca}})),
@@ -65,7 +71,7 @@ pub fn namespace_contents(store: &Store, ns: &str, root_ca: &str) -> Result<(), 
     ensure(
         store,
         &format!("/registry/core/serviceaccounts/{ns}/default"),
-        stamp(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        &stamp(json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "default", "namespace": ns}})),
     )
 }
@@ -86,7 +92,7 @@ pub fn kubernetes_service(
     ensure_field(
         store,
         "/registry/core/services/default/kubernetes",
-        stamp(json!({"apiVersion": "v1", "kind": "Service",
+        &stamp(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
             "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster",
@@ -102,7 +108,7 @@ pub fn kubernetes_service(
     ensure_field(
         store,
         "/registry/core/endpoints/default/kubernetes",
-        stamp(json!({"apiVersion": "v1", "kind": "Endpoints",
+        &stamp(json!({"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "namespace": "default",
                 "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": host}],

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::vm::Vm;
 
 /// The files of a Secret directory (not the kubelet's `..` entries, not directories), by name.
-fn secret_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn secret_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()

@@ -167,30 +167,14 @@ fn read_data(volume: &str, d: &Data) -> Result<Vec<u8>, PrepareError> {
     }
 }
 
-/// The SSH public keys in access-credential Secret directories, as upstream reads them: every non-empty file (not
-/// directories, not the kubelet's `..` entries), directories in order, files by name.
+/// The SSH public keys in access-credential Secret directories, as upstream reads them: every non-empty file of
+/// each Secret ([`crate::credentials::secret_files`]), directories in order.
 fn public_keys(volume: &str, dirs: &[PathBuf]) -> Result<Vec<String>, PrepareError> {
     let mut keys = Vec::new();
     for dir in dirs {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| fail(volume, format!("{}: {e}", dir.display())))?
-            .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().starts_with(".."))
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        names.sort();
-        for p in names {
-            let text = std::fs::read_to_string(&p).map_err(|e| {
-                fail(
-                    volume,
-                    format!("Unable to read public keys found at volume: {}: {e}", p.display()),
-                )
-            })?;
-            if !text.is_empty() {
-                keys.push(text);
-            }
-        }
+        let files = crate::credentials::secret_files(dir)
+            .map_err(|e| fail(volume, format!("Unable to read public keys found at volume: {e}")))?;
+        keys.extend(files.into_iter().map(|(_, text)| text).filter(|t| !t.is_empty()));
     }
     Ok(keys)
 }

@@ -209,22 +209,44 @@ async fn account_token(
         .ok_or_else(|| fail(volume, "failed to fetch token: the answer has no token"))
 }
 
+/// Writes a Secret's or ConfigMap's keys (`what` is `secret` or `configmap`), or fails as the kubelet does when it
+/// is missing and not optional.
+fn write_source(
+    dir: &Path,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    (volume, what, name): (&str, &str, &str),
+) -> Result<(), MountError> {
+    match data {
+        Some(data) => write_keys(dir, &data, items, volume, what),
+        None if optional == Some(true) => Ok(()),
+        None => Err(fail(volume, format!("{what} \"{name}\" not found"))),
+    }
+}
+
 async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Result<(), MountError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = v.name.as_str();
     if let Some(s) = &v.secret {
         let secret_name = s.secret_name.clone().unwrap_or_default();
-        match secret_data(client, &ns, &secret_name, name).await? {
-            Some(data) => write_keys(dir, &data, s.items.as_ref(), name, "secret")?,
-            None if s.optional == Some(true) => {}
-            None => return Err(fail(name, format!("secret \"{secret_name}\" not found"))),
-        }
+        let data = secret_data(client, &ns, &secret_name, name).await?;
+        write_source(
+            dir,
+            data,
+            s.items.as_ref(),
+            s.optional,
+            (name, "secret", &secret_name),
+        )?;
     } else if let Some(c) = &v.config_map {
-        match config_map_data(client, &ns, &c.name, name).await? {
-            Some(data) => write_keys(dir, &data, c.items.as_ref(), name, "configmap")?,
-            None if c.optional == Some(true) => {}
-            None => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
-        }
+        let data = config_map_data(client, &ns, &c.name, name).await?;
+        write_source(
+            dir,
+            data,
+            c.items.as_ref(),
+            c.optional,
+            (name, "configmap", &c.name),
+        )?;
     } else if let Some(d) = &v.downward_api {
         downward_files(pod, d.items.as_ref(), dir, name)?;
     } else if let Some(p) = &v.projected {
@@ -234,18 +256,18 @@ async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Resul
                 write_file(dir, &t.path, token.as_bytes(), name)?;
             }
             if let Some(c) = &src.config_map {
-                match config_map_data(client, &ns, &c.name, name).await? {
-                    Some(data) => write_keys(dir, &data, c.items.as_ref(), name, "configmap")?,
-                    None if c.optional == Some(true) => {}
-                    None => return Err(fail(name, format!("configmap \"{}\" not found", c.name))),
-                }
+                let data = config_map_data(client, &ns, &c.name, name).await?;
+                write_source(
+                    dir,
+                    data,
+                    c.items.as_ref(),
+                    c.optional,
+                    (name, "configmap", &c.name),
+                )?;
             }
             if let Some(s) = &src.secret {
-                match secret_data(client, &ns, &s.name, name).await? {
-                    Some(data) => write_keys(dir, &data, s.items.as_ref(), name, "secret")?,
-                    None if s.optional == Some(true) => {}
-                    None => return Err(fail(name, format!("secret \"{}\" not found", s.name))),
-                }
+                let data = secret_data(client, &ns, &s.name, name).await?;
+                write_source(dir, data, s.items.as_ref(), s.optional, (name, "secret", &s.name))?;
             }
             if let Some(d) = &src.downward_api {
                 downward_files(pod, d.items.as_ref(), dir, name)?;
