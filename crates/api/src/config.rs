@@ -88,6 +88,21 @@ impl ClusterConfig {
         }
     }
 
+    /// `permittedHostDevices.pciHostDevices` as resource name → PCI vendor selector (entries missing either are
+    /// skipped, as upstream).
+    #[must_use]
+    pub fn permitted_pci_selectors(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.cfg
+            .permitted_host_devices
+            .as_ref()
+            .and_then(|p| p.pci_host_devices.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|d| !d.resource_name.is_empty() && !d.pci_vendor_selector.is_empty())
+            .map(|d| (d.resource_name.as_str(), d.pci_vendor_selector.as_str()))
+            .collect()
+    }
+
     /// Machine type for `arch` (`q35` on amd64).
     #[must_use]
     pub fn machine_type(&self, arch: &str) -> String {

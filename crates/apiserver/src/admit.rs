@@ -243,7 +243,51 @@ pub fn on_update(ctx: &Ctx, new: Value, old: &Value) -> Result<(Value, Vec<Strin
     }
     let (new, more) = webhook::run(ctx, Phase::Validating, "UPDATE", new, Some(old))?;
     warnings.extend(more);
+    if is_kubevirt(ctx) && ctx.rt.kind == "VirtualMachineInstance" {
+        vmi_update(ctx, &new, old)?;
+    }
     Ok((new, warnings))
+}
+
+/// The installed KubeVirt: its namespace (where its service accounts live) and its configuration.
+fn kubevirt(ctx: &Ctx) -> Result<(String, kubevirt_api::config::ClusterConfig), ApiError> {
+    let cr = all_under(ctx, "/registry/kubevirt.io/kubevirts/")?
+        .into_iter()
+        .find_map(|v| serde_json::from_value::<kubevirt_api::v1::KubeVirt>(v).ok());
+    let namespace = cr
+        .as_ref()
+        .and_then(|kv| kv.metadata.namespace.clone())
+        .unwrap_or_else(|| "kubevirt".into());
+    Ok((
+        namespace,
+        kubevirt_api::config::ClusterConfig::from_kubevirt(cr.as_ref()),
+    ))
+}
+
+/// Upstream's VMI update webhook, run in-process: only KubeVirt's service accounts change a VMI's spec or
+/// reserved labels (a status-only write never reaches the rules).
+fn vmi_update(ctx: &Ctx, new: &Value, old: &Value) -> Result<(), ApiError> {
+    if new.get("spec") == old.get("spec")
+        && new.pointer("/metadata/labels") == old.pointer("/metadata/labels")
+    {
+        return Ok(());
+    }
+    let decode = |v: &Value| {
+        serde_json::from_value::<kubevirt_api::v1::VirtualMachineInstance>(v.clone())
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    let (old_vmi, new_vmi) = (decode(old)?, decode(new)?);
+    let (namespace, config) = kubevirt(ctx)?;
+    let ours = kubevirt_api::validate::kubevirt_account(&ctx.identity.user, &namespace);
+    let causes = kubevirt_api::validate::vmi_update(&old_vmi, &new_vmi, ours, &config);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(invalid_from_causes(
+        ctx,
+        meta_str(new, "name").unwrap_or_default(),
+        &causes,
+    ))
 }
 
 fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
@@ -265,7 +309,7 @@ fn builtin_update(ctx: &Ctx, new: Value) -> Result<Value, ApiError> {
         && ctx.rt.kind == "VirtualMachine"
         && let Ok(Object::Vm(vm)) = Object::from_value(new.clone())
     {
-        let config = kubevirt_api::config::ClusterConfig::default();
+        let (_, config) = kubevirt(ctx)?;
         let causes = kubevirt_api::validate::vm(&vm, &config, false);
         if !causes.is_empty() {
             return Err(invalid_from_causes(ctx, &name, &causes));

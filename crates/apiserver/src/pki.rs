@@ -228,10 +228,20 @@ pub fn client_kubeconfig(
     let key = rcgen::KeyPair::generate().map_err(err)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     params.distinguished_name.push(rcgen::DnType::CommonName, user);
-    for g in groups {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, g.as_str());
+    // rcgen keeps one value per attribute type, so a second group goes in under O's OID spelled as a custom type
+    // (encoded identically); more than two cannot be expressed.
+    if groups.len() > 2 {
+        return Err(ServerError::Certificates(format!(
+            "a client certificate here carries at most two groups (subject O), not {}",
+            groups.len()
+        )));
+    }
+    let organization = [
+        rcgen::DnType::OrganizationName,
+        rcgen::DnType::CustomDnType(vec![2, 5, 4, 10]),
+    ];
+    for (ty, g) in organization.into_iter().zip(groups) {
+        params.distinguished_name.push(ty, g.as_str());
     }
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![

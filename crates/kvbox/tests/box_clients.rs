@@ -340,6 +340,30 @@ fn a_vmi_whose_secret_is_missing_waits_for_it(b: &NodeBox) {
         ])
         .contains("secret \"not-yet\" not found")
     });
+    // As upstream's VMI update webhook: a user may change neither the spec nor KubeVirt's labels (KubeVirt's own
+    // components, under their service accounts, keep writing this VMI throughout).
+    let (ok, _, err) = b.try_kubectl(
+        &[
+            "patch",
+            "vmi",
+            "nosecret",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"terminationGracePeriodSeconds":7}}"#,
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("update of VMI object is restricted"), "{err}");
+    let (ok, _, err) = b.try_kubectl(
+        &["label", "vmi", "nosecret", "--overwrite", "kubevirt.io/nodeName=elsewhere"],
+        None,
+    );
+    assert!(
+        !ok && err.contains("modification of the following reserved kubevirt.io/ labels on a VMI object is prohibited"),
+        "{err}"
+    );
+    b.kubectl(&["label", "vmi", "nosecret", "team=a"]);
     b.kubectl_in(
         &[
             "create",

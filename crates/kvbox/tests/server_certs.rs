@@ -56,7 +56,17 @@ fn client_certificates_authenticate_users_and_groups() {
             0o600
         );
     }
-    let out = kvbox(&["kubeconfig", "--data-dir", d, "--user", "bob", "--group", "devs"]);
+    let out = kvbox(&[
+        "kubeconfig",
+        "--data-dir",
+        d,
+        "--user",
+        "bob",
+        "--group",
+        "devs",
+        "--group",
+        "ops",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     std::fs::write(&bob, &out.stdout).unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("token:"));
@@ -70,7 +80,10 @@ fn client_certificates_authenticate_users_and_groups() {
     assert!(who.status.success(), "{}", text(&who));
     let who = text(&who);
     assert!(
-        who.contains("\"username\":\"bob\"") && who.contains("devs") && who.contains("system:authenticated"),
+        who.contains("\"username\":\"bob\"")
+            && who.contains("\"devs\"")
+            && who.contains("\"ops\"")
+            && who.contains("system:authenticated"),
         "{who}"
     );
 

@@ -192,17 +192,6 @@ fn with_patch(mut r: Value, from: &Value, to: &Value) -> Value {
 }
 
 /// Whether `user` is one of KubeVirt's own service accounts in `namespace`.
-fn kubevirt_account(user: &str, namespace: &str) -> bool {
-    [
-        "kubevirt-handler",
-        "kubevirt-controller",
-        "kubevirt-apiserver",
-        "kubevirt-operator",
-    ]
-    .iter()
-    .any(|sa| user == format!("system:serviceaccount:{namespace}:{sa}"))
-}
-
 /// Admits `obj` as a create: the outcome, or a refusal when it does not even decode.
 async fn admit(client: &kube::Client, obj: &Value) -> Result<Outcome, Value> {
     let kind = obj
@@ -233,7 +222,7 @@ async fn answer(app: &App, hook: Hook, req: &Value) -> Value {
         .pointer("/userInfo/username")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let ours = kubevirt_account(user, &app.namespace);
+    let ours = kubevirt_api::validate::kubevirt_account(user, &app.namespace);
     match (hook, op) {
         (Hook::Mutate, "CREATE") => match admit(&app.client, &obj).await {
             Ok(Outcome::Admitted { object, warnings }) => with_patch(allowed(&warnings), &obj, &object),
@@ -258,14 +247,18 @@ async fn answer(app: &App, hook: Hook, req: &Value) -> Value {
         }
         (Hook::Mutate, _) => allowed(&[]),
         (Hook::VmiUpdate, _) => {
-            if !ours && obj.get("spec") != old.get("spec") {
-                invalid(&[StatusCause {
-                    field: None,
-                    message: Some("update of VMI object is restricted".into()),
-                    reason: Some("FieldValueNotSupported".into()),
-                }])
-            } else {
-                allowed(&[])
+            let decode = |v: Value| serde_json::from_value::<kubevirt_api::v1::VirtualMachineInstance>(v);
+            match (decode(old), decode(obj)) {
+                (Ok(old), Ok(new)) => {
+                    let config = cluster(&app.client, "KubeVirt").await.config;
+                    let causes = kubevirt_api::validate::vmi_update(&old, &new, ours, &config);
+                    if causes.is_empty() {
+                        allowed(&[])
+                    } else {
+                        invalid(&causes)
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => refused(400, &e.to_string()),
             }
         }
         (Hook::MigrationUpdate, _) => {

@@ -156,6 +156,16 @@ fn vm_spec(root: &str, spec: &VirtualMachineSpec, config: &ClusterConfig, c: &mu
         config,
         c,
     );
+    super::grace::annotations(
+        &meta,
+        tspec,
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+        config,
+        c,
+    );
     spec::vmi_spec(&troot, tspec, config, c);
     super::hotplug::live_update(&troot, tspec, config, c);
 }
@@ -320,6 +330,17 @@ pub fn replicaset(rs: &VirtualMachineInstanceReplicaSet, config: &ClusterConfig)
         return c.0;
     };
     spec::vmi_spec("spec.template.spec", t, config, &mut c);
+    super::grace::annotations(
+        "spec.template.metadata",
+        t,
+        rs.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
+        config,
+        &mut c,
+    );
     let labels = rs.spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
     match selector::matches(&rs.spec.selector, labels) {
         Err(e) => c.push(INVALID, "spec.selector", e.to_string()),

@@ -2,12 +2,14 @@
 //! is upstream's path (`spec.domain.devices.disks[1].name`), `reason` its cause type and `message` its text.
 
 mod devices;
+mod grace;
 mod hotplug;
 mod kinds;
 mod network;
 mod scheduling;
 mod spec;
 mod storage;
+mod update;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause;
 
@@ -18,6 +20,7 @@ pub use kinds::{
     datavolume, instancetype, migration_create, migration_policy, pool, preference, replicaset, vm,
     vm_instancetype,
 };
+pub use update::{KUBEVIRT_ACCOUNTS, kubevirt_account, vmi as vmi_update};
 
 /// `FieldValueInvalid`.
 pub const INVALID: &str = "FieldValueInvalid";
@@ -66,21 +69,18 @@ pub fn vmi_create(vmi: &VirtualMachineInstance, config: &ClusterConfig) -> Vec<S
     spec::reserved_labels(vmi.metadata.labels.as_ref(), "metadata.labels", &mut c);
     spec::gated_annotations("metadata", vmi.metadata.annotations.as_ref(), config, &mut c);
     spec::vmi_spec("spec", &vmi.spec, config, &mut c);
+    grace::annotations(
+        "metadata",
+        &vmi.spec,
+        vmi.metadata.annotations.as_ref(),
+        config,
+        &mut c,
+    );
     spec::memory_required(&vmi.spec, &mut c);
     storage::volumes_have_disks("spec", &vmi.spec, &mut c);
     devices::per_arch("spec", &vmi.spec, config, &mut c);
     devices::hyperv("spec", &vmi.spec, &mut c);
     network::discontinued_bindings("spec", &vmi.spec, &mut c);
-    c.0
-}
-
-/// Validates a VMI update: only KubeVirt's own components may change the spec.
-#[must_use]
-pub fn vmi_update(old: &VirtualMachineInstance, new: &VirtualMachineInstance) -> Vec<StatusCause> {
-    let mut c = Causes::default();
-    if old.spec != new.spec {
-        c.push(NOT_SUPPORTED, "", "update of VMI object is restricted");
-    }
     c.0
 }
 

@@ -7,7 +7,7 @@ use crate::config::ClusterConfig;
 use crate::quantity::{self, Milli};
 use crate::v1::{Probe, VirtualMachineInstanceSpec};
 
-const RESERVED_LABELS: &[&str] = &[
+pub(super) const RESERVED_LABELS: &[&str] = &[
     "kubevirt.io/created-by",
     "kubevirt.io/migrationJobUID",
     "kubevirt.io/nodeName",
@@ -184,6 +184,7 @@ pub(super) fn vmi_spec(
         );
     }
     super::devices::devices(root, spec, config, c);
+    super::grace::spec(root, spec, config, c);
     super::devices::gated_storage(root, spec, config, c);
     super::scheduling::scheduling(root, spec, c);
     if let Some(sa) = spec.service_account_name.as_deref().filter(|s| !s.is_empty()) {

@@ -7,19 +7,130 @@ use crate::{Expect, base, cause, check, check_in, configured};
 
 #[test]
 fn vmi_update_rules() {
-    // 34
-    let old: kubevirt_api::v1::VirtualMachineInstance = serde_json::from_value(base("vmi")).unwrap();
+    use kubevirt_api::v1::VirtualMachineInstance;
+    use kubevirt_api::validate::vmi_update;
+    // 34: a user may change neither the spec nor the reserved labels; KubeVirt may, within the hotplug rules.
+    let config = kubevirt_api::config::ClusterConfig::default();
+    let old: VirtualMachineInstance = serde_json::from_value(base("vmi")).unwrap();
+    let messages =
+        |old: &VirtualMachineInstance, new: &VirtualMachineInstance, kubevirt: bool| -> Vec<String> {
+            vmi_update(old, new, kubevirt, &config)
+                .into_iter()
+                .map(|c| {
+                    format!(
+                        "{}|{}",
+                        c.field.unwrap_or_default(),
+                        c.message.unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
     let mut changed = old.clone();
     changed.spec.hostname = Some("other".into());
-    let causes = kubevirt_api::validate::vmi_update(&old, &changed);
     assert_eq!(
-        causes[0].message.as_deref(),
-        Some("update of VMI object is restricted")
+        messages(&old, &changed, false),
+        ["|update of VMI object is restricted"]
     );
-    let mut changed = old.clone();
-    changed.spec.domain.memory = None;
-    assert_eq!(kubevirt_api::validate::vmi_update(&old, &changed).len(), 1);
-    assert!(kubevirt_api::validate::vmi_update(&old, &old).is_empty());
+    assert!(messages(&old, &changed, true).is_empty());
+    assert!(messages(&old, &old, false).is_empty());
+    let mut labelled = old.clone();
+    labelled.metadata.labels = Some([("kubevirt.io/nodeName".to_string(), "n1".to_string())].into());
+    assert_eq!(
+        messages(&old, &labelled, false),
+        ["|modification of the following reserved kubevirt.io/ labels on a VMI object is prohibited"]
+    );
+    assert!(messages(&old, &labelled, true).is_empty());
+    let mut other = old.clone();
+    other.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
+    assert!(messages(&old, &other, false).is_empty());
+
+    let with = |patch: serde_json::Value| -> VirtualMachineInstance {
+        let mut v = base("vmi");
+        crate::merge(&mut v, &patch);
+        serde_json::from_value(v).unwrap()
+    };
+    let sockets = with(json!({"spec": {"domain": {"cpu": {"sockets": 1, "maxSockets": 4}}}}));
+    let more = with(json!({"spec": {"domain": {"cpu": {"sockets": 2, "maxSockets": 8}}}}));
+    assert_eq!(
+        messages(&sockets, &more, true),
+        ["|CPU topology maxSockets changed"]
+    );
+    let mem = with(json!({"spec": {"domain": {"memory": {"guest": "1Gi", "maxGuest": "4Gi"}}}}));
+    let same = with(json!({"spec": {"domain": {"memory": {"guest": "2Gi", "maxGuest": "4096Mi"}}}}));
+    let bigger = with(json!({"spec": {"domain": {"memory": {"guest": "2Gi", "maxGuest": "8Gi"}}}}));
+    assert!(messages(&mem, &same, true).is_empty());
+    assert_eq!(messages(&mem, &bigger, true), ["|Memory maxGuest changed"]);
+
+    let utility = json!({"spec": {"utilityVolumes": [{"name": "u", "claimName": "pvc"}]}});
+    assert_eq!(
+        messages(&old, &with(utility.clone()), true),
+        ["spec.utilityVolumes|UtilityVolumes feature gate is not enabled"]
+    );
+    let gated = kubevirt_api::config::ClusterConfig::from_kubevirt(Some(
+        &serde_json::from_value(json!({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+            "metadata": {"name": "kubevirt"},
+            "spec": {"configuration": {"developerConfiguration": {"featureGates": ["UtilityVolumes"]}}}}))
+        .unwrap(),
+    ));
+    let gm = |old: &VirtualMachineInstance, new: &VirtualMachineInstance| -> Vec<String> {
+        vmi_update(old, new, true, &gated)
+            .into_iter()
+            .map(|c| {
+                format!(
+                    "{}|{}",
+                    c.field.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    assert!(gm(&old, &with(utility.clone())).is_empty());
+    let bad = with(json!({"spec": {"utilityVolumes": [
+        {"name": "root", "claimName": "a"}, {"name": "root", "claimName": ""}]}}));
+    assert_eq!(
+        gm(&old, &bad),
+        [
+            "spec.utilityVolumes[0].name|spec.utilityVolumes[0] conflicts with spec.volumes[0]. UtilityVolume names must be unique across both volumes and utilityVolumes.",
+            "spec.utilityVolumes[1].name|spec.utilityVolumes[1] and spec.utilityVolumes[0] must not have the same Name.",
+            "spec.utilityVolumes[1].name|spec.utilityVolumes[1] conflicts with spec.volumes[0]. UtilityVolume names must be unique across both volumes and utilityVolumes.",
+            "spec.utilityVolumes[1].claimName|UtilityVolume PVC 'claimName' must be set",
+        ]
+    );
+    let plugged = with(
+        json!({"spec": {"utilityVolumes": [{"name": "u", "claimName": "pvc"}]},
+        "status": {"volumeStatus": [{"name": "u", "target": "sda"}]}}),
+    );
+    assert_eq!(
+        gm(
+            &plugged,
+            &with(json!({"spec": {"utilityVolumes": [{"name": "u", "claimName": "pvc", "readOnly": true}]}}))
+        ),
+        ["|utility volume u cannot be a permanent volume, utility volumes must always be hotplug"]
+    );
+    let hot = with(
+        json!({"spec": {"utilityVolumes": [{"name": "u", "claimName": "pvc"}]},
+        "status": {"volumeStatus": [{"name": "u", "target": "sda", "hotplugVolume": {}}]}}),
+    );
+    assert_eq!(
+        gm(
+            &hot,
+            &with(json!({"spec": {"utilityVolumes": [{"name": "u", "claimName": "other"}]}}))
+        ),
+        ["|utility volume u has changed"]
+    );
+
+    assert!(kubevirt_api::validate::kubevirt_account(
+        "system:serviceaccount:kubevirt:kubevirt-handler",
+        "kubevirt"
+    ));
+    assert!(!kubevirt_api::validate::kubevirt_account(
+        "system:serviceaccount:default:kubevirt-handler",
+        "kubevirt"
+    ));
+    assert!(!kubevirt_api::validate::kubevirt_account(
+        "kvbox-admin",
+        "kubevirt"
+    ));
 }
 
 #[test]

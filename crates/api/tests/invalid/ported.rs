@@ -459,3 +459,149 @@ fn scheduling_terms_as_kubernetes_validates_them() {
         ),
     );
 }
+
+/// A cluster permitting a Grace GPU (`10de:2342`) and an NVIDIA wildcard, with `gates` on.
+fn grace_cluster(gates: &[&str]) -> kubevirt_api::admission::Cluster {
+    let mut all = vec!["GPU", "HostDevices"];
+    all.extend_from_slice(gates);
+    configured(json!({
+        "developerConfiguration": {"featureGates": all},
+        "permittedHostDevices": {"pciHostDevices": [
+            {"pciVendorSelector": "10de:2342", "resourceName": "nvidia.com/GH100"},
+            {"pciVendorSelector": "10DE:*", "resourceName": "nvidia.com/any"},
+            {"pciVendorSelector": "8086:1520", "resourceName": "intel.com/nic"}
+        ]}
+    }))
+}
+
+fn grace_gpu() -> Value {
+    json!({"domain": {"devices": {"gpus": [{"name": "g", "deviceName": "nvidia.com/GH100"}]}}})
+}
+
+#[test]
+fn grace_io_virtualization() {
+    check_in(
+        grace_cluster(&[]),
+        145,
+        "vmi",
+        json!({"spec": grace_gpu()}),
+        cause(
+            "spec.domain.devices.gpus[0].deviceName",
+            "GraceIOVirtualization feature gate must be enabled for NVIDIA Grace GPU passthrough resource \"nvidia.com/GH100\"",
+        ),
+    );
+    let on = || grace_cluster(&["GraceIOVirtualization"]);
+    for (rule, field, message) in [
+        (
+            146,
+            "spec.architecture",
+            "GraceIOVirtualization requires arm64 architecture",
+        ),
+        (
+            147,
+            "spec.domain.machine.type",
+            "GraceIOVirtualization requires \"virt\" machine type",
+        ),
+        (
+            148,
+            "spec.domain.cpu.dedicatedCpuPlacement",
+            "GraceIOVirtualization requires dedicated CPU placement",
+        ),
+        (
+            149,
+            "spec.domain.devices",
+            "PCINUMAAwareTopology feature gate must be enabled when GraceIOVirtualization is used",
+        ),
+        (
+            150,
+            "spec.domain.devices",
+            "IOMMUFD feature gate must be enabled when GraceIOVirtualization is used",
+        ),
+    ] {
+        check_in(
+            on(),
+            rule,
+            "vmi",
+            json!({"spec": grace_gpu()}),
+            cause(field, message),
+        );
+    }
+    check_in(
+        on(),
+        151,
+        "vmi",
+        json!({"spec": {"domain": {"devices": {"hostDevices": [{"name": "h", "deviceName": "nvidia.com/any"}]}}}}),
+        cause(
+            "spec.domain.devices.hostDevices[0].deviceName",
+            "GraceIOVirtualization requires an exact pciVendorSelector for NVIDIA PCI host device resource \"nvidia.com/any\"",
+        ),
+    );
+    let annotated = json!({"metadata": {"annotations": {
+        "kubevirt.io/placePCIDevicesOnRootComplex": "true", "kubevirt.io/disablePCIHole64": "true"}},
+        "spec": grace_gpu()});
+    check_in(
+        on(),
+        152,
+        "vmi",
+        annotated.clone(),
+        cause(
+            "metadata.annotations[kubevirt.io/placePCIDevicesOnRootComplex]",
+            "GraceIOVirtualization is not compatible with placing PCI devices on the root complex",
+        ),
+    );
+    check_in(
+        on(),
+        153,
+        "vmi",
+        annotated,
+        cause(
+            "metadata.annotations[kubevirt.io/disablePCIHole64]",
+            "GraceIOVirtualization requires the 64-bit PCI hole",
+        ),
+    );
+    check_in(
+        on(),
+        154,
+        "vm",
+        json!({"spec": {"template": {"metadata": {"annotations": {"kubevirt.io/disablePCIHole64": "true"}},
+            "spec": grace_gpu()}}}),
+        cause(
+            "spec.template.metadata.annotations[kubevirt.io/disablePCIHole64]",
+            "GraceIOVirtualization requires the 64-bit PCI hole",
+        ),
+    );
+    check_in(
+        grace_cluster(&[]),
+        155,
+        "vmirs",
+        json!({"spec": {"template": {"spec": grace_gpu()}}}),
+        cause(
+            "spec.template.spec.domain.devices.gpus[0].deviceName",
+            "GraceIOVirtualization feature gate must be enabled",
+        ),
+    );
+    // Everything Grace needs: no Grace cause remains; a non-NVIDIA device or a wildcard without the gate is
+    // none of its business.
+    let complete = json!({"spec": {"architecture": "arm64",
+        "domain": {"machine": {"type": "virt"}, "cpu": {"dedicatedCpuPlacement": true},
+            "devices": {"gpus": [{"name": "g", "deviceName": "nvidia.com/GH100"}]}}}});
+    for (cluster, spec) in [
+        (
+            grace_cluster(&["GraceIOVirtualization", "PCINUMAAwareTopology", "IOMMUFD"]),
+            complete,
+        ),
+        (
+            grace_cluster(&[]),
+            json!({"spec": {"domain": {"devices": {"hostDevices": [
+                {"name": "a", "deviceName": "nvidia.com/any"}, {"name": "b", "deviceName": "intel.com/nic"}]}}}}),
+        ),
+    ] {
+        if let Outcome::Invalid(causes) = crate::run_in(cluster, "vmi", spec.clone()) {
+            let grace: Vec<_> = causes
+                .iter()
+                .filter(|c| c.message.as_deref().unwrap_or("").contains("GraceIO"))
+                .collect();
+            assert!(grace.is_empty(), "{spec}: {grace:#?}");
+        }
+    }
+}

@@ -116,7 +116,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         crate::certs::ensure(&client, crate::KUBEVIRT_NAMESPACE)
             .await
             .context("creating the KubeVirt CA and the handler certificates")?;
-        let virt_api = crate::virtapi::start(&client)
+        // KubeVirt's components act as upstream's service accounts, so admission tells their writes from users'
+        // (only they may change a VMI's spec) as upstream's webhooks do.
+        let as_controller = component_client(&args.data_dir, "kubevirt-controller").await?;
+        let as_handler = component_client(&args.data_dir, "kubevirt-handler").await?;
+        let as_virt_api = component_client(&args.data_dir, "kubevirt-apiserver").await?;
+        let virt_api = crate::virtapi::start(&as_virt_api)
             .await
             .context("starting virt-api")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -137,9 +142,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 launcher_image: LAUNCHER_IMAGE.into(),
                 node_heartbeat_timeout: args.node_heartbeat_timeout,
             };
-            let c = client.clone();
+            let c = as_controller.clone();
             tokio::spawn(controller::leader::run_when_leader(
-                client.clone(),
+                as_controller.clone(),
                 cfg,
                 stop.clone(),
                 move || controller::manager::run(c.clone(), settings.clone()),
@@ -148,7 +153,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let node = if args.no_node {
             None
         } else {
-            let node = crate::node::Node::start(&client, &args.node, &args.data_dir, kvm).await?;
+            let node = crate::node::Node::start(&as_handler, &args.node, &args.data_dir, kvm).await?;
             eprintln!(
                 "kvbox node {} running (pods in {})",
                 args.node.name(),
@@ -183,4 +188,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         running.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+/// A client for one of KubeVirt's service accounts in the box: a client certificate from the server's CA naming
+/// the account (in `system:masters` until RBAC is enforced).
+async fn component_client(data_dir: &std::path::Path, account: &str) -> anyhow::Result<kube::Client> {
+    let ns = crate::KUBEVIRT_NAMESPACE;
+    let groups = ["system:masters".to_string(), "system:serviceaccounts".to_string()];
+    let user = format!("system:serviceaccount:{ns}:{account}");
+    let text = apiserver::pki::client_kubeconfig(data_dir, &user, &groups, 365)
+        .with_context(|| format!("issuing {account}'s certificate"))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text).context("reading a component kubeconfig")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
