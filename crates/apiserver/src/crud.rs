@@ -448,7 +448,7 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
             }
         }
     }
-    if spec_part(&new) != spec_part(&cur) && !status_write {
+    if ctx.rt.tracks_generation() && spec_part(&new) != spec_part(&cur) && !status_write {
         let generation = cur
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)

@@ -148,6 +148,14 @@ const BUILTINS: &[Builtin] = &[
     ),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
     (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        &[],
+    ),
+    (
         "apps",
         "v1",
         "ControllerRevision",
@@ -238,6 +246,27 @@ const BUILTINS: &[Builtin] = &[
         &[],
     ),
 ];
+
+/// Built-in kinds whose strategy keeps `metadata.generation` (set to 1 on create, bumped when the spec changes);
+/// the others store none. Custom resources always do.
+const WITH_GENERATION: &[(&str, &str)] = &[
+    ("", "Pod"),
+    ("discovery.k8s.io", "EndpointSlice"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+];
+
+impl ResourceType {
+    /// Whether objects of this type carry `metadata.generation`.
+    #[must_use]
+    pub fn tracks_generation(&self) -> bool {
+        self.crd.is_some()
+            || WITH_GENERATION
+                .iter()
+                .any(|(g, k)| *g == self.group && *k == self.kind)
+    }
+}
 
 /// Kinds with a status subresource among the built-ins.
 const WITH_STATUS: &[&str] = &[

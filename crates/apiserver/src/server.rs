@@ -91,7 +91,9 @@ fn seed(store: &Store, key: &str, obj: &Value) -> Result<(), ServerError> {
 fn stamped(mut obj: Value) -> Value {
     obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
     obj["metadata"]["creationTimestamp"] = json!(crate::objects::now_rfc3339());
-    obj["metadata"]["generation"] = json!(1);
+    if obj["kind"] == "CustomResourceDefinition" {
+        obj["metadata"]["generation"] = json!(1);
+    }
     obj
 }
 

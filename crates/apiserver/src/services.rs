@@ -172,11 +172,14 @@ pub fn prepare(
         .unwrap_or("ClusterIP")
         .to_string();
     spec["type"] = json!(kind);
-    if kind == "ExternalName" {
-        return Ok(());
-    }
     if spec.get("sessionAffinity").is_none() {
         spec["sessionAffinity"] = json!("None");
+    }
+    if kind == "ExternalName" {
+        if svc.get("status").is_none() {
+            svc["status"] = json!({"loadBalancer": {}});
+        }
+        return Ok(());
     }
     if spec.get("internalTrafficPolicy").is_none() {
         spec["internalTrafficPolicy"] = json!("Cluster");
@@ -239,9 +242,11 @@ pub fn prepare(
     };
     spec["clusterIP"] = json!(ip);
     spec["clusterIPs"] = json!([ip]);
-    if ip != "None" {
-        spec["ipFamilies"] = json!(["IPv4"]);
-        spec["ipFamilyPolicy"] = json!("SingleStack");
+    // Single-stack IPv4, headless Services included.
+    spec["ipFamilies"] = json!(["IPv4"]);
+    spec["ipFamilyPolicy"] = json!("SingleStack");
+    if kind == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none() {
+        spec["allocateLoadBalancerNodePorts"] = json!(true);
     }
     let wants_node_ports = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
     if wants_node_ports && spec.get("externalTrafficPolicy").is_none() {

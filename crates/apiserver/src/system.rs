@@ -77,7 +77,7 @@ pub fn namespace_contents(store: &Store, ns: &str, root_ca: &str) -> Result<(), 
 }
 
 /// The `default/kubernetes` Service (the range's first address, port 443 → the server's port) and its Endpoints
-/// (the server's address).
+/// and EndpointSlice (the server's address), as kube-apiserver's endpoint reconciler keeps them.
 ///
 /// # Errors
 /// Store failures.
@@ -114,6 +114,27 @@ pub fn kubernetes_service(
             "subsets": [{"addresses": [{"ip": host}],
                 "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]})),
         "subsets",
+    )?;
+    let mut slice = stamp(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+    );
+    slice["metadata"]["generation"] = json!(1);
+    ensure_field(
+        store,
+        "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
+        &slice,
+        "endpoints",
+    )?;
+    ensure_field(
+        store,
+        "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
+        &slice,
+        "ports",
     )
 }
 
@@ -151,5 +172,15 @@ mod tests {
         assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
         let svc = get(&store, "/registry/core/services/default/kubernetes");
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 7443);
+        let slice = get(
+            &store,
+            "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
+        );
+        assert_eq!(slice["ports"][0]["port"], 7443);
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "kubernetes"
+        );
     }
 }

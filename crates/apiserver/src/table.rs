@@ -123,6 +123,12 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             col("Revision", "integer", ".revision", 0),
             age,
         ],
+        ("discovery.k8s.io", "EndpointSlice") => vec![
+            col("AddressType", "string", ".addressType", 0),
+            col("Ports", "string", "@slice-ports", 0),
+            col("Endpoints", "string", "@slice-endpoints", 0),
+            age,
+        ],
         ("coordination.k8s.io", "Lease") => vec![col("Holder", "string", ".spec.holderIdentity", 0), age],
         ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp", 0)],
         _ => vec![age],
@@ -209,6 +215,30 @@ fn computed(item: &Value, name: &str) -> Value {
                 s.push_str(",SchedulingDisabled");
             }
             json!(s)
+        }
+        // kubectl's formatDiscoveryPorts / formatDiscoveryEndpoints: three at most, then "+ N more...".
+        "slice-ports" => {
+            let ports: Vec<String> = item["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| match (p["port"].as_i64(), p["name"].as_str()) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(n)) => n.to_string(),
+                    (None, None) => "*".to_string(),
+                })
+                .collect();
+            json!(three_or_more(&ports))
+        }
+        "slice-endpoints" => {
+            let addresses: Vec<String> = item["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            json!(three_or_more(&addresses))
         }
         // kubectl's `<group-resource>/<name>` of the controlling owner, e.g. `virtualmachine.kubevirt.io/vm1`.
         "controller-ref" => {
@@ -462,6 +492,15 @@ pub fn human_duration(secs: i64) -> String {
         format!("{y}y")
     } else {
         format!("{y}y{}d", d % 365)
+    }
+}
+
+/// kubectl's `listWithMoreString` over the first three of `items`.
+fn three_or_more(items: &[String]) -> String {
+    match items.len() {
+        0 => "<unset>".to_string(),
+        n if n > 3 => format!("{} + {} more...", items[..3].join(","), n - 3),
+        _ => items.join(","),
     }
 }
 

@@ -5,6 +5,7 @@ mod cmd;
 mod images;
 mod manifest;
 mod node;
+mod nodelifecycle;
 mod oci;
 mod services;
 mod virtapi;

@@ -13,13 +13,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 
 /// Mirrors `K` into a store; `dirty` is notified on every change.
-fn mirror<K>(api: Api<K>, dirty: Arc<tokio::sync::Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub(crate) fn mirror<K>(
+    api: Api<K>,
+    dirty: Arc<tokio::sync::Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -48,7 +52,7 @@ where
 }
 
 /// Waits for a change (coalescing bursts), or a periodic resync.
-async fn settle(dirty: &tokio::sync::Notify) {
+pub(crate) async fn settle(dirty: &tokio::sync::Notify) {
     let _ = tokio::time::timeout(Duration::from_secs(30), dirty.notified()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
@@ -142,6 +146,7 @@ pub(crate) async fn endpoints_controller(client: kube::Client, stop: Arc<tokio::
     let (services, t1) = mirror(Api::<Service>::all(client.clone()), dirty.clone());
     let (pods, t2) = mirror(Api::<Pod>::all(client.clone()), dirty.clone());
     let (endpoints, t3) = mirror(Api::<Endpoints>::all(client.clone()), dirty.clone());
+    let (slices, t4) = mirror(Api::<EndpointSlice>::all(client.clone()), dirty.clone());
     loop {
         tokio::select! {
             () = stop.notified() => break,
@@ -160,6 +165,7 @@ pub(crate) async fn endpoints_controller(client: kube::Client, stop: Arc<tokio::
             let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             let name = svc.metadata.name.clone().unwrap_or_default();
             let want = subsets(&svc, &all_pods);
+            sync_slices(&client, &svc, &want, &slices).await;
             let have = endpoints
                 .get(&reflector::ObjectRef::new(&name).within(&ns))
                 .map(|e| serde_json::to_value(e.subsets.clone().unwrap_or_default()).unwrap_or_default());
@@ -189,9 +195,112 @@ pub(crate) async fn endpoints_controller(client: kube::Client, stop: Arc<tokio::
             tracing::Instrument::instrument(write, span).await;
         }
     }
-    for t in [t1, t2, t3] {
+    for t in [t1, t2, t3, t4] {
         t.abort();
     }
+}
+
+const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+
+/// The EndpointSlices kube-controller-manager's EndpointSlice controller keeps for `svc`: one per port set of its
+/// Endpoints `subsets` (a placeholder without endpoints when none), named after the Service and owned by it.
+fn slices_for(svc: &Service, subsets: &Value) -> Vec<Value> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let uid = svc.metadata.uid.clone().unwrap_or_default();
+    let stem: String = uid.chars().filter(char::is_ascii_alphanumeric).take(5).collect();
+    let mut labels: BTreeMap<String, String> = svc.metadata.labels.clone().unwrap_or_default();
+    labels.insert("kubernetes.io/service-name".into(), name.clone());
+    labels.insert("endpointslice.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    let groups: Vec<Value> = subsets.as_array().cloned().unwrap_or_default();
+    let groups = if groups.is_empty() {
+        vec![json!({})]
+    } else {
+        groups
+    };
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let endpoints: Vec<Value> = g["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let mut e = json!({"addresses": [a["ip"]],
+                        "conditions": {"ready": true, "serving": true, "terminating": false},
+                        "targetRef": a["targetRef"]});
+                    if let Some(n) = a["nodeName"].as_str() {
+                        e["nodeName"] = json!(n);
+                    }
+                    e
+                })
+                .collect();
+            let ports: Vec<Value> = g["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| json!({"name": p["name"].as_str().unwrap_or(""), "port": p["port"], "protocol": p["protocol"]}))
+                .collect();
+            let slice_name = if i == 0 { format!("{name}-{stem}") } else { format!("{name}-{stem}{i}") };
+            let mut slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice_name, "namespace": ns, "labels": labels,
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": uid,
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "addressType": "IPv4", "endpoints": endpoints});
+            if !ports.is_empty() {
+                slice["ports"] = json!(ports);
+            }
+            slice
+        })
+        .collect()
+}
+
+/// Writes `svc`'s slices where they differ from what is stored and deletes the ones it no longer needs.
+async fn sync_slices(client: &kube::Client, svc: &Service, subsets: &Value, have: &Store<EndpointSlice>) {
+    let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let want = slices_for(svc, subsets);
+    let span = tracing::info_span!("endpointslices", service = %format!("{ns}/{name}"));
+    let work = async {
+        for slice in &want {
+            let slice_name = slice["metadata"]["name"].as_str().unwrap_or_default();
+            let stored = have.get(&reflector::ObjectRef::new(slice_name).within(&ns));
+            let same = stored.as_ref().is_some_and(|s| {
+                serde_json::to_value(&s.endpoints).unwrap_or_default() == slice["endpoints"]
+                    && serde_json::to_value(&s.ports).unwrap_or_default()
+                        == slice.get("ports").cloned().unwrap_or(Value::Null)
+            });
+            if same {
+                continue;
+            }
+            let params = PatchParams::apply("endpointslice-controller").force();
+            if let Err(e) = api.patch(slice_name, &params, &Patch::Apply(slice)).await {
+                tracing::warn!(error = %e, slice = slice_name, "writing an EndpointSlice");
+            }
+        }
+        let wanted: Vec<&str> = want
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        for stale in have.state().iter().filter(|s| {
+            let labels = s.metadata.labels.as_ref();
+            s.metadata.namespace.as_deref() == Some(ns.as_str())
+                && labels.and_then(|l| l.get("kubernetes.io/service-name")) == Some(&name)
+                && labels
+                    .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+                    .map(String::as_str)
+                    == Some(MANAGED_BY)
+                && !wanted.contains(&s.metadata.name.as_deref().unwrap_or_default())
+        }) {
+            let stale_name = stale.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = api.delete(&stale_name, &Default::default()).await {
+                tracing::warn!(error = %e, slice = %stale_name, "deleting an EndpointSlice");
+            }
+        }
+    };
+    tracing::Instrument::instrument(work, span).await;
 }
 
 /// One way into a Service: its cluster IP or node port, protocol, and where it leads.

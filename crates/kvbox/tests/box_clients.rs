@@ -316,6 +316,20 @@ stringData:
             "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
         ) == format!("{pod_ip}:22")
     });
+    // ... and, as kube-controller-manager's EndpointSlice controller keeps them, an EndpointSlice (kubectl's columns).
+    eventually("the exposed Service's EndpointSlice", 30, || {
+        b.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=secretci-ssh",
+            "--no-headers",
+        ])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .get(1..4)
+            == Some(&["IPv4", "22", pod_ip.as_str()][..])
+    });
     migrations_end_and_disappear(b, "secretci");
     b.kubectl(&["delete", "vmi", "secretci", "--wait=true", "--timeout=90s"]);
 }
@@ -356,11 +370,19 @@ fn a_vmi_whose_secret_is_missing_waits_for_it(b: &NodeBox) {
     );
     assert!(!ok && err.contains("update of VMI object is restricted"), "{err}");
     let (ok, _, err) = b.try_kubectl(
-        &["label", "vmi", "nosecret", "--overwrite", "kubevirt.io/nodeName=elsewhere"],
+        &[
+            "label",
+            "vmi",
+            "nosecret",
+            "--overwrite",
+            "kubevirt.io/nodeName=elsewhere",
+        ],
         None,
     );
     assert!(
-        !ok && err.contains("modification of the following reserved kubevirt.io/ labels on a VMI object is prohibited"),
+        !ok && err.contains(
+            "modification of the following reserved kubevirt.io/ labels on a VMI object is prohibited"
+        ),
         "{err}"
     );
     b.kubectl(&["label", "vmi", "nosecret", "team=a"]);
@@ -421,6 +443,29 @@ fn services_and_built_in_defaults(b: &NodeBox) {
         !b.get("endpoints kubernetes -n default", "{.subsets[0].addresses[0].ip}")
             .is_empty()
     );
+    assert_eq!(
+        b.get(
+            "endpointslice kubernetes -n default",
+            "{.metadata.labels.kubernetes\\.io/service-name}/{.ports[0].name}"
+        ),
+        "kubernetes/https"
+    );
+    // A Service selecting nothing has a placeholder slice.
+    eventually("web's placeholder EndpointSlice", 30, || {
+        b.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].addressType}",
+        ]) == "IPv4"
+    });
+    // The node lifecycle controller lifts the not-ready taint admission gave the new node once it is Ready.
+    eventually("box0 without the not-ready taint", 30, || {
+        !b.get("node box0", "{.spec.taints}")
+            .contains("node.kubernetes.io/not-ready")
+    });
     // The box node publishes its pod network; its conditions carry no null keys.
     assert_eq!(b.get("node box0", "{.spec.podCIDR}"), b.cidr);
     let node = b.kubectl(&["get", "node", "box0", "-o", "json"]);

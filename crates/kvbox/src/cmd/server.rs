@@ -131,6 +131,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             client.clone(),
             stop.clone(),
         ));
+        // ... and its node lifecycle controller (condition taints; the not-ready one every new node starts with).
+        let lifecycle = tokio::spawn(crate::nodelifecycle::run(client.clone(), stop.clone()));
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
         let controllers = (!args.no_controllers).then(|| {
             let identity = format!("kvbox-{}", std::process::id());
@@ -177,6 +179,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         trimmer.abort();
         virt_api.abort();
         endpoints.abort();
+        lifecycle.abort();
         stop.notify_waiters();
         if let Some(node) = node {
             node.shutdown().await;
