@@ -1,5 +1,6 @@
 //! Admission of one object the way the API server + KubeVirt's webhooks do it: defaults, then validation, against
-//! what the cluster already holds (instancetypes, preferences, presets, VMIs, migrations, the KubeVirt CR).
+//! what the cluster already holds (instancetypes, preferences, presets, VMIs, migrations, the KubeVirt CR, and the
+//! volumes `inferFromVolume` reads).
 //!
 //! `kvbox admit` and the embedded API server both go through [`Cluster::admit`].
 
@@ -45,6 +46,7 @@ pub struct Cluster {
     presets: Vec<VirtualMachineInstancePreset>,
     vmis: BTreeMap<Key, VirtualMachineInstance>,
     migrations: Vec<VirtualMachineInstanceMigration>,
+    volumes: crate::infer::Volumes,
 }
 
 fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -84,6 +86,12 @@ impl Cluster {
             Object::KubeVirt(o) => self.config = ClusterConfig::from_kubevirt(Some(o)),
             _ => {}
         }
+    }
+
+    /// Records a PVC, DataVolume, DataSource or VolumeSnapshot (what `inferFromVolume` reads); other kinds are
+    /// ignored.
+    pub fn record_volume(&mut self, obj: &Value) {
+        self.volumes.record(obj);
     }
 
     fn instancetype(
@@ -140,6 +148,13 @@ impl Cluster {
                 if vm.spec.running.is_some() {
                     warnings
                         .push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
+                }
+                let causes = crate::infer::validate_matchers(&vm);
+                if !causes.is_empty() {
+                    return Outcome::Invalid(causes);
+                }
+                if let Err(e) = crate::infer::infer(&mut vm, &self.volumes) {
+                    return Outcome::BadRequest(e);
                 }
                 let namespace = ns(&vm.metadata);
                 let it_ref = vm.spec.instancetype.clone();

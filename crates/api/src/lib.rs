@@ -13,6 +13,8 @@ pub mod admission;
 pub mod config;
 pub mod crd;
 pub mod defaults;
+pub mod expand;
+pub mod infer;
 pub mod quantity;
 pub mod selector;
 pub mod validate;

@@ -45,6 +45,11 @@ fn cluster(ctx: &Ctx) -> Result<Cluster, ApiError> {
             "/registry/instancetype.kubevirt.io/virtualmachineclusterinstancetypes/",
             "/registry/instancetype.kubevirt.io/virtualmachinepreferences/",
             "/registry/instancetype.kubevirt.io/virtualmachineclusterpreferences/",
+            // What inferFromVolume reads.
+            "/registry/core/persistentvolumeclaims/",
+            "/registry/cdi.kubevirt.io/datavolumes/",
+            "/registry/cdi.kubevirt.io/datasources/",
+            "/registry/snapshot.storage.k8s.io/volumesnapshots/",
         ]),
         "VirtualMachineInstance" => prefixes.push("/registry/kubevirt.io/virtualmachineinstancepresets/"),
         "VirtualMachineInstanceMigration" => prefixes.extend([
@@ -61,6 +66,7 @@ fn cluster(ctx: &Ctx) -> Result<Cluster, ApiError> {
             {
                 v["apiVersion"] = json!("kubevirt.io/v1");
             }
+            c.record_volume(&v);
             if let Ok(obj) = Object::from_value(v) {
                 c.record(&obj);
             }

@@ -388,19 +388,27 @@ async fn spec_of(
     Ok(data.get("spec").cloned().unwrap_or(Value::Null))
 }
 
-/// Expands the VM's instancetype and preference into `vmi` (spec and annotations), as upstream's `ApplyToVMI`.
+/// What a VM's matchers name, read as upstream's spec finders read them (the stored revision first).
+#[derive(Debug, Default, Clone)]
+pub struct Specs {
+    /// The instancetype's spec.
+    pub instancetype: Option<VirtualMachineInstancetypeSpec>,
+    /// The preference's spec.
+    pub preference: Option<VirtualMachinePreferenceSpec>,
+    /// `kubevirt.io/[cluster-]instancetype-name`/`…-preference-name` → the names, for the VMI's annotations.
+    pub annotations: Vec<(&'static str, String)>,
+}
+
+/// Finds the specs `vm`'s matchers name: from the revision its status (or a matcher's `revisionName`) records,
+/// else from the object itself.
 ///
 /// # Errors
-/// A [`SyncError`] when an object cannot be read or the VMI conflicts with the instancetype.
-pub async fn apply_to_vmi(
-    client: &kube::Client,
-    vm: &VirtualMachine,
-    vmi: &mut VirtualMachineInstance,
-) -> Result<(), SyncError> {
+/// A [`SyncError`] with upstream's reason when an object cannot be read or decoded.
+pub async fn find_specs(client: &kube::Client, vm: &VirtualMachine) -> Result<Specs, SyncError> {
     let ns = vm.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let status = vm.status.as_ref();
     let mut specs = [Value::Null, Value::Null];
-    let mut annotations = vmi.metadata.annotations.clone().unwrap_or_default();
+    let mut annotations = Vec::new();
     for (i, flavor) in [Flavor::Instancetype, Flavor::Preference].into_iter().enumerate() {
         let Some((name, kind, revision)) = matcher(vm, flavor) else {
             continue;
@@ -416,29 +424,48 @@ pub async fn apply_to_vmi(
             .map(str::to_string)
             .or(revision);
         specs[i] = spec_of(client, &ns, &t, stored.as_deref(), flavor).await?;
-        annotations.insert(t.annotation().to_string(), name);
+        annotations.push((t.annotation(), name));
     }
     let [it, pref] = specs;
     let bad = |what: &str, e: serde_json::Error| {
         SyncError::new("FailedCreate", format!("Failure while starting VMI: {what}: {e}"))
     };
-    let it: Option<VirtualMachineInstancetypeSpec> = (!it.is_null())
-        .then(|| serde_json::from_value(it))
-        .transpose()
-        .map_err(|e| bad("instancetype spec", e))?;
-    let pref: Option<VirtualMachinePreferenceSpec> = (!pref.is_null())
-        .then(|| serde_json::from_value(pref))
-        .transpose()
-        .map_err(|e| bad("preference spec", e))?;
-    if it.is_none() && pref.is_none() {
+    Ok(Specs {
+        instancetype: (!it.is_null())
+            .then(|| serde_json::from_value(it))
+            .transpose()
+            .map_err(|e| bad("instancetype spec", e))?,
+        preference: (!pref.is_null())
+            .then(|| serde_json::from_value(pref))
+            .transpose()
+            .map_err(|e| bad("preference spec", e))?,
+        annotations,
+    })
+}
+
+/// Expands the VM's instancetype and preference into `vmi` (spec and annotations), as upstream's `ApplyToVMI`.
+///
+/// # Errors
+/// A [`SyncError`] when an object cannot be read or the VMI conflicts with the instancetype.
+pub async fn apply_to_vmi(
+    client: &kube::Client,
+    vm: &VirtualMachine,
+    vmi: &mut VirtualMachineInstance,
+) -> Result<(), SyncError> {
+    let specs = find_specs(client, vm).await?;
+    if specs.instancetype.is_none() && specs.preference.is_none() {
         return Ok(());
+    }
+    let mut annotations = vmi.metadata.annotations.clone().unwrap_or_default();
+    for (k, v) in &specs.annotations {
+        annotations.insert((*k).to_string(), v.clone());
     }
     kubevirt_api::defaults::instancetype::apply(
         "spec",
         &mut vmi.spec,
         &mut annotations,
-        it.as_ref(),
-        pref.as_ref(),
+        specs.instancetype.as_ref(),
+        specs.preference.as_ref(),
     )
     .map_err(|conflicts| {
         let fields: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();

@@ -17,13 +17,24 @@ use std::process::Command;
 use node::{NodeBox, eventually};
 
 fn virtctl(b: &NodeBox, args: &[&str]) -> (i32, String, String) {
+    virtctl_in(b, args, "")
+}
+
+/// `virtctl ARGS` with `stdin` on its standard input.
+fn virtctl_in(b: &NodeBox, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_kvbox")).with_file_name("virtctl");
-    let out = Command::new(bin)
+    let mut child = Command::new(bin)
         .env("KUBECONFIG", b.dir().join("kubeconfig.yaml"))
         .env("HOME", b.dir().join("home"))
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -103,6 +114,44 @@ spec:
   cpu: {preferredCPUTopology: preferCores}
 "#;
 
+/// `inferFromVolume`: the matchers' names come from the labels of the PVC the named volume uses; a failure refuses
+/// the VM with upstream's message, or clears the matcher under `inferFromVolumeFailurePolicy: Ignore`.
+fn matchers_inferred_from_a_volume(b: &NodeBox) {
+    let pvc = r#"{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "golden",
+        "labels": {"instancetype.kubevirt.io/default-instancetype": "box-small",
+                   "instancetype.kubevirt.io/default-preference": "box-virtio"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(pvc));
+    let vm = |name: &str, volume: &str, policy: &str| {
+        format!(
+            r#"{{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {{"name": "{name}"}},
+            "spec": {{"runStrategy": "Halted",
+                "instancetype": {{"inferFromVolume": "{volume}"{policy}}},
+                "preference": {{"inferFromVolume": "disk"}},
+                "template": {{"spec": {{"domain": {{"devices": {{}}}},
+                    "volumes": [{{"name": "disk", "persistentVolumeClaim": {{"claimName": "golden"}}}},
+                                {{"name": "cd", "containerDisk": {{"image": "kubevirt-rs/test-guest:latest"}}}}]}}}}}}}}"#
+        )
+    };
+    b.kubectl_in(&["create", "-f", "-"], Some(&vm("inferred", "disk", "")));
+    assert_eq!(
+        b.get("vm inferred", "{.spec.instancetype.name}/{.spec.preference.name}"),
+        "box-small/box-virtio"
+    );
+    let (ok, _, err) = b.try_kubectl(&["create", "-f", "-"], Some(&vm("refused", "cd", "")));
+    assert!(
+        !ok && err.contains("unable to infer defaults from volume cd as type is not supported"),
+        "{err}"
+    );
+    let ignore = r#", "inferFromVolumeFailurePolicy": "Ignore""#;
+    b.kubectl_in(&["create", "-f", "-"], Some(&vm("ignored", "cd", ignore)));
+    assert_eq!(
+        b.get("vm ignored", "{.spec.instancetype}/{.spec.preference.name}"),
+        "/box-virtio"
+    );
+    b.kubectl(&["delete", "vm", "inferred", "ignored", "--wait=true"]);
+}
+
 fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
     b.kubectl_in(&["apply", "-f", "-"], Some(INSTANCETYPES));
     let (code, vm, err) = virtctl(
@@ -125,6 +174,25 @@ fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
     eventually("the instancetype VM runs", 90, || {
         b.get("vmi itvm", "{.status.phase}") == "Running"
     });
+    // `virtctl expand`: the stored VM (expand-spec) and a VM from stdin (expand-vm-spec), instancetype written in.
+    let (code, out, err) = virtctl(b, &["expand", "--vm", "itvm"]);
+    assert_eq!(code, 0, "{err}");
+    let expanded: serde_json::Value = serde_norway::from_str(&out).unwrap();
+    assert_eq!(
+        expanded["spec"]["template"]["spec"]["domain"]["memory"]["guest"],
+        "160Mi"
+    );
+    assert!(expanded["spec"].get("instancetype").is_none(), "{out}");
+    let (code, out, err) = virtctl_in(b, &["expand", "--file", "-", "--output", "json"], &vm);
+    assert_eq!(code, 0, "{err}");
+    let expanded: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(expanded["spec"]["template"]["spec"]["domain"]["cpu"]["cores"], 2);
+    let (code, _, err) = virtctl(b, &["expand", "--vm", "no-such-vm"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error expanding VirtualMachine - no-such-vm in namespace - default"),
+        "{err}"
+    );
     // The VMI carries the instancetype's size and the preference's topology and bus.
     assert_eq!(b.get("vmi itvm", "{.spec.domain.memory.guest}"), "160Mi");
     assert_eq!(b.get("vmi itvm", "{.spec.domain.cpu.cores}"), "2");
@@ -590,6 +658,7 @@ fn real_clients_gaps() {
     let b = NodeBox::start(34, &[]);
     services_and_built_in_defaults(&b);
     instancetype_vm_boots_with_its_size(&b);
+    matchers_inferred_from_a_volume(&b);
     missing_instancetype_is_reported_then_recovered(&b);
     cloud_init_from_a_secret_reaches_the_guest(&b);
     a_vmi_whose_secret_is_missing_waits_for_it(&b);

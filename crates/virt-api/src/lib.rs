@@ -4,12 +4,13 @@
 //! VMI requests go to the handler of the VMI's node ([`vmi`], over [`handler::client`]), console and VNC as
 //! websockets relayed byte for byte ([`stream`]); port-forward tunnels dial the guest
 //! themselves ([`portforward`]); volume hotplug requests are recorded on
-//! the VM or VMI ([`volumes`]). For a cluster's kube-apiserver it also serves KubeVirt's admission
+//! the VM or VMI ([`volumes`]); `virtctl expand` gets a VM with its instancetype expanded ([`expand`]). For a cluster's kube-apiserver it also serves KubeVirt's admission
 //! webhooks ([`webhooks`]). Errors are Kubernetes `Status` objects in upstream's words
 //! ([`status`]); [`server`] puts it together.
 
 pub mod authn;
 pub mod authz;
+pub mod expand;
 pub mod portforward;
 pub mod server;
 pub mod status;

@@ -84,6 +84,8 @@ const RESOURCES: &[&str] = &[
     "virtualmachines/restart",
     "virtualmachines/migrate",
     "virtualmachines/memorydump",
+    "virtualmachines/expand-spec",
+    "expand-vm-spec",
     "virtualmachines/removememorydump",
     "virtualmachineinstances/guestosinfo",
     "virtualmachineinstances/userlist",
@@ -171,16 +173,22 @@ async fn guard(
     let Some(caller) = app.request_header.caller(peer.cn.as_deref(), req.headers()) else {
         return Failure::unauthorized("a valid user header is required for authorization").into_response();
     };
-    // /apis/G/V/namespaces/NS/RES/NAME/SUB…
+    // /apis/G/V/namespaces/NS/RES/NAME/SUB…, or /apis/G/V/namespaces/NS/expand-vm-spec
     let segs: Vec<&str> = path.split('/').collect();
-    if segs.len() < 9 || segs[4] != "namespaces" {
+    let base_resource = segs.len() == 7 && segs[4] == "namespaces";
+    if !base_resource && (segs.len() < 9 || segs[4] != "namespaces") {
         return Failure::unauthorized(format!("unknown api endpoint: {path}")).into_response();
     }
     let resource = segs[6];
-    if !matches!(resource, "virtualmachineinstances" | "virtualmachines") {
+    let known = if base_resource {
+        resource == "expand-vm-spec"
+    } else {
+        matches!(resource, "virtualmachineinstances" | "virtualmachines")
+    };
+    if !known {
         return Failure::unauthorized(format!("unknown resource type {resource}")).into_response();
     }
-    let mut sub: Vec<&str> = segs[8..].to_vec();
+    let mut sub: Vec<&str> = segs.get(8..).map(<[&str]>::to_vec).unwrap_or_default();
     if sub.first() == Some(&"portforward") {
         sub.truncate(1);
     }
@@ -197,7 +205,7 @@ async fn guard(
         resource,
         subresource: &subresource,
         namespace: segs[5],
-        name: segs[7],
+        name: segs.get(7).copied().unwrap_or_default(),
     };
     match crate::authz::check(&app.client, &caller, &ask).await {
         Ok(()) => {}
@@ -327,6 +335,18 @@ pub fn router(app: Arc<App>) -> Router {
                     .collect();
                 axum::Json(json!({"kind": "APIGroup", "apiVersion": "v1", "name": "subresources.kubevirt.io",
                     "versions": versions, "preferredVersion": versions[0]}))
+            }),
+        )
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/expand-spec"),
+            get(|State(app): State<Arc<App>>, Path((_, ns, name)): Path<(String, String, String)>| async move {
+                crate::expand::stored(&app, &ns, &name).await
+            }),
+        )
+        .route(
+            &format!("{base}/namespaces/{{namespace}}/expand-vm-spec"),
+            put(|State(app): State<Arc<App>>, Path((_, ns)): Path<(String, String)>, body: Bytes| async move {
+                crate::expand::posted(&app, &ns, &body).await
             }),
         )
         .route(&format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/{{op}}"), put(vm_op))

@@ -32,7 +32,7 @@ fn dry_run(d: Option<&Vec<String>>) -> bool {
     d.is_some_and(|d| d.first().map(String::as_str) == Some("All"))
 }
 
-async fn get_vm(api: &Api<VirtualMachine>, name: &str) -> Result<VirtualMachine, Failure> {
+pub(crate) async fn get_vm(api: &Api<VirtualMachine>, name: &str) -> Result<VirtualMachine, Failure> {
     match api.get_opt(name).await {
         Ok(Some(vm)) => Ok(vm),
         Ok(None) => Err(Failure::not_found(VM, name)),

@@ -76,6 +76,11 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     }
 }
 
+/// The cluster's KubeVirt configuration (upstream's defaults without a KubeVirt CR).
+pub(crate) async fn cluster_config(client: &kube::Client) -> kubevirt_api::config::ClusterConfig {
+    cluster(client, "KubeVirt").await.config
+}
+
 /// What admission of an object of `kind` needs to see, listed from the cluster (a kind that is not served counts
 /// as none).
 async fn cluster(client: &kube::Client, kind: &str) -> Cluster {
@@ -106,6 +111,16 @@ async fn cluster(client: &kube::Client, kind: &str) -> Cluster {
                 "v1beta1",
                 "VirtualMachineClusterPreference",
                 "virtualmachineclusterpreferences",
+            ),
+            // What inferFromVolume reads.
+            resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+            resource("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes"),
+            resource("cdi.kubevirt.io", "v1beta1", "DataSource", "datasources"),
+            resource(
+                "snapshot.storage.k8s.io",
+                "v1",
+                "VolumeSnapshot",
+                "volumesnapshots",
             ),
         ]),
         "VirtualMachineInstance" => kinds.push(resource(
@@ -142,6 +157,7 @@ async fn cluster(client: &kube::Client, kind: &str) -> Cluster {
             };
             v["apiVersion"] = json!(ar.api_version);
             v["kind"] = json!(ar.kind);
+            c.record_volume(&v);
             if let Ok(obj) = Object::from_value(v) {
                 if let Object::KubeVirt(kv) = &obj {
                     c.config = kubevirt_api::config::ClusterConfig::from_kubevirt(Some(kv));
@@ -250,7 +266,7 @@ async fn answer(app: &App, hook: Hook, req: &Value) -> Value {
             let decode = |v: Value| serde_json::from_value::<kubevirt_api::v1::VirtualMachineInstance>(v);
             match (decode(old), decode(obj)) {
                 (Ok(old), Ok(new)) => {
-                    let config = cluster(&app.client, "KubeVirt").await.config;
+                    let config = cluster_config(&app.client).await;
                     let causes = kubevirt_api::validate::vmi_update(&old, &new, ours, &config);
                     if causes.is_empty() {
                         allowed(&[])
@@ -274,7 +290,7 @@ async fn answer(app: &App, hook: Hook, req: &Value) -> Value {
         }
         (Hook::Vm, "UPDATE") => match serde_json::from_value::<kubevirt_api::v1::VirtualMachine>(obj) {
             Ok(vm) => {
-                let config = cluster(&app.client, "KubeVirt").await.config;
+                let config = cluster_config(&app.client).await;
                 let causes = kubevirt_api::validate::vm(&vm, &config, false);
                 if causes.is_empty() {
                     allowed(&[])

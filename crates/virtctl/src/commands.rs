@@ -45,6 +45,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     {
         return crate::create::run(args, cli.namespace.as_deref());
     }
+    if let Command::Expand(args) = &cli.command {
+        // Upstream checks the arguments before it connects.
+        crate::expand::check(args)?;
+    }
     let origin = crate::ssh::Origin {
         kubeconfig: cli.kubeconfig.clone(),
         context: cli.context.clone(),
@@ -57,6 +61,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     .await
     .map_err(|e| e.to_string())?;
     match cli.command {
+        Command::Expand(args) => crate::expand::run(&c, &args).await?,
         Command::Start {
             name,
             paused,

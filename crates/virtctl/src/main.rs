@@ -7,6 +7,7 @@ mod commands;
 mod console;
 mod create;
 mod create_volumes;
+mod expand;
 mod portforward;
 mod ssh;
 mod vnc;
@@ -176,6 +177,8 @@ enum Command {
     Scp(ssh::ScpArgs),
     /// Create a Service for a vm, vmi or vmirs.
     Expose(commands::ExposeArgs),
+    /// Return the VirtualMachine object with expanded instancetype and preference.
+    Expand(expand::Args),
     /// Create a manifest (printed, not applied).
     Create {
         #[command(subcommand)]
