@@ -103,6 +103,17 @@ impl ClusterConfig {
             .collect()
     }
 
+    /// `instancetype.referencePolicy`: `reference` (the default), `expand` or `expandAll`.
+    #[must_use]
+    pub fn instancetype_reference_policy(&self) -> String {
+        self.cfg
+            .instancetype
+            .as_ref()
+            .and_then(|i| i.reference_policy.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "reference".to_string())
+    }
+
     /// Machine type for `arch` (`q35` on amd64).
     #[must_use]
     pub fn machine_type(&self, arch: &str) -> String {

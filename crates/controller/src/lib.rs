@@ -2,6 +2,7 @@
 //! ([`overhead`]), the VMI, VM, replica-set and migration reconcilers ([`vmi`], [`vm`], [`replicaset`], [`migration`]), instancetype expansion ([`instancetype`]), the node heartbeat watch ([`node`]), crash-loop backoff ([`backoff`]) and leader election ([`leader`]).
 
 pub mod backoff;
+pub mod expandpolicy;
 pub mod instancetype;
 pub mod leader;
 pub mod manager;

@@ -202,9 +202,20 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if vm.metadata.deletion_timestamp.is_none()
         && (vm.spec.instancetype.is_some() || vm.spec.preference.is_some())
     {
-        match crate::instancetype::sync_refs(&ctx.client, &vm).await {
-            Ok(r) => refs = r,
-            Err(e) => sync_error = Some(e),
+        // Under the expand policies the instancetype is written into the VM instead (the rewrite is reconciled anew).
+        let config = crate::expandpolicy::cluster_config(&ctx.client).await;
+        if crate::expandpolicy::decide(&config.instancetype_reference_policy(), &vm) == Some(true) {
+            match crate::expandpolicy::expand(&ctx.client, &vm, &config).await {
+                Ok(true) => return Ok(Action::requeue(Duration::from_secs(1))),
+                Ok(false) => {}
+                Err(e) => sync_error = Some(e),
+            }
+        }
+        if sync_error.is_none() {
+            match crate::instancetype::sync_refs(&ctx.client, &vm).await {
+                Ok(r) => refs = r,
+                Err(e) => sync_error = Some(e),
+            }
         }
     }
     let vm_with_refs = {

@@ -152,6 +152,49 @@ fn matchers_inferred_from_a_volume(b: &NodeBox) {
     b.kubectl(&["delete", "vm", "inferred", "ignored", "--wait=true"]);
 }
 
+/// `instancetype.referencePolicy: expand`: the VM controller writes the instancetype into the VM itself (matchers
+/// gone, no revisions kept), as upstream's.
+fn the_expand_reference_policy_rewrites_the_vm(b: &NodeBox) {
+    let policy = |p: &str| {
+        format!(r#"{{"spec": {{"configuration": {{"instancetype": {{"referencePolicy": {p}}}}}}}}}"#)
+    };
+    b.kubectl(&[
+        "patch",
+        "kubevirt",
+        "kubevirt",
+        "-n",
+        "kubevirt",
+        "--type",
+        "merge",
+        "-p",
+        &policy("\"expand\""),
+    ]);
+    let vm = r#"{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "expandme"},
+        "spec": {"runStrategy": "Halted", "instancetype": {"name": "box-small"},
+            "template": {"spec": {"domain": {"devices": {}},
+                "volumes": [{"name": "cd", "containerDisk": {"image": "kubevirt-rs/test-guest:latest"}}]}}}}"#;
+    b.kubectl_in(&["create", "-f", "-"], Some(vm));
+    eventually("the VM carries its instancetype itself", 30, || {
+        b.get(
+            "vm expandme",
+            "{.spec.instancetype.name}/{.spec.template.spec.domain.memory.guest}",
+        ) == "/160Mi"
+    });
+    assert_eq!(b.get("vm expandme", "{.status.instancetypeRef}"), "");
+    b.kubectl(&[
+        "patch",
+        "kubevirt",
+        "kubevirt",
+        "-n",
+        "kubevirt",
+        "--type",
+        "merge",
+        "-p",
+        &policy("null"),
+    ]);
+    b.kubectl(&["delete", "vm", "expandme", "--wait=true"]);
+}
+
 fn instancetype_vm_boots_with_its_size(b: &NodeBox) {
     b.kubectl_in(&["apply", "-f", "-"], Some(INSTANCETYPES));
     let (code, vm, err) = virtctl(
@@ -659,6 +702,7 @@ fn real_clients_gaps() {
     services_and_built_in_defaults(&b);
     instancetype_vm_boots_with_its_size(&b);
     matchers_inferred_from_a_volume(&b);
+    the_expand_reference_policy_rewrites_the_vm(&b);
     missing_instancetype_is_reported_then_recovered(&b);
     cloud_init_from_a_secret_reaches_the_guest(&b);
     a_vmi_whose_secret_is_missing_waits_for_it(&b);
