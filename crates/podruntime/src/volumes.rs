@@ -343,16 +343,22 @@ pub async fn set_up(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<
 /// period is a minute).
 pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Brings a running pod's Secret, ConfigMap and downward-API volumes up to date, as the kubelet does: each is
+/// Brings a running pod's Secret, ConfigMap, downward-API and projected volumes up to date (a projected
+/// service-account token when it is due), as the kubelet does: each is
 /// written anew beside the old one and swapped in (the container's mounts link to it; `subPath` copies stay as they
 /// were, as with the kubelet). A volume whose source is gone keeps its last contents.
 pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
     let volumes_dir = pod_dir.join("volumes");
+    let now = std::time::SystemTime::now();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        if v.secret.is_none() && v.config_map.is_none() && v.downward_api.is_none() {
+        let live = volumes_dir.join(&v.name);
+        let due = match &v.projected {
+            Some(p) => projected_due(p, &live, now),
+            None => v.secret.is_some() || v.config_map.is_some() || v.downward_api.is_some(),
+        };
+        if !due {
             continue;
         }
-        let live = volumes_dir.join(&v.name);
         let fresh = volumes_dir.join(format!(".{}.new", v.name));
         let old = volumes_dir.join(format!(".{}.old", v.name));
         let _ = std::fs::remove_dir_all(&fresh);
@@ -372,6 +378,38 @@ pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
         }
         let _ = std::fs::remove_dir_all(&fresh);
     }
+}
+
+/// Whether a projected volume is refreshed now: always without a service-account token; with one only when the
+/// token is due, as the kubelet renews it (at 80% of its lifetime, or after a day), since every fill fetches a new one.
+fn projected_due(
+    p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    live: &Path,
+    now: std::time::SystemTime,
+) -> bool {
+    let tokens: Vec<_> = p
+        .sources
+        .iter()
+        .flatten()
+        .filter_map(|s| s.service_account_token.as_ref())
+        .collect();
+    if tokens.is_empty() {
+        return true;
+    }
+    tokens.iter().any(|t| {
+        let written = std::fs::metadata(live.join(&t.path))
+            .and_then(|m| m.modified())
+            .ok();
+        let age = written.and_then(|w| now.duration_since(w).ok());
+        token_due(age, t.expiration_seconds.unwrap_or(3600))
+    })
+}
+
+/// The kubelet's rotation rule for a token of `age` (`None`: unknown) that lives `expiration_seconds`.
+fn token_due(age: Option<std::time::Duration>, expiration_seconds: i64) -> bool {
+    let Some(age) = age else { return true };
+    let lifetime = u64::try_from(expiration_seconds).unwrap_or(3600);
+    age.as_secs() * 10 >= lifetime * 8 || age.as_secs() >= 24 * 3600
 }
 
 /// Whether two volume directories hold the same files with the same contents.
@@ -401,6 +439,30 @@ fn same_files(a: &Path, b: &Path) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn tokens_are_renewed_at_80_percent_of_their_life() {
+        use std::time::Duration;
+        assert!(!token_due(Some(Duration::from_secs(2879)), 3600));
+        assert!(token_due(Some(Duration::from_secs(2880)), 3600));
+        assert!(token_due(None, 3600));
+        assert!(token_due(Some(Duration::from_secs(86_400)), 1_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let p: k8s_openapi::api::core::v1::ProjectedVolumeSource = serde_json::from_value(serde_json::json!(
+            {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}))
+        .unwrap();
+        assert!(
+            projected_due(&p, dir.path(), std::time::SystemTime::now()),
+            "no token yet"
+        );
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        let now = std::time::SystemTime::now();
+        assert!(!projected_due(&p, dir.path(), now));
+        assert!(projected_due(&p, dir.path(), now + Duration::from_secs(2900)));
+        let plain: k8s_openapi::api::core::v1::ProjectedVolumeSource =
+            serde_json::from_value(serde_json::json!({"sources": [{"configMap": {"name": "c"}}]})).unwrap();
+        assert!(projected_due(&plain, dir.path(), now));
+    }
 
     #[test]
     fn volume_contents_compare_by_file() {
