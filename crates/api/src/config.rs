@@ -2,16 +2,58 @@
 
 use crate::v1::{KubeVirt, KubeVirtConfiguration};
 
-/// Feature gates that are on unless disabled (upstream's Beta and GA gates that admission consults).
-const ON_BY_DEFAULT: &[&str] = &[
-    "DeclarativeHotplugVolumes",
-    "PasstBinding",
-    "RebootPolicy",
+/// Upstream's GA feature gates: always on, whatever the configuration says.
+const GA: &[&str] = &[
+    "AutoResourceLimitsGate",
+    "BochsDisplayForEFIGuests",
+    "CPUNodeDiscovery",
+    "ClusterProfiler",
+    "CommonInstancetypesDeploymentGate",
+    "DisableCustomSELinuxPolicy",
+    "DynamicPodInterfaceNaming",
+    "EnableVirtioFsConfigVolumes",
+    "ExpandDisks",
+    "GPU",
+    "HotplugNICs",
+    "InstancetypeReferencePolicy",
+    "LibvirtHooksServerAndClient",
+    "LiveMigration",
+    "LiveUpdateNADRef",
+    "MigrationPriorityQueue",
     "NUMA",
-    "WorkloadEncryptionSEV",
+    "NetworkBindingPlugins",
+    "NonRoot",
+    "PSA",
+    "PanicDevices",
+    "PersistentReservation",
+    "SRIOVLiveMigration",
+    "SecureExecution",
+    "VMExport",
+    "VMLiveUpdateFeatures",
+    "VMPersistentState",
+    "VideoConfig",
+    "VmiMemoryOverheadReport",
+    "VolumeMigration",
+    "VolumesUpdateStrategy",
+];
+
+/// Upstream's Beta feature gates: on unless listed in `disabledFeatureGates`.
+const BETA: &[&str] = &[
     "DecentralizedLiveMigration",
+    "DeclarativeHotplugVolumes",
+    "ExternalNetResourceInjection",
     "GPUsWithDRA",
     "HostDevicesWithDRA",
+    "ImageVolume",
+    "KubevirtSeccompProfile",
+    "NodeRestriction",
+    "OptOutRoleAggregation",
+    "PasstBinding",
+    "PodSecondaryInterfaceNamingUpgrade",
+    "RebootPolicy",
+    "Snapshot",
+    "Template",
+    "WorkloadEncryptionSEV",
 ];
 
 /// Cluster-wide settings with upstream's defaults filled in.
@@ -31,31 +73,38 @@ impl ClusterConfig {
         }
     }
 
-    /// Whether a feature gate is enabled.
+    /// Whether a feature gate is enabled, as upstream's `featuregate.IsEnabled`: GA gates always, listed gates,
+    /// Beta gates unless disabled; Alpha, deprecated and discontinued gates only when listed.
     #[must_use]
     pub fn gate(&self, name: &str) -> bool {
+        if GA.contains(&name) {
+            return true;
+        }
         let dev = self.cfg.developer_configuration.as_ref();
         let listed = |l: Option<&Vec<String>>| l.is_some_and(|l| l.iter().any(|g| g == name));
         if listed(dev.and_then(|d| d.feature_gates.as_ref())) {
             return true;
         }
-        ON_BY_DEFAULT.contains(&name) && !listed(dev.and_then(|d| d.disabled_feature_gates.as_ref()))
+        BETA.contains(&name) && !listed(dev.and_then(|d| d.disabled_feature_gates.as_ref()))
     }
 
-    /// Whether SCSI persistent reservation is enabled (`persistentReservationConfiguration` or the gate).
+    /// Whether SCSI persistent reservation is enabled: `persistentReservationConfiguration.enabled` when set, else
+    /// whether the gate is listed (upstream's `PersistentReservationEnabled`, which ignores the gate's GA state).
     #[must_use]
     pub fn persistent_reservation(&self) -> bool {
-        self.cfg
+        if let Some(enabled) = self
+            .cfg
             .persistent_reservation_configuration
             .as_ref()
             .and_then(|p| p.enabled)
-            .unwrap_or(false)
-            || self
-                .cfg
-                .developer_configuration
-                .as_ref()
-                .and_then(|d| d.feature_gates.as_ref())
-                .is_some_and(|g| g.iter().any(|g| g == "PersistentReservation"))
+        {
+            return enabled;
+        }
+        self.cfg
+            .developer_configuration
+            .as_ref()
+            .and_then(|d| d.feature_gates.as_ref())
+            .is_some_and(|g| g.iter().any(|g| g == "PersistentReservation"))
     }
 
     /// `developerConfiguration.useEmulation`.
@@ -223,5 +272,45 @@ impl ClusterConfig {
                 l.max_guest.as_ref(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config(configuration: serde_json::Value) -> ClusterConfig {
+        let kv: KubeVirt = serde_json::from_value(serde_json::json!({"metadata": {"name": "kubevirt"},
+            "spec": {"configuration": configuration}}))
+        .unwrap();
+        ClusterConfig::from_kubevirt(Some(&kv))
+    }
+
+    #[test]
+    fn gates_follow_their_maturity() {
+        let c = config(serde_json::json!({"developerConfiguration": {
+            "featureGates": ["HostDevices"], "disabledFeatureGates": ["NUMA", "Snapshot"]}}));
+        assert!(c.gate("GPU"), "GA: always on");
+        assert!(c.gate("NUMA"), "GA: disabling has no effect");
+        assert!(c.gate("NodeRestriction"), "Beta: on by default");
+        assert!(!c.gate("Snapshot"), "Beta: off when disabled");
+        assert!(c.gate("HostDevices"), "Alpha: on when listed");
+        assert!(!c.gate("Sidecar"), "Alpha: off otherwise");
+        assert!(!ClusterConfig::default().gate("Macvtap"), "discontinued");
+    }
+
+    #[test]
+    fn persistent_reservation_prefers_its_configuration() {
+        let gate = serde_json::json!({"developerConfiguration": {"featureGates": ["PersistentReservation"]}});
+        assert!(config(gate).persistent_reservation());
+        assert!(!ClusterConfig::default().persistent_reservation());
+        assert!(
+            !config(
+                serde_json::json!({"developerConfiguration": {"featureGates": ["PersistentReservation"]},
+                "persistentReservationConfiguration": {"enabled": false}})
+            )
+            .persistent_reservation()
+        );
     }
 }

@@ -213,6 +213,25 @@ fn admission_reviews_get_upstreams_answers() {
     );
     upd["userInfo"]["username"] = json!("system:serviceaccount:kubevirt:kubevirt-controller");
     assert_eq!(
+        review(&api, "/virtualmachineinstances-validate-update", upd.clone())["allowed"],
+        true
+    );
+    // NodeRestriction (on by default): a handler's token must name its node, the VMI's.
+    upd["userInfo"]["username"] = json!("system:serviceaccount:kubevirt:kubevirt-handler");
+    upd["oldObject"]["status"] = json!({"nodeName": "node-a"});
+    let r = review(&api, "/virtualmachineinstances-validate-update", upd.clone());
+    assert_eq!(
+        r["status"]["message"], "Node restriction failed, virt-handler service account is missing node name",
+        "{r}"
+    );
+    upd["userInfo"]["extra"] = json!({"authentication.kubernetes.io/node-name": ["node-b"]});
+    let r = review(&api, "/virtualmachineinstances-validate-update", upd.clone());
+    assert_eq!(
+        r["status"]["message"],
+        "Node restriction, virt-handler is only allowed to modify VMIs it owns"
+    );
+    upd["userInfo"]["extra"] = json!({"authentication.kubernetes.io/node-name": ["node-a"]});
+    assert_eq!(
         review(&api, "/virtualmachineinstances-validate-update", upd)["allowed"],
         true
     );

@@ -267,6 +267,17 @@ async fn answer(app: &App, hook: Hook, req: &Value) -> Value {
             match (decode(old), decode(obj)) {
                 (Ok(old), Ok(new)) => {
                     let config = cluster_config(&app.client).await;
+                    if ours && user.ends_with("kubevirt-handler") && config.gate("NodeRestriction") {
+                        let node = req
+                            .pointer("/userInfo/extra")
+                            .and_then(|e| e.get(kubevirt_api::validate::NODE_NAME_EXTRA))
+                            .and_then(|v| v.get(0))
+                            .and_then(Value::as_str);
+                        let causes = kubevirt_api::validate::handler_node_restriction(&old, &new, node);
+                        if !causes.is_empty() {
+                            return invalid(&causes);
+                        }
+                    }
                     let causes = kubevirt_api::validate::vmi_update(&old, &new, ours, &config);
                     if causes.is_empty() {
                         allowed(&[])

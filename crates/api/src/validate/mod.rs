@@ -20,7 +20,9 @@ pub use kinds::{
     datavolume, instancetype, migration_create, migration_policy, pool, preference, replicaset, vm,
     vm_instancetype,
 };
-pub use update::{KUBEVIRT_ACCOUNTS, kubevirt_account, vmi as vmi_update};
+pub use update::{
+    KUBEVIRT_ACCOUNTS, NODE_NAME_EXTRA, handler_node_restriction, kubevirt_account, vmi as vmi_update,
+};
 
 /// `FieldValueInvalid`.
 pub const INVALID: &str = "FieldValueInvalid";

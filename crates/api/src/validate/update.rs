@@ -183,3 +183,53 @@ fn utility_volumes(
         c.push(INVALID, "", format!("utility volume {name} has changed"));
     }
 }
+
+/// The user-info extra that carries the node of a service-account token bound to a pod.
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// NodeRestriction for virt-handler (upstream's VMI update admitter, gate on by default): a handler may only touch
+/// VMIs on its own node (or migrating to it) and may not name a migration target. `node` is the node its token is
+/// bound to (`None`: the token carries none).
+#[must_use]
+pub fn handler_node_restriction(
+    old: &VirtualMachineInstance,
+    new: &VirtualMachineInstance,
+    node: Option<&str>,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause> {
+    let mut c = Causes::default();
+    let Some(node) = node else {
+        c.push(
+            INVALID,
+            "",
+            "Node restriction failed, virt-handler service account is missing node name",
+        );
+        return c.0;
+    };
+    let status = old.status.as_ref();
+    let source = status.and_then(|s| s.node_name.as_deref()).unwrap_or_default();
+    let target = status
+        .and_then(|s| s.migration_state.as_ref())
+        .and_then(|m| m.target_node.as_deref())
+        .unwrap_or_default();
+    if node != source && (target.is_empty() || node != target) {
+        c.push(
+            INVALID,
+            "",
+            "Node restriction, virt-handler is only allowed to modify VMIs it owns",
+        );
+        return c.0;
+    }
+    let new_target = new
+        .status
+        .as_ref()
+        .and_then(|s| s.migration_state.as_ref())
+        .map(|m| m.target_node.as_deref().unwrap_or_default());
+    if target.is_empty() && new_target.is_some_and(|t| t != target) {
+        c.push(
+            INVALID,
+            "",
+            "Node restriction, virt-handler is not allowed to set target node",
+        );
+    }
+    c.0
+}

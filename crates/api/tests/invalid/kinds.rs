@@ -119,6 +119,30 @@ fn vmi_update_rules() {
         ["|utility volume u has changed"]
     );
 
+    // NodeRestriction for virt-handler.
+    use kubevirt_api::validate::handler_node_restriction as restrict;
+    let on_a = with(json!({"status": {"nodeName": "a"}}));
+    let text = |c: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusCause>| {
+        c.into_iter()
+            .map(|c| c.message.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        text(restrict(&on_a, &on_a, None)),
+        ["Node restriction failed, virt-handler service account is missing node name"]
+    );
+    assert!(restrict(&on_a, &on_a, Some("a")).is_empty());
+    assert_eq!(
+        text(restrict(&on_a, &on_a, Some("b"))),
+        ["Node restriction, virt-handler is only allowed to modify VMIs it owns"]
+    );
+    let migrating = with(json!({"status": {"nodeName": "a", "migrationState": {"targetNode": "b"}}}));
+    assert!(restrict(&migrating, &migrating, Some("b")).is_empty());
+    let targeted = with(json!({"status": {"nodeName": "a", "migrationState": {"targetNode": "c"}}}));
+    assert_eq!(
+        text(restrict(&on_a, &targeted, Some("a"))),
+        ["Node restriction, virt-handler is not allowed to set target node"]
+    );
     assert!(kubevirt_api::validate::kubevirt_account(
         "system:serviceaccount:kubevirt:kubevirt-handler",
         "kubevirt"
