@@ -564,6 +564,18 @@ fn pod_grace(ctx: &Ctx, obj: &Value, opts: &Value) -> Option<i64> {
 }
 
 pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Response, ApiError> {
+    // As kube-apiserver's guaranteed update: a write that raced this one (a controller's status update) is read
+    // again rather than failing the delete; a failed precondition fails every attempt alike.
+    let mut attempt = 0;
+    loop {
+        match delete_attempt(ctx, key, name, opts) {
+            Err(e) if e.code == 409 && attempt < 16 => attempt += 1,
+            done => return done,
+        }
+    }
+}
+
+fn delete_attempt(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Response, ApiError> {
     let kv = ctx
         .state
         .store

@@ -223,3 +223,31 @@ async fn immutable_fields_are_refused_with_422() {
     .await;
     assert_eq!(code, StatusCode::OK);
 }
+
+/// A delete racing another writer (a controller updating the object meanwhile) is retried on the fresh object, as
+/// kube-apiserver's guaranteed update does, instead of answering 409 to a client that sent no preconditions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_updates_does_not_conflict() {
+    let (app, _store) = app();
+    let base = "/api/v1/namespaces/default/configmaps";
+    for round in 0..20 {
+        let name = format!("raced-{round}");
+        let mut obj = cm(&name, json!({}));
+        obj["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        assert_eq!(post(&app, base, obj).await.0, StatusCode::CREATED);
+        let writer = {
+            let (app, uri) = (app.clone(), format!("{base}/{name}"));
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    let patch = json!({"data": {"k": i.to_string()}});
+                    call(&app, "PATCH", &uri, Some(patch), "application/merge-patch+json").await;
+                }
+            })
+        };
+        let (code, body) = call(&app, "DELETE", &format!("{base}/{name}"), None, "").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        writer.await.unwrap();
+        let (_, held) = get(&app, &format!("{base}/{name}")).await;
+        assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    }
+}
