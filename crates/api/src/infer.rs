@@ -86,42 +86,66 @@ const PREFERENCE: Labels = Labels {
 /// # Errors
 /// What could not be inferred and may not be ignored.
 pub fn infer(vm: &mut VirtualMachine, volumes: &Volumes) -> Result<(), String> {
-    if let Some(m) = vm.spec.instancetype.clone()
-        && let Some(volume) = m.infer_from_volume.as_deref().filter(|v| !v.is_empty())
-    {
-        let ignore = m.infer_from_volume_failure_policy.as_deref() == Some("Ignore");
-        match from_volumes(vm, volume, volumes, INSTANCETYPE) {
-            Ok((name, kind)) => {
-                if ignore && let Some(s) = vm.spec.template.spec.as_mut() {
+    let asks = |volume: &Option<String>, policy: &Option<String>| {
+        volume
+            .clone()
+            .filter(|v| !v.is_empty())
+            .map(|v| (v, policy.clone()))
+    };
+    let instancetype = vm
+        .spec
+        .instancetype
+        .as_ref()
+        .and_then(|m| asks(&m.infer_from_volume, &m.infer_from_volume_failure_policy));
+    if let Some((volume, policy)) = instancetype {
+        vm.spec.instancetype = match resolve(vm, &volume, policy.as_deref(), volumes, INSTANCETYPE)? {
+            Some((name, kind)) => {
+                // Upstream drops the template's memory when the policy is Ignore: the instancetype sets it.
+                if policy.as_deref() == Some("Ignore")
+                    && let Some(s) = vm.spec.template.spec.as_mut()
+                {
                     s.domain.memory = None;
                 }
-                vm.spec.instancetype = Some(crate::v1::InstancetypeMatcher {
+                Some(crate::v1::InstancetypeMatcher {
                     name: Some(name),
-                    kind: kind.filter(|k| !k.is_empty()),
+                    kind,
                     ..Default::default()
-                });
+                })
             }
-            Err(Failure::Ignorable(_)) if ignore => vm.spec.instancetype = None,
-            Err(Failure::Ignorable(e) | Failure::Fatal(e)) => return Err(e),
-        }
+            None => None,
+        };
     }
-    if let Some(m) = vm.spec.preference.clone()
-        && let Some(volume) = m.infer_from_volume.as_deref().filter(|v| !v.is_empty())
-    {
-        let ignore = m.infer_from_volume_failure_policy.as_deref() == Some("Ignore");
-        match from_volumes(vm, volume, volumes, PREFERENCE) {
-            Ok((name, kind)) => {
-                vm.spec.preference = Some(crate::v1::PreferenceMatcher {
+    let preference = vm
+        .spec
+        .preference
+        .as_ref()
+        .and_then(|m| asks(&m.infer_from_volume, &m.infer_from_volume_failure_policy));
+    if let Some((volume, policy)) = preference {
+        vm.spec.preference =
+            resolve(vm, &volume, policy.as_deref(), volumes, PREFERENCE)?.map(|(name, kind)| {
+                crate::v1::PreferenceMatcher {
                     name: Some(name),
-                    kind: kind.filter(|k| !k.is_empty()),
+                    kind,
                     ..Default::default()
-                });
-            }
-            Err(Failure::Ignorable(_)) if ignore => vm.spec.preference = None,
-            Err(Failure::Ignorable(e) | Failure::Fatal(e)) => return Err(e),
-        }
+                }
+            });
     }
     Ok(())
+}
+
+/// One matcher's inference: `Some((name, kind))` to set it, `None` to clear it (a failure its policy ignores).
+fn resolve(
+    vm: &VirtualMachine,
+    volume: &str,
+    policy: Option<&str>,
+    volumes: &Volumes,
+    labels: Labels,
+) -> Result<Option<(String, Option<String>)>, String> {
+    match from_volumes(vm, volume, volumes, labels) {
+        Ok((name, kind)) => Ok(Some((name, kind.filter(|k| !k.is_empty())))),
+        Err(Failure::Ignorable(_)) if policy == Some("Ignore") => Ok(None),
+        Err(Failure::Ignorable(e) | Failure::Fatal(e)) => Err(e),
+    }
 }
 
 type Found = Result<(String, Option<String>), Failure>;
@@ -207,24 +231,25 @@ fn name_of(source: &Value) -> &str {
     source.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
+/// A `source` holding a `pvc` or a `snapshot` (of a DataVolume spec or a DataSource spec): what its labels say.
+fn from_pvc_or_snapshot(
+    source: Option<&Value>,
+    ns: &str,
+    volumes: &Volumes,
+    labels: Labels,
+) -> Option<Found> {
+    let source = source?;
+    [("pvc", "PersistentVolumeClaim"), ("snapshot", "VolumeSnapshot")]
+        .into_iter()
+        .find_map(|(key, kind)| {
+            let r = source.get(key)?;
+            Some(from_object(volumes, kind, &source_ns(r, ns), name_of(r), labels))
+        })
+}
+
 fn from_data_volume_spec(spec: &Value, ns: &str, volumes: &Volumes, labels: Labels) -> Found {
-    if let Some(pvc) = spec.pointer("/source/pvc") {
-        return from_object(
-            volumes,
-            "PersistentVolumeClaim",
-            &source_ns(pvc, ns),
-            name_of(pvc),
-            labels,
-        );
-    }
-    if let Some(snap) = spec.pointer("/source/snapshot") {
-        return from_object(
-            volumes,
-            "VolumeSnapshot",
-            &source_ns(snap, ns),
-            name_of(snap),
-            labels,
-        );
+    if let Some(found) = from_pvc_or_snapshot(spec.get("source"), ns, volumes, labels) {
+        return found;
     }
     if let Some(r) = spec.get("sourceRef") {
         let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -245,28 +270,12 @@ fn from_data_source(volumes: &Volumes, ns: &str, name: &str, labels: Labels) -> 
     if let Ok(found) = from_labels(ds, labels) {
         return Ok(found);
     }
-    if let Some(pvc) = ds.pointer("/spec/source/pvc") {
-        return from_object(
-            volumes,
-            "PersistentVolumeClaim",
-            &source_ns(pvc, ns),
-            name_of(pvc),
-            labels,
-        );
-    }
-    if let Some(snap) = ds.pointer("/spec/source/snapshot") {
-        return from_object(
-            volumes,
-            "VolumeSnapshot",
-            &source_ns(snap, ns),
-            name_of(snap),
-            labels,
-        );
-    }
-    Err(Failure::Ignorable(
-        "unable to infer defaults from DataSource that doesn't provide DataVolumeSourcePVC or DataVolumeSourceSnapshot"
-            .into(),
-    ))
+    from_pvc_or_snapshot(ds.pointer("/spec/source"), ns, volumes, labels).unwrap_or_else(|| {
+        Err(Failure::Ignorable(
+            "unable to infer defaults from DataSource that doesn't provide DataVolumeSourcePVC or DataVolumeSourceSnapshot"
+                .into(),
+        ))
+    })
 }
 
 /// The mutating webhook's checks of the matchers (before inference): a name or a volume, not both, and a known

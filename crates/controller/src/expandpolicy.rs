@@ -5,21 +5,10 @@
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kubevirt_api::v1::{InstancetypeStatusRef, KubeVirt, VirtualMachine};
+use kubevirt_api::v1::{InstancetypeStatusRef, VirtualMachine};
 use serde_json::json;
 
 use crate::instancetype::SyncError;
-
-/// The cluster configuration, from the KubeVirt CR (upstream's defaults without one).
-pub async fn cluster_config(client: &kube::Client) -> kubevirt_api::config::ClusterConfig {
-    let kvs: Api<KubeVirt> = Api::all(client.clone());
-    let list = kvs
-        .list(&Default::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    kubevirt_api::config::ClusterConfig::from_kubevirt(list.first())
-}
 
 fn revision(r: Option<&InstancetypeStatusRef>) -> Option<String> {
     r.and_then(|r| r.controller_revision_ref.as_ref())

@@ -1,5 +1,5 @@
 //! virt-controller's logic: rendering a VMI's launcher pod ([`pod`]) with our measured memory overhead
-//! ([`overhead`]), the VMI, VM, replica-set and migration reconcilers ([`vmi`], [`vm`], [`replicaset`], [`migration`]), instancetype expansion ([`instancetype`]), the node heartbeat watch ([`node`]), crash-loop backoff ([`backoff`]) and leader election ([`leader`]).
+//! ([`overhead`]), the VMI, VM, replica-set and migration reconcilers ([`vmi`], [`vm`], [`replicaset`], [`migration`]), instancetype expansion ([`instancetype`]) and the expand reference policies ([`expandpolicy`]), the node heartbeat watch ([`node`]), crash-loop backoff ([`backoff`]) and leader election ([`leader`]).
 
 pub mod backoff;
 pub mod expandpolicy;
@@ -32,11 +32,16 @@ where
         + 'static,
 {
     use kube::runtime::WatchStreamExt as _;
-    kube::runtime::reflector(
-        writer,
-        kube::runtime::watcher(api, config)
-            .default_backoff()
-            .modify(|o| o.meta_mut().managed_fields = None),
-    )
-    .applied_objects()
+    kube::runtime::reflector(writer, kube_support::lean_watch(api, config)).applied_objects()
+}
+
+/// The cluster configuration, read from the KubeVirt CR (upstream's defaults without one).
+pub async fn cluster_config(client: &kube::Client) -> kubevirt_api::config::ClusterConfig {
+    let kvs: kube::Api<kubevirt_api::v1::KubeVirt> = kube::Api::all(client.clone());
+    let list = kvs
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    kubevirt_api::config::ClusterConfig::from_kubevirt(list.first())
 }

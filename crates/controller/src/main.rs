@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Parser;
 
 /// Runs virt-controller.
@@ -31,40 +30,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIRT_CONTROLLER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("virt-controller: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("virt-controller: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    kube_support::main("virt-controller", "VIRT_CONTROLLER_LOG", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let client = kube::Client::try_from(config)?;
+    let (client, _) = kube_support::client(args.kubeconfig.as_deref(), None).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}_{}", host.trim(), std::process::id())
@@ -81,14 +52,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let signals = {
         let stop = stop.clone();
         async move {
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            } else {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            kube_support::shutdown_signal().await;
             stop.notify_waiters();
         }
     };

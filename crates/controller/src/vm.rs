@@ -203,7 +203,7 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         && (vm.spec.instancetype.is_some() || vm.spec.preference.is_some())
     {
         // Under the expand policies the instancetype is written into the VM instead (the rewrite is reconciled anew).
-        let config = crate::expandpolicy::cluster_config(&ctx.client).await;
+        let config = crate::cluster_config(&ctx.client).await;
         if crate::expandpolicy::decide(&config.instancetype_reference_policy(), &vm) == Some(true) {
             match crate::expandpolicy::expand(&ctx.client, &vm, &config).await {
                 Ok(true) => return Ok(Action::requeue(Duration::from_secs(1))),

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kubevirt_api::v1::{KubeVirt, VirtualMachineInstance};
+use kubevirt_api::v1::VirtualMachineInstance;
 use serde_json::{Value, json};
 
 use crate::pod::{RenderConfig, render};
@@ -73,16 +73,6 @@ fn pod_ready(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn use_emulation(client: &kube::Client) -> bool {
-    let kvs: Api<KubeVirt> = Api::all(client.clone());
-    let list = kvs
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    kubevirt_api::config::ClusterConfig::from_kubevirt(list.first()).use_emulation()
 }
 
 fn now() -> String {
@@ -191,7 +181,7 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         ("" | "Pending", None) => {
             let cfg = RenderConfig {
                 launcher_image: ctx.launcher_image.clone(),
-                use_emulation: use_emulation(&ctx.client).await,
+                use_emulation: crate::cluster_config(&ctx.client).await.use_emulation(),
             };
             let rendered = render(&vmi, &cfg)?;
             pods.create(&PostParams::default(), &rendered).await?;
@@ -324,17 +314,15 @@ fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) 
 /// Runs the VMI controller until the stream ends. Pod events reach it through the same watch that fills
 /// [`Ctx::pods`], so a reconcile never sees a cache older than the event that triggered it.
 pub async fn run(client: kube::Client, launcher_image: String) {
-    use kube::Resource as _;
     use kube::runtime::WatchStreamExt as _;
     let (reader, writer) = kube::runtime::reflector::store();
     let pods: Api<Pod> = Api::all(client.clone());
     let pod_events = kube::runtime::reflector(
         writer,
-        watcher(
+        kube_support::lean_watch(
             pods,
             watcher::Config::default().labels("kubevirt.io=virt-launcher"),
-        )
-        .modify(|p| p.meta_mut().managed_fields = None),
+        ),
     )
     .touched_objects();
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());

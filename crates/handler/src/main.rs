@@ -42,39 +42,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIRT_HANDLER_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("virt-handler: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("virt-handler: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    kube_support::main("virt-handler", "VIRT_HANDLER_LOG", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let client = kube::Client::try_from(config)?;
+    let (client, _) = kube_support::client(args.kubeconfig.as_deref(), None).await?;
     let kvm = if args.emulation {
         false
     } else {
@@ -108,11 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = tokio::spawn(handler::server::run(tcp, endpoint, args.namespace.clone()));
     let heartbeat = tokio::spawn(handler::node::run(client, spec, stop.clone()));
     let vmis = tokio::spawn(handler::vmi::run(ctx, kicks));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    kube_support::shutdown_signal().await;
     stop.notify_waiters();
     vmis.abort();
     server.abort();

@@ -584,13 +584,10 @@ pub async fn run(ctx: Arc<Ctx>, kicks: mpsc::UnboundedReceiver<ObjectRef<Virtual
     // The cache keeps no managedFields (nothing here reads them; they are a third of a VMI).
     let (reader, writer) = kube::runtime::reflector::store();
     let stream = {
-        use kube::Resource as _;
         use kube::runtime::WatchStreamExt as _;
         kube::runtime::reflector(
             writer,
-            watcher(vmis, watcher::Config::default().labels(&selector))
-                .default_backoff()
-                .modify(|o| o.meta_mut().managed_fields = None),
+            kube_support::lean_watch(vmis, watcher::Config::default().labels(&selector)),
         )
         .applied_objects()
     };

@@ -36,13 +36,9 @@ where
     let (reader, writer) = reflector::store();
     let task = tokio::spawn(async move {
         // Without managedFields, as the controllers' caches (nothing here reads them).
-        let stream = kube::runtime::reflector(
-            writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|o| o.meta_mut().managed_fields = None),
-        )
-        .touched_objects();
+        let stream =
+            kube::runtime::reflector(writer, kube_support::lean_watch(api, watcher::Config::default()))
+                .touched_objects();
         futures_util::pin_mut!(stream);
         while stream.next().await.is_some() {
             dirty.notify_one();

@@ -156,19 +156,13 @@ fn matchers_inferred_from_a_volume(b: &NodeBox) {
 /// gone, no revisions kept), as upstream's.
 fn the_expand_reference_policy_rewrites_the_vm(b: &NodeBox) {
     let policy = |p: &str| {
-        format!(r#"{{"spec": {{"configuration": {{"instancetype": {{"referencePolicy": {p}}}}}}}}}"#)
+        let patch =
+            format!(r#"{{"spec": {{"configuration": {{"instancetype": {{"referencePolicy": {p}}}}}}}}}"#);
+        b.kubectl(&[
+            "patch", "kubevirt", "kubevirt", "-n", "kubevirt", "--type", "merge", "-p", &patch,
+        ]);
     };
-    b.kubectl(&[
-        "patch",
-        "kubevirt",
-        "kubevirt",
-        "-n",
-        "kubevirt",
-        "--type",
-        "merge",
-        "-p",
-        &policy("\"expand\""),
-    ]);
+    policy("\"expand\"");
     let vm = r#"{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "expandme"},
         "spec": {"runStrategy": "Halted", "instancetype": {"name": "box-small"},
             "template": {"spec": {"domain": {"devices": {}},
@@ -181,17 +175,7 @@ fn the_expand_reference_policy_rewrites_the_vm(b: &NodeBox) {
         ) == "/160Mi"
     });
     assert_eq!(b.get("vm expandme", "{.status.instancetypeRef}"), "");
-    b.kubectl(&[
-        "patch",
-        "kubevirt",
-        "kubevirt",
-        "-n",
-        "kubevirt",
-        "--type",
-        "merge",
-        "-p",
-        &policy("null"),
-    ]);
+    policy("null");
     b.kubectl(&["delete", "vm", "expandme", "--wait=true"]);
 }
 

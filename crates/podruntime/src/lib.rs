@@ -96,13 +96,7 @@ async fn watch_pods(client: kube::Client, cfg: Config, stop: Arc<tokio::sync::No
     let pods: Api<Pod> = Api::all(client.clone());
     let fields = format!("spec.nodeName={}", cfg.node_name);
     let rt = Arc::new(Runtime { cfg, client });
-    let mut stream = {
-        use kube::Resource as _;
-        use kube::runtime::WatchStreamExt as _;
-        watcher::watcher(pods, watcher::Config::default().fields(&fields))
-            .modify(|p| p.meta_mut().managed_fields = None)
-            .boxed()
-    };
+    let mut stream = kube_support::lean_watch(pods, watcher::Config::default().fields(&fields)).boxed();
     let mut running: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let stopped = stop.notified();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
-use kube::Resource as _;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::json;
@@ -120,18 +119,14 @@ pub async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let pod_events = reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .modify(|p| p.meta_mut().managed_fields = None),
+        kube_support::lean_watch(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
-    .default_backoff()
     .applied_objects()
     .map(|_| ());
     let node_events = reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .modify(|n| n.meta_mut().managed_fields = None),
+        kube_support::lean_watch(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
-    .default_backoff()
     .applied_objects()
     .map(|_| ());
     let mut events = std::pin::pin!(futures_util::stream::select(pod_events, node_events));

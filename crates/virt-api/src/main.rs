@@ -31,39 +31,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIRT_API_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("virt-api: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("virt-api: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    kube_support::main("virt-api", "VIRT_API_LOG", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let client = kube::Client::try_from(config)?;
+    let (client, _) = kube_support::client(args.kubeconfig.as_deref(), None).await?;
     let (cert, key) = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(c), Some(k)) => (
             std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
@@ -81,7 +54,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     tokio::select! {
         r = virt_api::server::serve(tcp, app, &cert, &key) => r?,
-        _ = tokio::signal::ctrl_c() => {}
+        () = kube_support::shutdown_signal() => {}
     }
     Ok(())
 }

@@ -47,26 +47,14 @@ impl Cluster {
         context: Option<&str>,
         namespace: Option<&str>,
     ) -> Result<Self, CallError> {
-        let options = kube::config::KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..Default::default()
-        };
-        let config: Result<kube::Config, String> = match kubeconfig {
-            Some(p) => {
-                let kc = kube::config::Kubeconfig::read_from(p)
-                    .map_err(|e| CallError::Client(format!("reading {}: {e}", p.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &options)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            None if context.is_some() => kube::Config::from_kubeconfig(&options)
+        let (client, default_namespace) =
+            kube_support::client(kubeconfig, context)
                 .await
-                .map_err(|e| e.to_string()),
-            None => kube::Config::infer().await.map_err(|e| e.to_string()),
-        };
-        let config = config.map_err(|e| CallError::Client(format!("no usable kubeconfig: {e}")))?;
-        let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_string);
-        let client = kube::Client::try_from(config).map_err(|e| CallError::Client(e.to_string()))?;
+                .map_err(|e| match e {
+                    kube_support::Error::Kubeconfig { .. } => CallError::Client(e.to_string()),
+                    other => CallError::Client(format!("no usable kubeconfig: {other}")),
+                })?;
+        let namespace = namespace.map_or(default_namespace, str::to_string);
         Ok(Self { client, namespace })
     }
 

@@ -137,12 +137,7 @@ pub(crate) async fn run(c: &Cluster, a: Args) -> Result<(), Failure> {
             tokio::spawn(tcp(c.clone(), listener, url));
         }
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    kube_support::shutdown_signal().await;
     Ok(())
 }
 

@@ -12,19 +12,25 @@ fn vmi_update_rules() {
     // 34: a user may change neither the spec nor the reserved labels; KubeVirt may, within the hotplug rules.
     let config = kubevirt_api::config::ClusterConfig::default();
     let old: VirtualMachineInstance = serde_json::from_value(base("vmi")).unwrap();
-    let messages =
-        |old: &VirtualMachineInstance, new: &VirtualMachineInstance, kubevirt: bool| -> Vec<String> {
-            vmi_update(old, new, kubevirt, &config)
-                .into_iter()
-                .map(|c| {
-                    format!(
-                        "{}|{}",
-                        c.field.unwrap_or_default(),
-                        c.message.unwrap_or_default()
-                    )
-                })
-                .collect()
-        };
+    let messages_in = |config: &kubevirt_api::config::ClusterConfig,
+                       old: &VirtualMachineInstance,
+                       new: &VirtualMachineInstance,
+                       kubevirt: bool|
+     -> Vec<String> {
+        vmi_update(old, new, kubevirt, config)
+            .into_iter()
+            .map(|c| {
+                format!(
+                    "{}|{}",
+                    c.field.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let messages = |old: &VirtualMachineInstance, new: &VirtualMachineInstance, kubevirt: bool| {
+        messages_in(&config, old, new, kubevirt)
+    };
     let mut changed = old.clone();
     changed.spec.hostname = Some("other".into());
     assert_eq!(
@@ -72,18 +78,7 @@ fn vmi_update_rules() {
             "spec": {"configuration": {"developerConfiguration": {"featureGates": ["UtilityVolumes"]}}}}))
         .unwrap(),
     ));
-    let gm = |old: &VirtualMachineInstance, new: &VirtualMachineInstance| -> Vec<String> {
-        vmi_update(old, new, true, &gated)
-            .into_iter()
-            .map(|c| {
-                format!(
-                    "{}|{}",
-                    c.field.unwrap_or_default(),
-                    c.message.unwrap_or_default()
-                )
-            })
-            .collect()
-    };
+    let gm = |old: &VirtualMachineInstance, new: &VirtualMachineInstance| messages_in(&gated, old, new, true);
     assert!(gm(&old, &with(utility.clone())).is_empty());
     let bad = with(json!({"spec": {"utilityVolumes": [
         {"name": "root", "claimName": "a"}, {"name": "root", "claimName": ""}]}}));

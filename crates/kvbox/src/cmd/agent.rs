@@ -77,12 +77,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let kvm = crate::node::probe_kvm(args.emulation).await;
         let node = Node::start(&client, &args.node, &args.data_dir, kvm).await?;
         eprintln!("kvbox agent: node {} joined {}", args.node.name(), args.server);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        kube_support::shutdown_signal().await;
         eprintln!("kvbox agent shutting down (running VMs keep running)");
         node.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Client, Config};
 use serde_json::json;
 
 /// Arguments of `kvbox bench-api`.
@@ -103,9 +103,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(args: &Args) -> anyhow::Result<ExitCode> {
-    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig).context("reading the kubeconfig")?;
-    let config = Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    let c = Client::try_from(config)?;
+    let (c, _) = kube_support::client(Some(&args.kubeconfig), None).await?;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
 
     let serial = namespace(&c, &format!("bench-serial-{tag}")).await?;

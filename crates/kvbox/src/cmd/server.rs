@@ -99,11 +99,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             running.kubeconfig_view.display()
         );
         // Box-mode components talk to the API server as any client would: through kube-rs and the admin kubeconfig.
-        let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig)
-            .context("reading the admin kubeconfig")?;
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?,
-        )?;
+        let (client, _) = kube_support::client(Some(&running.kubeconfig), None)
+            .await
+            .context("the admin kubeconfig")?;
         // A machine without a usable KVM falls back to TCG: the first start records useEmulation in the CR.
         let kvm = if args.no_node {
             true
@@ -169,12 +167,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 crate::trim_malloc();
             }
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        kube_support::shutdown_signal().await;
         eprintln!("kvbox server shutting down");
         trimmer.abort();
         virt_api.abort();
