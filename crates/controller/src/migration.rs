@@ -5,7 +5,6 @@
 //! and no migration hangs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use kube::api::{Api, Patch, PatchParams};
@@ -23,6 +22,13 @@ pub enum Error {
     /// The API refused or failed a call.
     #[error("api: {0}")]
     Api(#[from] kube::Error),
+}
+
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        let Self::Api(e) = self;
+        Some(e)
+    }
 }
 
 /// Shared state.
@@ -195,11 +201,6 @@ async fn reconcile(m: Arc<VirtualMachineInstanceMigration>, ctx: Arc<Ctx>) -> Re
     .await
 }
 
-fn error_policy(_m: Arc<VirtualMachineInstanceMigration>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "migration reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Runs the migration controller until the stream ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let migrations: Api<VirtualMachineInstanceMigration> = Api::all(ctx.client.clone());
@@ -208,7 +209,7 @@ pub async fn run(ctx: Arc<Ctx>) {
         crate::lean_watch(migrations, watcher::Config::default(), writer),
         reader,
     )
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, kube_support::error_policy, ctx)
     .for_each(|_| async {})
     .await;
 }

@@ -25,6 +25,15 @@ pub enum Error {
     Selector(String),
 }
 
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        match self {
+            Self::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Shared state.
 #[derive(Clone)]
 pub struct Ctx {
@@ -172,11 +181,6 @@ async fn sync(rs: Arc<VirtualMachineInstanceReplicaSet>, ctx: Arc<Ctx>) -> Resul
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
-fn error_policy(_rs: Arc<VirtualMachineInstanceReplicaSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "VMIRS reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Runs the replica-set controller until the stream ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let sets: Api<VirtualMachineInstanceReplicaSet> = Api::all(ctx.client.clone());
@@ -187,7 +191,7 @@ pub async fn run(ctx: Arc<Ctx>) {
         reader,
     )
     .owns(vmis, watcher::Config::default())
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, kube_support::error_policy, ctx)
     .for_each(|_| async {})
     .await;
 }

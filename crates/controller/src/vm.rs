@@ -30,6 +30,13 @@ pub enum Error {
     Api(#[from] kube::Error),
 }
 
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        let Self::Api(e) = self;
+        Some(e)
+    }
+}
+
 /// Shared state.
 pub struct Ctx {
     /// The API client.
@@ -438,11 +445,6 @@ fn failure_condition(vm: &VirtualMachine, e: &SyncError) -> Value {
         "lastTransitionTime": at, "lastProbeTime": null})
 }
 
-fn error_policy(_vm: Arc<VirtualMachine>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "VM reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Runs the VM controller until the stream ends.
 pub async fn run(ctx: Arc<Ctx>) {
     let vms: Api<VirtualMachine> = Api::all(ctx.client.clone());
@@ -450,7 +452,7 @@ pub async fn run(ctx: Arc<Ctx>) {
     let (reader, writer) = kube::runtime::reflector::store();
     Controller::for_stream(crate::lean_watch(vms, watcher::Config::default(), writer), reader)
         .owns(vmis, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, kube_support::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

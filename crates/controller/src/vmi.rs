@@ -32,6 +32,15 @@ pub enum Error {
     Render(#[from] crate::pod::RenderError),
 }
 
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        match self {
+            Self::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Shared state of the reconciler.
 pub struct Ctx {
     /// The API client.
@@ -306,11 +315,6 @@ fn pod_failed(p: &Pod) -> bool {
     )
 }
 
-fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "VMI reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Runs the VMI controller until the stream ends. Pod events reach it through the same watch that fills
 /// [`Ctx::pods`], so a reconcile never sees a cache older than the event that triggered it.
 pub async fn run(client: kube::Client, launcher_image: String) {
@@ -338,7 +342,7 @@ pub async fn run(client: kube::Client, launcher_image: String) {
         vmi_reader,
     )
     .owns_stream(pod_events)
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, kube_support::error_policy, ctx)
     .for_each(|_| async {})
     .await;
 }

@@ -29,6 +29,13 @@ pub enum Error {
     Api(#[from] kube::Error),
 }
 
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        let Self::Api(e) = self;
+        Some(e)
+    }
+}
+
 /// One launcher connection and the last domain state it reported.
 #[derive(Debug)]
 struct Conn {
@@ -571,11 +578,6 @@ async fn finish(
     patch_status(api, name, status).await
 }
 
-fn error_policy(_vmi: Arc<VirtualMachineInstance>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "handler VMI reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Runs the handler's VMI loop for the VMIs labelled with its node until the stream ends.
 pub async fn run(ctx: Arc<Ctx>, kicks: mpsc::UnboundedReceiver<ObjectRef<VirtualMachineInstance>>) {
     let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
@@ -593,7 +595,7 @@ pub async fn run(ctx: Arc<Ctx>, kicks: mpsc::UnboundedReceiver<ObjectRef<Virtual
     };
     Controller::for_stream(stream, reader)
         .reconcile_on(kicks)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, kube_support::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
