@@ -40,10 +40,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}_{}", host.trim(), std::process::id())
     });
-    let cfg = controller::leader::LeaderConfig::virt_controller(
-        &identity,
-        Duration::from_secs(args.lease_duration_seconds),
-    );
+    let cfg = controller::leader_config(&identity, Duration::from_secs(args.lease_duration_seconds));
     let settings = controller::manager::Settings {
         launcher_image: args.launcher_image.clone(),
         node_heartbeat_timeout: Duration::from_secs(args.node_heartbeat_timeout_seconds),
@@ -58,7 +55,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tokio::spawn(signals);
     eprintln!("virt-controller {identity}: waiting to lead");
-    controller::leader::run_when_leader(client.clone(), cfg, stop, move || {
+    kube_support::leader::run_when_leader(client.clone(), cfg, stop, move || {
         controller::manager::run(client.clone(), settings.clone())
     })
     .await;

@@ -2,7 +2,9 @@
 //! runtime crate, first part): a client from a kubeconfig file or context (else `KUBECONFIG`, `~/.kube/config` or
 //! the in-cluster service account), the `main` prologue every binary shares (tracing to stderr, a multi-threaded
 //! runtime, upstream-style exit codes), the shutdown signal (SIGTERM or Ctrl-C), the lean watch every cache is
-//! filled from and the error policy every reconciler retries with.
+//! filled from, the error policy every reconciler retries with, and leader election ([`leader`]).
+
+pub mod leader;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

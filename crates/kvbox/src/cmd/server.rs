@@ -134,16 +134,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
         let controllers = (!args.no_controllers).then(|| {
             let identity = format!("kvbox-{}", std::process::id());
-            let cfg = controller::leader::LeaderConfig::virt_controller(
-                &identity,
-                std::time::Duration::from_secs(15),
-            );
+            let cfg = controller::leader_config(&identity, std::time::Duration::from_secs(15));
             let settings = controller::manager::Settings {
                 launcher_image: LAUNCHER_IMAGE.into(),
                 node_heartbeat_timeout: args.node_heartbeat_timeout,
             };
             let c = as_controller.clone();
-            tokio::spawn(controller::leader::run_when_leader(
+            tokio::spawn(kube_support::leader::run_when_leader(
                 as_controller.clone(),
                 cfg,
                 stop.clone(),

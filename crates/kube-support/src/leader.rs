@@ -1,5 +1,5 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it, so several
-//! virt-controller replicas can run and exactly one reconciles: acquire when the lease is free or expired (optimistic
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it, so several replicas
+//! of a controller (virt-controller's) can run and exactly one reconciles: acquire when the lease is free or expired (optimistic
 //! concurrency on resourceVersion settles races), renew every retry period, and count leadership as lost when a renewal
 //! has not succeeded within the renew deadline. Releasing on shutdown lets a standby take over at once.
 
@@ -30,13 +30,14 @@ pub struct LeaderConfig {
 }
 
 impl LeaderConfig {
-    /// upstream's virt-controller settings (15 s lease, 10 s renew deadline, 2 s retry) for `identity`.
+    /// An election on Lease `namespace/name` for `identity`, with client-go's proportions (upstream virt-controller's
+    /// 15 s lease, 10 s renew deadline, 2 s retry when `lease_duration` is 15 s).
     #[must_use]
-    pub fn virt_controller(identity: &str, lease_duration: Duration) -> Self {
+    pub fn new(namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> Self {
         let d = lease_duration.max(Duration::from_secs(2));
         Self {
-            namespace: "kubevirt".into(),
-            name: "virt-controller".into(),
+            namespace: namespace.into(),
+            name: name.into(),
             identity: identity.into(),
             lease_duration: d,
             renew_deadline: d * 2 / 3,
