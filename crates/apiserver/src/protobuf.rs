@@ -1,10 +1,12 @@
-//! Protobuf request bodies: `kubectl create namespace|configmap|secret|serviceaccount|token` send
+//! Protobuf request bodies: `kubectl create namespace|configmap|secret|serviceaccount|token|service|role|
+//! rolebinding|clusterrole|clusterrolebinding` send
 //! `application/vnd.kubernetes.protobuf` (the `k8s\0` magic, then a `runtime.Unknown` envelope holding the typed
 //! message). The typed messages come from `k8s-pb`; this module turns the few kinds clients send into the JSON the
 //! rest of the server works with. Responses stay JSON (clients accept it).
 
 use base64::Engine as _;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message as _;
@@ -46,6 +48,106 @@ fn b64(map: std::collections::BTreeMap<String, Vec<u8>>) -> Value {
             .map(|(k, v)| (k, Value::String(e.encode(v))))
             .collect(),
     )
+}
+
+/// Puts `v` at `k` when it is set and not empty.
+fn put_str(m: &mut Map<String, Value>, k: &str, v: Option<String>) {
+    if let Some(v) = v.filter(|v| !v.is_empty()) {
+        m.insert(k.into(), Value::String(v));
+    }
+}
+
+/// `kubectl create service clusterip|nodeport|loadbalancer|externalname`.
+fn service(inner: &[u8]) -> Result<Value, ApiError> {
+    let svc = core::Service::decode(inner).map_err(bad)?;
+    let spec = svc.spec.unwrap_or_default();
+    let ports: Vec<Value> = spec
+        .ports
+        .into_iter()
+        .map(|p| {
+            let mut m = Map::new();
+            put_str(&mut m, "name", p.name);
+            put_str(&mut m, "protocol", p.protocol);
+            put_str(&mut m, "appProtocol", p.app_protocol);
+            if let Some(port) = p.port {
+                m.insert("port".into(), json!(port));
+            }
+            if let Some(t) = p.target_port {
+                // IntOrString: type 0 is the number, 1 the name.
+                let v = match t.r#type {
+                    Some(1) => json!(t.str_val.unwrap_or_default()),
+                    _ => json!(t.int_val.unwrap_or_default()),
+                };
+                m.insert("targetPort".into(), v);
+            }
+            if let Some(n) = p.node_port.filter(|n| *n != 0) {
+                m.insert("nodePort".into(), json!(n));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut out = Map::new();
+    if !ports.is_empty() {
+        out.insert("ports".into(), Value::Array(ports));
+    }
+    if !spec.selector.is_empty() {
+        out.insert("selector".into(), json!(spec.selector));
+    }
+    put_str(&mut out, "clusterIP", spec.cluster_ip);
+    if !spec.cluster_ips.is_empty() {
+        out.insert("clusterIPs".into(), json!(spec.cluster_ips));
+    }
+    put_str(&mut out, "type", spec.r#type);
+    put_str(&mut out, "externalName", spec.external_name);
+    put_str(&mut out, "sessionAffinity", spec.session_affinity);
+    put_str(&mut out, "externalTrafficPolicy", spec.external_traffic_policy);
+    if !spec.external_ips.is_empty() {
+        out.insert("externalIPs".into(), json!(spec.external_ips));
+    }
+    Ok(json!({"metadata": meta(svc.metadata), "spec": out}))
+}
+
+fn rules(rules: Vec<rbac::PolicyRule>) -> Value {
+    let list = |v: Vec<String>| (!v.is_empty()).then(|| json!(v));
+    Value::Array(
+        rules
+            .into_iter()
+            .map(|r| {
+                let mut m = Map::new();
+                for (k, v) in [
+                    ("verbs", Some(json!(r.verbs))),
+                    ("apiGroups", list(r.api_groups)),
+                    ("resources", list(r.resources)),
+                    ("resourceNames", list(r.resource_names)),
+                    ("nonResourceURLs", list(r.non_resource_ur_ls)),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                Value::Object(m)
+            })
+            .collect(),
+    )
+}
+
+fn binding(b: rbac::RoleBinding) -> Value {
+    let subjects: Vec<Value> = b
+        .subjects
+        .into_iter()
+        .map(|s| {
+            let mut m = Map::new();
+            put_str(&mut m, "kind", s.kind);
+            put_str(&mut m, "apiGroup", s.api_group);
+            put_str(&mut m, "name", s.name);
+            put_str(&mut m, "namespace", s.namespace);
+            Value::Object(m)
+        })
+        .collect();
+    let r = b.role_ref.unwrap_or_default();
+    json!({"metadata": meta(b.metadata), "subjects": subjects,
+        "roleRef": {"apiGroup": r.api_group.unwrap_or_default(), "kind": r.kind.unwrap_or_default(),
+            "name": r.name.unwrap_or_default()}})
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -130,9 +232,19 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             let sa = core::ServiceAccount::decode(inner.as_slice()).map_err(bad)?;
             json!({"metadata": meta(sa.metadata)})
         }
+        ("v1", "Service") => service(&inner)?,
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => {
+            // Role and ClusterRole share their wire shape (metadata 1, rules 2).
+            let r = rbac::Role::decode(inner.as_slice()).map_err(bad)?;
+            json!({"metadata": meta(r.metadata), "rules": rules(r.rules)})
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
+            let b = rbac::RoleBinding::decode(inner.as_slice()).map_err(bad)?;
+            binding(b)
+        }
         _ => {
             return Err(ApiError::unsupported_media(
-                "application/json, application/yaml, and application/vnd.kubernetes.protobuf for v1 Namespace, ConfigMap, Secret, ServiceAccount",
+                "application/json, application/yaml, and application/vnd.kubernetes.protobuf for v1 Namespace, ConfigMap, Secret, ServiceAccount, Service and rbac.authorization.k8s.io/v1 Role, ClusterRole, RoleBinding, ClusterRoleBinding",
             ));
         }
     };

@@ -87,6 +87,64 @@ fn kubectl_against_kvbox_server() {
         server.ok(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]),
         "czNjcmV0"
     );
+    server.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.type}/{.spec.ports[0].port}/{.spec.ports[0].targetPort}/{.spec.selector.app}"
+        ]),
+        "ClusterIP/80/8080/web"
+    );
+    server.ok(&["create", "service", "nodeport", "np", "--tcp=443:https"]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "svc",
+            "np",
+            "-o",
+            "jsonpath={.spec.type}/{.spec.ports[0].targetPort}"
+        ]),
+        "NodePort/https"
+    );
+    server.ok(&["create", "role", "reader", "--verb=get,list", "--resource=pods"]);
+    server.ok(&["create", "rolebinding", "reads", "--role=reader", "--user=alice"]);
+    server.ok(&[
+        "create",
+        "clusterrole",
+        "viewer",
+        "--verb=get",
+        "--resource=nodes",
+    ]);
+    server.ok(&[
+        "create",
+        "clusterrolebinding",
+        "views",
+        "--clusterrole=viewer",
+        "--group=devs",
+    ]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "rolebinding",
+            "reads",
+            "-o",
+            "jsonpath={.roleRef.name}/{.subjects[0].name}"
+        ]),
+        "reader/alice"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "clusterrole",
+            "viewer",
+            "-o",
+            "jsonpath={.rules[0].verbs[0]}/{.rules[0].resources[0]}"
+        ]),
+        "get/nodes"
+    );
     server.ok(&[
         "apply",
         "-f",
