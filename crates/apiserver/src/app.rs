@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::registry::{Registry, ResourceType};
 use crate::request::{Query, ResourcePath, Target, parse_path};
 use crate::status::ApiError;
-use crate::{crud, discovery, patch, watch};
+use crate::{crud, delete, discovery, patch, watch};
 
 /// Who is calling (set by the authentication layer; absent in unauthenticated test routers = admin).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,8 +276,8 @@ fn route_write(ctx: &Ctx, method: &Method, body: &Bytes) -> Result<Response, Api
         }
         (&Method::PUT, true, Some("scale")) => crate::scale::write(ctx, &body, false),
         (&Method::PATCH, true, Some("scale")) => crate::scale::write(ctx, &body, true),
-        (&Method::DELETE, true, None) => crud::delete(ctx, &body),
-        (&Method::DELETE, false, None) => crud::delete_collection(ctx, &body),
+        (&Method::DELETE, true, None) => delete::delete(ctx, &body),
+        (&Method::DELETE, false, None) => delete::delete_collection(ctx, &body),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -12,6 +12,7 @@ pub mod authz;
 pub mod availability;
 pub mod crud;
 pub mod defaults;
+pub mod delete;
 pub mod discovery;
 pub mod fields;
 pub mod gc;
