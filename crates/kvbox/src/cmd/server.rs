@@ -73,12 +73,7 @@ async fn ensure_kubevirt_cr(client: &kube::Client, emulation: bool, kvm: bool) -
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KVBOX_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kube_support::init_tracing("KVBOX_LOG");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
