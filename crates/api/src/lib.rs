@@ -17,4 +17,5 @@ pub mod expand;
 pub mod infer;
 pub mod quantity;
 pub mod selector;
+pub mod state;
 pub mod validate;

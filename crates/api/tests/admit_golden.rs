@@ -3,8 +3,6 @@
 //! Set `UPDATE_GOLDEN=1` to rewrite the files; then read every diff against upstream's rules before committing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::PathBuf;
 
 use kubevirt_api::admission::{Cluster, Outcome};
@@ -33,25 +31,25 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 /// A cluster with the gates upstream's example cluster enables, and `vmi-migratable` existing (for the migration).
 fn cluster() -> Cluster {
     let mut c = Cluster::default();
-    let gates = common::load_docs(
+    let gates = testing::load_docs(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubevirt-gates.yaml"),
     );
     for d in gates {
         c.record(&Object::from_value(d).unwrap());
     }
-    let dir = common::shared_dir().join("fixtures/upstream-examples");
-    for d in common::load_docs(&dir.join("vmi-migratable.yaml")) {
+    let dir = testing::shared_dir().join("fixtures/upstream-examples");
+    for d in testing::load_docs(&dir.join("vmi-migratable.yaml")) {
         c.record(&Object::from_value(d).unwrap());
     }
     c
 }
 
 fn admit_file(name: &str) -> String {
-    let path = common::shared_dir().join(format!("fixtures/upstream-examples/{name}.yaml"));
+    let path = testing::shared_dir().join(format!("fixtures/upstream-examples/{name}.yaml"));
     let mut cluster = cluster();
     let mut n = 0u32;
     let mut out = String::new();
-    for doc in common::load_docs(&path) {
+    for doc in testing::load_docs(&path) {
         let obj = Object::from_value(doc).unwrap();
         let mut ids = || {
             n += 1;
@@ -93,11 +91,11 @@ fn admitted_examples_match_golden_files() {
 fn every_upstream_example_is_admitted() {
     let mut cluster = cluster();
     let mut admitted = 0;
-    let mut files = common::example_files();
+    let mut files = testing::example_files();
     // kubectl apply order, with the migration's VMI created before the migration.
     files.sort_by_key(|p| p.file_name().is_some_and(|n| n == "migration-job.yaml"));
     for path in files {
-        for doc in common::load_docs(&path) {
+        for doc in testing::load_docs(&path) {
             let obj = Object::from_value(doc).unwrap();
             let mut ids = || uuid_stub();
             match cluster.admit(obj, now(), &mut ids) {
@@ -116,8 +114,8 @@ fn uuid_stub() -> String {
 #[test]
 fn vm_with_instancetype_and_preference_is_admitted_and_gets_preferred_defaults() {
     let mut cluster = cluster();
-    let dir = common::shared_dir().join("fixtures/upstream-examples");
-    for d in common::load_docs(&dir.join("csmall.yaml")) {
+    let dir = testing::shared_dir().join("fixtures/upstream-examples");
+    for d in testing::load_docs(&dir.join("csmall.yaml")) {
         cluster.record(&Object::from_value(d).unwrap());
     }
     let pref = serde_json::json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",

@@ -3,8 +3,6 @@
 //! never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use kubevirt_api::admission::Cluster;
 use kubevirt_api::object::Object;
 use serde_json::{Value, json};
@@ -59,9 +57,9 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
 #[test]
 fn mutated_examples_never_panic() {
     let mut r = Rng(0x2545_F491_4F6C_DD1D);
-    let docs: Vec<Value> = common::example_files()
+    let docs: Vec<Value> = testing::example_files()
         .iter()
-        .flat_map(|p| common::load_docs(p))
+        .flat_map(|p| testing::load_docs(p))
         .collect();
     let now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
         serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();

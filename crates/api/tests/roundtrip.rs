@@ -1,13 +1,11 @@
 //! Every upstream example manifest decodes into our types and encodes back to the same JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use kubevirt_api::Object;
 
 #[test]
 fn every_upstream_example_round_trips() {
-    let files = common::example_files();
+    let files = testing::example_files();
     assert!(
         files.len() >= 20,
         "expected the 20 upstream examples, found {}",
@@ -15,7 +13,7 @@ fn every_upstream_example_round_trips() {
     );
     let mut typed = 0;
     for path in files {
-        for doc in common::load_docs(&path) {
+        for doc in testing::load_docs(&path) {
             let obj = Object::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if !matches!(obj, Object::Other(_)) {
                 typed += 1;

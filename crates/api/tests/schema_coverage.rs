@@ -2,8 +2,6 @@
 //! and the checked-in CRD manifests are what the types generate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -80,7 +78,8 @@ impl Walk<'_> {
 
 #[test]
 fn crd_schemas_cover_every_upstream_field() {
-    let text = std::fs::read_to_string(common::shared_dir().join("reference/kubevirt-openapi.json")).unwrap();
+    let text =
+        std::fs::read_to_string(testing::shared_dir().join("reference/kubevirt-openapi.json")).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
     let defs = doc["definitions"].as_object().unwrap();
     let mut walk = Walk {
@@ -116,7 +115,7 @@ fn checked_in_crds_match_the_types() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, out).unwrap();
     }
-    let checked_in = common::load_docs(&file);
+    let checked_in = testing::load_docs(&file);
     assert_eq!(
         checked_in.len(),
         generated.len(),

@@ -14,26 +14,6 @@ pub mod replicaset;
 pub mod vm;
 pub mod vmi;
 
-/// The watch a controller's cache is filled from, without `managedFields` (a third of an object, and nothing a
-/// controller reads): the stream of objects to hand to `Controller::for_stream` with the store's reader.
-pub fn lean_watch<K>(
-    api: kube::Api<K>,
-    config: kube::runtime::watcher::Config,
-    writer: kube::runtime::reflector::store::Writer<K>,
-) -> impl futures_util::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    use kube::runtime::WatchStreamExt as _;
-    kube::runtime::reflector(writer, kube_support::lean_watch(api, config)).applied_objects()
-}
-
 /// The cluster configuration, read from the KubeVirt CR (upstream's defaults without one).
 pub async fn cluster_config(client: &kube::Client) -> kubevirt_api::config::ClusterConfig {
     let kvs: kube::Api<kubevirt_api::v1::KubeVirt> = kube::Api::all(client.clone());

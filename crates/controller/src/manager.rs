@@ -16,15 +16,9 @@ pub struct Settings {
 pub async fn run(client: kube::Client, settings: Settings) {
     let stop = Arc::new(tokio::sync::Notify::new());
     let vmi = crate::vmi::run(client.clone(), settings.launcher_image.clone());
-    let rs = crate::replicaset::run(Arc::new(crate::replicaset::Ctx {
-        client: client.clone(),
-    }));
-    let vm = crate::vm::run(Arc::new(crate::vm::Ctx {
-        client: client.clone(),
-    }));
-    let migrations = crate::migration::run(Arc::new(crate::migration::Ctx {
-        client: client.clone(),
-    }));
+    let rs = crate::replicaset::run(client.clone());
+    let vm = crate::vm::run(client.clone());
+    let migrations = crate::migration::run(client.clone());
     let nodes = crate::node::run(client, settings.node_heartbeat_timeout, stop);
     tokio::join!(vmi, rs, vm, migrations, nodes);
 }

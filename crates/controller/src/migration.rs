@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kubevirt_api::v1::{VirtualMachineInstance, VirtualMachineInstanceMigration};
 use serde_json::{Value, json};
@@ -16,32 +15,8 @@ use serde_json::{Value, json};
 /// The finalizer admission puts on every migration.
 pub const FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
 
-/// Why a reconcile failed (retried).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API refused or failed a call.
-    #[error("api: {0}")]
-    Api(#[from] kube::Error),
-}
-
-impl kube_support::ReconcileError for Error {
-    fn kube_error(&self) -> Option<&kube::Error> {
-        let Self::Api(e) = self;
-        Some(e)
-    }
-}
-
-/// Shared state.
-pub struct Ctx {
-    /// The API client.
-    pub client: kube::Client,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").finish_non_exhaustive()
-    }
-}
+/// Why a reconcile failed: only API calls fail it.
+type Error = kube_support::ApiError;
 
 /// What to do with a migration (pure: decided from the migration and its VMI).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,72 +120,70 @@ fn failed_status(m: &VirtualMachineInstanceMigration, reason: &str, aborted: boo
         "conditions": conditions, "migrationState": state}})
 }
 
-async fn reconcile(m: Arc<VirtualMachineInstanceMigration>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    use tracing::Instrument as _;
+async fn reconcile(
+    m: Arc<VirtualMachineInstanceMigration>,
+    client: Arc<kube::Client>,
+) -> Result<Action, Error> {
     let ns = m.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = m.metadata.name.clone().unwrap_or_default();
-    let span = tracing::info_span!("reconcile_migration", migration = %format!("{ns}/{name}"));
-    async move {
-        let migrations: Api<VirtualMachineInstanceMigration> = Api::namespaced(ctx.client.clone(), &ns);
-        let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
-        let vmi = match m.spec.vmi_name.as_deref().filter(|n| !n.is_empty()) {
-            Some(n) => vmis.get_opt(n).await?,
-            None => None,
-        };
-        match decide(&m, vmi.as_ref()) {
-            Decision::Nothing => {}
-            Decision::RemoveFinalizer => {
-                let keep: Vec<String> = m
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .filter(|f| *f != FINALIZER)
-                    .cloned()
-                    .collect();
-                // The resourceVersion makes a concurrent finalizer change a conflict, not a lost write.
-                // An emptied list is dropped, as a real API server stores it.
-                let keep = if keep.is_empty() { Value::Null } else { json!(keep) };
-                let patch =
-                    json!({"metadata": {"finalizers": keep, "resourceVersion": m.metadata.resource_version}});
-                match migrations
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Decision::Fail { reason, aborted } => {
-                tracing::warn!(%reason, "migration failed");
-                let patch = failed_status(&m, &reason, aborted);
-                match migrations
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+    let migrations: Api<VirtualMachineInstanceMigration> = Api::namespaced((*client).clone(), &ns);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced((*client).clone(), &ns);
+    let vmi = match m.spec.vmi_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(n) => vmis.get_opt(n).await?,
+        None => None,
+    };
+    match decide(&m, vmi.as_ref()) {
+        Decision::Nothing => {}
+        Decision::RemoveFinalizer => {
+            let keep: Vec<String> = m
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            // The resourceVersion makes a concurrent finalizer change a conflict, not a lost write.
+            // An emptied list is dropped, as a real API server stores it.
+            let keep = if keep.is_empty() { Value::Null } else { json!(keep) };
+            let patch =
+                json!({"metadata": {"finalizers": keep, "resourceVersion": m.metadata.resource_version}});
+            match migrations
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(Action::await_change())
+        Decision::Fail { reason, aborted } => {
+            tracing::warn!(%reason, "migration failed");
+            let patch = failed_status(&m, &reason, aborted);
+            match migrations
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
-    .instrument(span)
-    .await
+    Ok(Action::await_change())
 }
 
 /// Runs the migration controller until the stream ends.
-pub async fn run(ctx: Arc<Ctx>) {
-    let migrations: Api<VirtualMachineInstanceMigration> = Api::all(ctx.client.clone());
-    let (reader, writer) = kube::runtime::reflector::store();
-    Controller::for_stream(
-        crate::lean_watch(migrations, watcher::Config::default(), writer),
-        reader,
+pub async fn run(client: kube::Client) {
+    let migrations: Api<VirtualMachineInstanceMigration> = Api::all(client.clone());
+    let controller = kube_support::lean_controller(migrations, watcher::Config::default());
+    kube_support::run_controller(
+        "virt-controller-migration",
+        client.clone(),
+        controller,
+        reconcile,
+        Arc::new(client),
     )
-    .run(reconcile, kube_support::error_policy, ctx)
-    .for_each(|_| async {})
     .await;
 }
 

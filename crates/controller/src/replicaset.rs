@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kubevirt_api::v1::{VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 use serde_json::json;
@@ -31,19 +30,6 @@ impl kube_support::ReconcileError for Error {
             Self::Api(e) => Some(e),
             _ => None,
         }
-    }
-}
-
-/// Shared state.
-#[derive(Clone)]
-pub struct Ctx {
-    /// The API client.
-    pub client: kube::Client,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").finish_non_exhaustive()
     }
 }
 
@@ -97,24 +83,15 @@ pub fn victims(mut vmis: Vec<&VirtualMachineInstance>, excess: usize) -> Vec<Str
         .collect()
 }
 
-async fn reconcile(rs: Arc<VirtualMachineInstanceReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    use tracing::Instrument as _;
-    let span = tracing::info_span!(
-        "reconcile_vmirs",
-        vmirs = %format!("{}/{}", rs.metadata.namespace.as_deref().unwrap_or_default(), rs.metadata.name.as_deref().unwrap_or_default())
-    );
-    sync(rs, ctx).instrument(span).await
-}
-
-async fn sync(rs: Arc<VirtualMachineInstanceReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn sync(rs: Arc<VirtualMachineInstanceReplicaSet>, client: Arc<kube::Client>) -> Result<Action, Error> {
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = rs.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = rs.metadata.name.clone().unwrap_or_default();
     let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced((*client).clone(), &ns);
+    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::namespaced((*client).clone(), &ns);
     let mut owned = Vec::new();
     for v in vmis.list(&ListParams::default()).await?.items {
         let mine = v
@@ -182,17 +159,18 @@ async fn sync(rs: Arc<VirtualMachineInstanceReplicaSet>, ctx: Arc<Ctx>) -> Resul
 }
 
 /// Runs the replica-set controller until the stream ends.
-pub async fn run(ctx: Arc<Ctx>) {
-    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::all(ctx.client.clone());
-    let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    let (reader, writer) = kube::runtime::reflector::store();
-    Controller::for_stream(
-        crate::lean_watch(sets, watcher::Config::default(), writer),
-        reader,
+pub async fn run(client: kube::Client) {
+    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::all(client.clone());
+    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let controller = kube_support::lean_controller(sets, watcher::Config::default())
+        .owns(vmis, watcher::Config::default());
+    kube_support::run_controller(
+        "virt-controller-replicaset",
+        client.clone(),
+        controller,
+        sync,
+        Arc::new(client),
     )
-    .owns(vmis, watcher::Config::default())
-    .run(reconcile, kube_support::error_policy, ctx)
-    .for_each(|_| async {})
     .await;
 }
 

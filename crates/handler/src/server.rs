@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, UnixStream};
 
 use crate::certs::{self, CLIENT_CN};
 use crate::guestinfo;
-use crate::launcher::{Launcher, LauncherError};
 use crate::stream::{self, Sessions};
 use crate::vmi::Ctx;
+use launcher_protocol::{Command, Launcher, LauncherError, Screenshot};
 
 /// How long a guest agent or launcher call may take.
 const CALL: Duration = Duration::from_secs(10);
@@ -159,9 +159,9 @@ impl Endpoint {
             }))
     }
 
-    async fn command(&self, ns: &str, name: &str, command: &str) -> Reply {
+    async fn command(&self, ns: &str, name: &str, command: Command) -> Reply {
         let launcher = self.launcher(ns, name).await?;
-        launcher.call(json!(command), CALL).await?;
+        launcher.call(command, CALL).await?;
         Ok(StatusCode::OK.into_response())
     }
 
@@ -180,18 +180,21 @@ impl Endpoint {
             })?;
         let launcher = self.launcher(ns, name).await?;
         launcher
-            .call(json!({"Freeze": {"unfreezeTimeoutSeconds": timeout}}), CALL)
+            .call(
+                Command::Freeze {
+                    unfreeze_timeout_seconds: timeout,
+                },
+                CALL,
+            )
             .await?;
         Ok(StatusCode::OK.into_response())
     }
 
     async fn screenshot(&self, ns: &str, name: &str) -> Reply {
         let launcher = self.launcher(ns, name).await?;
-        let shot = launcher.call(json!("GetScreenshot"), CALL).await?;
-        let png = shot
-            .get("png")
-            .and_then(Value::as_str)
-            .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok())
+        let shot: Screenshot = launcher.request(Command::GetScreenshot, CALL).await?;
+        let png = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &shot.png)
+            .ok()
             .ok_or_else(|| {
                 Failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -204,26 +207,26 @@ impl Endpoint {
 
     async fn agent(&self, ns: &str, name: &str, what: &str) -> Reply {
         let launcher = self.launcher(ns, name).await?;
-        let call = |c: &'static str| {
+        let call = |c: Command| {
             let l = launcher.clone();
-            async move { l.call(json!(c), CALL).await }
+            async move { l.call(c, CALL).await }
         };
         let body = match what {
             "guestosinfo" => {
-                let info = call("GetGuestInfo").await?;
-                if info.get("agent").is_none_or(Value::is_null) {
+                let info = launcher.guest_info(CALL).await?;
+                if !info.agent_connected() {
                     return Err(Failure(
                         StatusCode::CONFLICT,
                         "Conflict",
                         format!("VMI {ns}/{name} has no guest agent connected"),
                     ));
                 }
-                let users = call("GetUsers").await.unwrap_or(Value::Null);
-                let fs = call("GetFilesystems").await.unwrap_or(Value::Null);
-                guestinfo::agent_info(&info, &users, &fs)
+                let users = call(Command::GetUsers).await.unwrap_or(Value::Null);
+                let fs = call(Command::GetFilesystems).await.unwrap_or(Value::Null);
+                guestinfo::agent_info(&serde_json::to_value(&info).unwrap_or_default(), &users, &fs)
             }
-            "userlist" => guestinfo::user_list(&call("GetUsers").await?),
-            _ => guestinfo::filesystem_list(&call("GetFilesystems").await?),
+            "userlist" => guestinfo::user_list(&call(Command::GetUsers).await?),
+            _ => guestinfo::filesystem_list(&call(Command::GetFilesystems).await?),
         };
         Ok(axum::Json(body).into_response())
     }
@@ -281,11 +284,11 @@ pub fn router(ep: Arc<Endpoint>) -> Router {
             ),
         );
     for (op, command) in [
-        ("pause", "Pause"),
-        ("unpause", "Unpause"),
-        ("softreboot", "SoftReboot"),
-        ("reset", "Reset"),
-        ("unfreeze", "Unfreeze"),
+        ("pause", Command::Pause),
+        ("unpause", Command::Unpause),
+        ("softreboot", Command::SoftReboot),
+        ("reset", Command::Reset),
+        ("unfreeze", Command::Unfreeze),
     ] {
         router = router.route(
             &r(op),

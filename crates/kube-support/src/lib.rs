@@ -1,10 +1,16 @@
-//! What every kubevirt-rs binary and loop needs from Kubernetes, with no KubeVirt knowledge in it (issue 12's
-//! runtime crate, first part): a client from a kubeconfig file or context (else `KUBECONFIG`, `~/.kube/config` or
-//! the in-cluster service account), the `main` prologue every binary shares (tracing to stderr, a multi-threaded
-//! runtime, upstream-style exit codes), the shutdown signal (SIGTERM or Ctrl-C), the lean watch every cache is
-//! filled from, the error policy every reconciler retries with, and leader election ([`leader`]).
+//! What every kubevirt-rs binary and loop needs from Kubernetes, with no KubeVirt knowledge in it: a client from a
+//! kubeconfig file or context (else `KUBECONFIG`, `~/.kube/config` or the in-cluster service account), the `main`
+//! prologue every binary shares (tracing to stderr, a multi-threaded runtime, upstream-style exit codes), the
+//! shutdown signal (SIGTERM or Ctrl-C), the lean watch every cache is filled from, how every reconciler runs
+//! ([`reconcile`]: spans, error policy, metrics), whole-set resync loops ([`resync`]), status written as merge patches of what changed ([`merge`]), and
+//! leader election ([`leader`]).
 
 pub mod leader;
+pub mod merge;
+pub mod reconcile;
+pub mod resync;
+
+pub use reconcile::{ApiError, ReconcileError, Retry, error_policy, lean_controller, run_controller};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -108,66 +114,6 @@ where
         .modify(|o| o.meta_mut().managed_fields = None)
 }
 
-/// How a failed reconcile is tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Someone else wrote the object meanwhile: read it again at once (well, in 100 ms).
-    Conflict,
-    /// Anything else — a refused or failed call, an object that cannot be acted on yet: again in two seconds.
-    Later,
-}
-
-impl Retry {
-    /// What a kube-rs call's failure calls for: 409 is a conflict, the rest waits.
-    #[must_use]
-    pub fn of(e: &kube::Error) -> Self {
-        match e {
-            kube::Error::Api(s) if s.code == 409 => Self::Conflict,
-            _ => Self::Later,
-        }
-    }
-
-    /// The requeue.
-    #[must_use]
-    pub fn action(self) -> kube::runtime::controller::Action {
-        let after = match self {
-            Self::Conflict => std::time::Duration::from_millis(100),
-            Self::Later => std::time::Duration::from_secs(2),
-        };
-        kube::runtime::controller::Action::requeue(after)
-    }
-}
-
-/// A reconciler's error: the API failure inside it, if any, decides how it is retried.
-pub trait ReconcileError: std::fmt::Display {
-    /// The kube-rs failure this error carries.
-    fn kube_error(&self) -> Option<&kube::Error>;
-}
-
-/// The error policy every reconciler hands to `Controller::run`: one warning naming the object, then the requeue
-/// its error calls for ([`Retry`]).
-pub fn error_policy<K, E, C>(
-    obj: std::sync::Arc<K>,
-    err: &E,
-    _ctx: std::sync::Arc<C>,
-) -> kube::runtime::controller::Action
-where
-    K: kube::Resource<DynamicType = ()>,
-    E: ReconcileError,
-{
-    let retry = err.kube_error().map_or(Retry::Later, Retry::of);
-    let meta = obj.meta();
-    tracing::warn!(
-        kind = %K::kind(&()),
-        namespace = meta.namespace.as_deref().unwrap_or_default(),
-        name = meta.name.as_deref().unwrap_or_default(),
-        error = %err,
-        ?retry,
-        "reconcile failed"
-    );
-    retry.action()
-}
-
 /// Returns once the process is asked to stop: SIGTERM or Ctrl-C (Ctrl-C only where SIGTERM cannot be watched).
 pub async fn shutdown_signal() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -216,6 +162,7 @@ current-context: first
         };
         assert_eq!(Retry::of(&api(409)), Retry::Conflict);
         assert_eq!(Retry::of(&api(500)), Retry::Later);
+        assert_eq!(ApiError(api(409)).retry(), Retry::Conflict);
         assert_eq!(
             Retry::Conflict.action(),
             kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(100))

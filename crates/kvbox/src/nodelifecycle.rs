@@ -84,11 +84,11 @@ fn retainted(node: &Node, now: &str) -> Option<Vec<serde_json::Value>> {
 pub(crate) async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
     let dirty = Arc::new(tokio::sync::Notify::new());
     let api = Api::<Node>::all(client);
-    let (nodes, task) = crate::services::mirror(api.clone(), dirty.clone());
+    let (nodes, task) = kube_support::resync::mirror(api.clone(), dirty.clone());
     loop {
         tokio::select! {
             () = stop.notified() => break,
-            () = crate::services::settle(&dirty) => {}
+            () = kube_support::resync::settle(&dirty) => {}
         }
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         for node in nodes.state() {

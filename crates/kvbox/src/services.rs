@@ -9,49 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube_support::resync::{mirror, settle};
 use serde_json::{Value, json};
-
-/// Mirrors `K` into a store; `dirty` is notified on every change.
-pub(crate) fn mirror<K>(
-    api: Api<K>,
-    dirty: Arc<tokio::sync::Notify>,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let task = tokio::spawn(async move {
-        // Without managedFields, as the controllers' caches (nothing here reads them).
-        let stream =
-            kube::runtime::reflector(writer, kube_support::lean_watch(api, watcher::Config::default()))
-                .touched_objects();
-        futures_util::pin_mut!(stream);
-        while stream.next().await.is_some() {
-            dirty.notify_one();
-        }
-    });
-    (reader, task)
-}
-
-/// Waits for a change (coalescing bursts), or a periodic resync.
-pub(crate) async fn settle(dirty: &tokio::sync::Notify) {
-    let _ = tokio::time::timeout(Duration::from_secs(30), dirty.notified()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
 
 fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
     let labels = pod.metadata.labels.as_ref();

@@ -24,7 +24,7 @@ pub(crate) async fn start(client: &kube::Client) -> anyhow::Result<tokio::task::
         .await
         .context("binding virt-api")?;
     let port = tcp.local_addr()?.port();
-    let app = virt_api::server::App::new(client.clone(), rh, NS);
+    let app = virt_api::app::App::new(client.clone(), rh, NS);
     let (cert, key) = (id.cert.clone(), id.key.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = virt_api::server::serve(tcp, app, &cert, &key).await {

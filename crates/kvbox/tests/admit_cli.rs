@@ -5,21 +5,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-fn shared() -> PathBuf {
-    if let Ok(d) = std::env::var("KUBEVIRT_RS_SHARED") {
-        return PathBuf::from(d);
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        for c in [dir.join("shared"), dir.join("../shared")] {
-            if c.join("fixtures").is_dir() {
-                return c;
-            }
-        }
-        assert!(dir.pop(), "no shared/ found");
-    }
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -49,7 +34,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn admits_every_upstream_example() {
-    let dir = shared().join("fixtures/upstream-examples");
+    let dir = testing::shared_dir().join("fixtures/upstream-examples");
     let gates = repo().join("crates/api/tests/fixtures/kubevirt-gates.yaml");
     let mut args = vec!["admit".to_string(), "-f".into(), gates.display().to_string()];
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -189,7 +174,7 @@ fn crds_output_is_the_checked_in_copy() {
 #[test]
 fn a_directory_is_read_in_name_order() {
     // kubectl's order puts migration-job.yaml before the VMI it migrates, so the migration is refused, as upstream does.
-    let dir = shared().join("fixtures/upstream-examples");
+    let dir = testing::shared_dir().join("fixtures/upstream-examples");
     let gates = repo().join("crates/api/tests/fixtures/kubevirt-gates.yaml");
     let out = kvbox(
         &[

@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn kubectl(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
     let mut cmd = Command::new("kubectl");
@@ -59,12 +59,8 @@ impl Drop for BoxServer {
     }
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    testing::eventually(what, Duration::from_secs(30), f);
 }
 
 const NODE: &str = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "NAME", "labels": {"kubevirt.io/schedulable": "true"}},

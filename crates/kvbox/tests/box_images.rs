@@ -49,11 +49,7 @@ fn kernel_boot_and_container_disks_come_from_container_images() {
     oci::layout(&pathed_layout, &[("images/custom.qcow2", &disk)]);
     import(&b, "quay.io/kubevirt-rs/test-guest-pathed:1", &pathed_layout);
 
-    let shared = std::env::var("KUBEVIRT_RS_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let example =
-        std::fs::read_to_string(shared.join("fixtures/upstream-examples/vmi-kernel-boot.yaml")).unwrap();
+    let example = std::fs::read_to_string(testing::examples().join("vmi-kernel-boot.yaml")).unwrap();
     b.kubectl_in(&["apply", "-f", "-"], Some(&example));
     let vm = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),

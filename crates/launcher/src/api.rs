@@ -1,14 +1,15 @@
-//! The command socket the node agent drives (`<runtime>/launcher.sock`): version 1 of a small protocol shaped like
-//! upstream's cmd.proto, as JSON lines. The server greets with `{"protocol":1,...}`; each request
-//! `{"id":N,"command":"Pause"}` (or `{"id":N,"command":{"Shutdown":{"gracePeriodSeconds":30}}}`) gets
-//! `{"id":N,"ok":true,"result":…}` or `{"id":N,"ok":false,"error":"…"}`; domain events arrive as `{"event":…}` lines.
+//! The command socket the node agent drives (`<runtime>/launcher.sock`), serving the protocol the
+//! `launcher-protocol` crate defines (shaped like upstream's cmd.proto, as JSON lines): the greeting, one response per
+//! request, and the VM's domain events.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use launcher_protocol::{
+    DomainInfo, EventLine, GuestInfo, Hello, QemuStatus, Request, Response, Screenshot, Synced,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixListener;
@@ -16,62 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::vm::Vm;
 
-/// Protocol version.
-pub const PROTOCOL: u32 = 1;
-
-/// A command from the node agent.
-#[derive(Clone, Debug, Deserialize)]
-pub enum Command {
-    /// Liveness.
-    Ping,
-    /// Converge on this VMI (the launcher started from it; a changed spec is reported, not applied).
-    Sync {
-        /// The VMI.
-        vmi: Box<kubevirt_api::v1::VirtualMachineInstance>,
-    },
-    /// Pause the vCPUs.
-    Pause,
-    /// Resume the vCPUs.
-    Unpause,
-    /// ACPI shutdown, then kill after the grace period.
-    Shutdown {
-        /// Seconds to wait for the guest.
-        #[serde(rename = "gracePeriodSeconds")]
-        grace_period_seconds: Option<u64>,
-    },
-    /// Stop QEMU now.
-    Kill,
-    /// Hard reset.
-    Reset,
-    /// Reboot through the guest agent.
-    SoftReboot,
-    /// The Domain, its state and QEMU's status.
-    GetDomain,
-    /// Guest agent: hostname, OS, agent version, timezone.
-    GetGuestInfo,
-    /// Guest agent: logged-in users.
-    GetUsers,
-    /// Guest agent: file systems.
-    GetFilesystems,
-    /// Guest agent: freeze the file systems (thawed again after `unfreezeTimeoutSeconds` unless sooner).
-    Freeze {
-        /// Seconds until an automatic thaw (0: none).
-        #[serde(rename = "unfreezeTimeoutSeconds", default)]
-        unfreeze_timeout_seconds: u64,
-    },
-    /// Guest agent: thaw the file systems.
-    Unfreeze,
-    /// The display as PNG (base64 in `png`).
-    GetScreenshot,
-    /// Guest agent: apply the agent-propagated access credentials (`{"succeeded", "message"}`, or `{"none": true}`).
-    SyncAccessCredentials,
-}
-
-#[derive(Deserialize)]
-struct Request {
-    id: u64,
-    command: Command,
-}
+pub use launcher_protocol::{Command, PROTOCOL};
 
 /// What a Sync compares against: the Domain a VMI would build.
 pub type Rebuild = Arc<
@@ -80,19 +26,49 @@ pub type Rebuild = Arc<
         + Sync,
 >;
 
+/// A VM the socket serves: the VM, what a Sync compares against, and the VMI's termination grace period.
+#[derive(Clone)]
+pub struct Running {
+    /// The VM.
+    pub vm: Arc<Vm>,
+    /// What a Sync compares against.
+    pub rebuild: Rebuild,
+    /// How long a graceful stop waits for the guest.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("vm", &self.vm)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts the VM of a first Sync.
 pub type Start = Arc<
     dyn Fn(
             kubevirt_api::v1::VirtualMachineInstance,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Arc<Vm>, Rebuild), String>> + Send>>
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Running, String>> + Send>>
         + Send
         + Sync,
 >;
 
+/// Where the socket's VM is.
+#[derive(Clone, Debug)]
+enum Serving {
+    /// Waiting for the first Sync.
+    Waiting,
+    /// It runs.
+    Running(Running),
+    /// The first Sync could not start it: why.
+    Failed(String),
+}
+
 /// What the socket serves: the VM once it runs, and how a first Sync starts it.
 pub struct Served {
-    running: tokio::sync::watch::Sender<Option<(Arc<Vm>, Rebuild)>>,
+    state: tokio::sync::watch::Sender<Serving>,
     start: Option<Start>,
     starting: tokio::sync::Mutex<()>,
 }
@@ -106,9 +82,9 @@ impl std::fmt::Debug for Served {
 impl Served {
     /// A socket for a VM that already runs.
     #[must_use]
-    pub fn running(vm: Arc<Vm>, rebuild: Rebuild) -> Arc<Self> {
+    pub fn running(running: Running) -> Arc<Self> {
         Arc::new(Self {
-            running: tokio::sync::watch::channel(Some((vm, rebuild))).0,
+            state: tokio::sync::watch::channel(Serving::Running(running)).0,
             start: None,
             starting: tokio::sync::Mutex::new(()),
         })
@@ -118,44 +94,66 @@ impl Served {
     #[must_use]
     pub fn waiting(start: Start) -> Arc<Self> {
         Arc::new(Self {
-            running: tokio::sync::watch::channel(None).0,
+            state: tokio::sync::watch::channel(Serving::Waiting).0,
             start: Some(start),
             starting: tokio::sync::Mutex::new(()),
         })
     }
 
-    fn current(&self) -> Option<(Arc<Vm>, Rebuild)> {
-        self.running.borrow().clone()
+    fn current(&self) -> Option<Running> {
+        match &*self.state.borrow() {
+            Serving::Running(r) => Some(r.clone()),
+            _ => None,
+        }
     }
 
-    /// Waits until a VM runs.
-    pub async fn vm(&self) -> Arc<Vm> {
-        let mut rx = self.running.subscribe();
-        loop {
-            if let Some((vm, _)) = rx.borrow_and_update().clone() {
-                return vm;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    /// Waits until the VM runs, or its start failed (why).
+    ///
+    /// # Errors
+    /// The first Sync could not start the VMI.
+    pub async fn started(&self) -> Result<Running, String> {
+        let mut rx = self.state.subscribe();
+        let state = rx
+            .wait_for(|s| !matches!(s, Serving::Waiting))
+            .await
+            .map(|s| s.clone());
+        match state {
+            Ok(Serving::Running(r)) => Ok(r),
+            Ok(Serving::Failed(why)) => Err(why),
+            _ => Err("the launcher is stopping".into()),
+        }
+    }
+
+    /// Waits until a VM runs (forever if none will).
+    async fn vm(&self) -> Arc<Vm> {
+        match self.started().await {
+            Ok(r) => r.vm,
+            Err(_) => std::future::pending().await,
         }
     }
 
     async fn dispatch(&self, cmd: Command) -> Result<Value, String> {
-        if let Some((vm, rebuild)) = self.current() {
-            return handle(&vm, &rebuild, cmd).await;
+        if let Some(r) = self.current() {
+            return handle(&r.vm, &r.rebuild, cmd).await;
         }
         match cmd {
             Command::Ping => Ok(json!("pong")),
             Command::Sync { vmi } => {
                 let _one = self.starting.lock().await;
-                if let Some((vm, rebuild)) = self.current() {
-                    return handle(&vm, &rebuild, Command::Sync { vmi }).await;
+                if let Some(r) = self.current() {
+                    return handle(&r.vm, &r.rebuild, Command::Sync { vmi }).await;
                 }
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
-                let (vm, rebuild) = start(*vmi).await?;
-                self.running.send_replace(Some((vm, rebuild)));
-                Ok(synced("started"))
+                match start(*vmi).await {
+                    Ok(running) => {
+                        self.state.send_replace(Serving::Running(running));
+                        Ok(synced("started"))
+                    }
+                    Err(why) => {
+                        self.state.send_replace(Serving::Failed(why.clone()));
+                        Err(why)
+                    }
+                }
             }
             _ => Err("no VM yet: send Sync first".into()),
         }
@@ -165,13 +163,16 @@ impl Served {
 /// A Sync's answer: what happened, and the pod's IP when the pod was given it (the downward API's `POD_IP`), so the
 /// handler need not look the pod up.
 fn synced(what: &str) -> Value {
-    let mut v = json!({"sync": what});
-    if let Ok(ip) = std::env::var("POD_IP")
-        && !ip.is_empty()
-    {
-        v["podIP"] = json!(ip);
-    }
-    v
+    let reply = Synced {
+        sync: what.to_string(),
+        pod_ip: std::env::var("POD_IP").ok().filter(|ip| !ip.is_empty()),
+    };
+    reply_value(&reply)
+}
+
+/// A typed reply as the JSON a response carries.
+fn reply_value<T: serde::Serialize>(reply: &T) -> Value {
+    serde_json::to_value(reply).unwrap_or(Value::Null)
 }
 
 async fn agent_call(vm: &Vm, cmd: &str) -> Result<Value, String> {
@@ -182,69 +183,17 @@ async fn agent_call(vm: &Vm, cmd: &str) -> Result<Value, String> {
     qga.execute(cmd, None).await.map_err(|e| e.to_string())
 }
 
+/// Runs one command against the running VM.
 async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, String> {
     let q = &vm.qmp;
+    let ack = |r: Result<(), qmp::QmpError>, said: &str| r.map(|()| json!(said)).map_err(|e| e.to_string());
     match cmd {
         Command::Ping => Ok(json!("pong")),
-        Command::Sync { vmi } => {
-            let want = rebuild(&vmi)?;
-            if want == vm.domain {
-                Ok(synced("in sync"))
-            } else {
-                let (a, b) = (
-                    serde_json::to_value(&vm.domain).unwrap_or_default(),
-                    serde_json::to_value(&want).unwrap_or_default(),
-                );
-                let changed: Vec<String> = a
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                Err(format!(
-                    "cannot be changed while running (restart the VM): {}",
-                    changed.join(", ")
-                ))
-            }
-        }
-        Command::Pause => q
-            .stop()
-            .await
-            .map(|()| json!("paused"))
-            .map_err(|e| e.to_string()),
-        Command::Unpause => q
-            .cont()
-            .await
-            .map(|()| json!("running"))
-            .map_err(|e| e.to_string()),
-        Command::Reset => q
-            .system_reset()
-            .await
-            .map(|()| json!("reset"))
-            .map_err(|e| e.to_string()),
-        Command::SoftReboot => {
-            // Through the guest agent when it can; otherwise (no agent, or the guest cannot reboot itself) over ACPI.
-            if let Ok(qga) = vm.agent().await {
-                // The agent does not answer a shutdown request; a timeout here is the normal case.
-                match qga
-                    .execute("guest-shutdown", Some(json!({"mode": "reboot"})))
-                    .await
-                {
-                    Ok(_) | Err(qmp::QmpError::Timeout(_) | qmp::QmpError::Closed) => {
-                        return Ok(json!("rebooting"));
-                    }
-                    Err(e) => tracing::info!(error = %e, "the guest agent could not reboot; using ACPI"),
-                }
-            }
-            if !vm.domain.features.acpi {
-                return Err("the VMI has neither a working guest agent nor ACPI".into());
-            }
-            vm.acpi_reboot()
-                .await
-                .map(|()| json!("rebooting (ACPI)"))
-                .map_err(|e| e.to_string())
-        }
+        Command::Sync { vmi } => sync(vm, rebuild, &vmi),
+        Command::Pause => ack(q.stop().await, "paused"),
+        Command::Unpause => ack(q.cont().await, "running"),
+        Command::Reset => ack(q.system_reset().await, "reset"),
+        Command::SoftReboot => soft_reboot(vm).await,
         Command::Shutdown { grace_period_seconds } => {
             let vm = vm.clone();
             let grace = Duration::from_secs(grace_period_seconds.unwrap_or(30));
@@ -261,60 +210,119 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
             });
             Ok(json!("killing"))
         }
-        Command::GetDomain => {
-            let status = q.query_status().await.ok();
-            Ok(json!({"domain": vm.domain, "state": vm.state(),
-                "status": status.map(|s| json!({"running": s.running, "status": s.status})),
-                "blocks": q.execute("query-block", None).await.ok(),
-                "cpus": q.execute("query-cpus-fast", None).await.ok()}))
-        }
-        Command::GetGuestInfo => {
-            let qga = vm
-                .agent()
-                .await
-                .map_err(|e| format!("guest agent not connected: {e}"))?;
-            let mut out = json!({});
-            for (key, cmd) in [
-                ("hostname", "guest-get-host-name"),
-                ("os", "guest-get-osinfo"),
-                ("agent", "guest-info"),
-                ("timezone", "guest-get-timezone"),
-            ] {
-                out[key] = qga.execute(cmd, None).await.unwrap_or(Value::Null);
-            }
-            Ok(out)
-        }
+        Command::GetDomain => Ok(reply_value(&domain_info(vm).await)),
+        Command::GetGuestInfo => guest_info(vm).await,
         Command::GetUsers => agent_call(vm, "guest-get-users").await,
         Command::Freeze {
             unfreeze_timeout_seconds,
-        } => {
-            let frozen = agent_call(vm, "guest-fsfreeze-freeze").await?;
-            if unfreeze_timeout_seconds > 0 {
-                let vm = vm.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(unfreeze_timeout_seconds)).await;
-                    let _ = agent_call(&vm, "guest-fsfreeze-thaw").await;
-                });
-            }
-            Ok(frozen)
-        }
+        } => freeze(vm, unfreeze_timeout_seconds).await,
         Command::Unfreeze => agent_call(vm, "guest-fsfreeze-thaw").await,
-        Command::GetScreenshot => {
-            let file = vm.paths.qmp.with_file_name("screenshot.png");
-            let _ = std::fs::remove_file(&file);
-            q.execute(
-                "screendump",
-                Some(json!({"filename": file.display().to_string(), "format": "png"})),
-            )
-            .await
-            .map_err(|e| format!("screendump: {e}"))?;
-            let png = std::fs::read(&file).map_err(|e| format!("reading the screenshot: {e}"));
-            let _ = std::fs::remove_file(&file);
-            Ok(json!({"png": base64::engine::general_purpose::STANDARD.encode(png?)}))
-        }
+        Command::GetScreenshot => screenshot(vm).await,
         Command::GetFilesystems => agent_call(vm, "guest-get-fsinfo").await,
-        Command::SyncAccessCredentials => Ok(crate::credentials::sync(vm).await),
+        Command::SyncAccessCredentials => Ok(reply_value(&crate::credentials::sync(vm).await)),
     }
+}
+
+/// A later Sync: the VMI must still build the Domain that runs (a changed spec is reported, not applied).
+fn sync(vm: &Vm, rebuild: &Rebuild, vmi: &kubevirt_api::v1::VirtualMachineInstance) -> Result<Value, String> {
+    let want = rebuild(vmi)?;
+    if want == vm.domain {
+        return Ok(synced("in sync"));
+    }
+    let (a, b) = (reply_value(&vm.domain), reply_value(&want));
+    let changed: Vec<String> = a
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    Err(format!(
+        "cannot be changed while running (restart the VM): {}",
+        changed.join(", ")
+    ))
+}
+
+/// Through the guest agent when it can; otherwise (no agent, or the guest cannot reboot itself) over ACPI.
+async fn soft_reboot(vm: &Vm) -> Result<Value, String> {
+    if let Ok(qga) = vm.agent().await {
+        // The agent does not answer a shutdown request; a timeout here is the normal case.
+        match qga
+            .execute("guest-shutdown", Some(json!({"mode": "reboot"})))
+            .await
+        {
+            Ok(_) | Err(qmp::QmpError::Timeout(_) | qmp::QmpError::Closed) => return Ok(json!("rebooting")),
+            Err(e) => tracing::info!(error = %e, "the guest agent could not reboot; using ACPI"),
+        }
+    }
+    if !vm.domain.features.acpi {
+        return Err("the VMI has neither a working guest agent nor ACPI".into());
+    }
+    vm.acpi_reboot().await.map(|()| json!("rebooting (ACPI)"))
+}
+
+async fn domain_info(vm: &Vm) -> DomainInfo {
+    let q = &vm.qmp;
+    let status = q.query_status().await.ok();
+    DomainInfo {
+        domain: reply_value(&vm.domain),
+        state: vm.state(),
+        status: status.map(|s| QemuStatus {
+            running: s.running,
+            status: s.status,
+        }),
+        blocks: q.execute("query-block", None).await.ok(),
+        cpus: q.execute("query-cpus-fast", None).await.ok(),
+    }
+}
+
+async fn guest_info(vm: &Vm) -> Result<Value, String> {
+    let qga = vm
+        .agent()
+        .await
+        .map_err(|e| format!("guest agent not connected: {e}"))?;
+    let info = GuestInfo {
+        hostname: qga.execute("guest-get-host-name", None).await.ok(),
+        os: qga.execute("guest-get-osinfo", None).await.ok(),
+        agent: qga.execute("guest-info", None).await.ok(),
+        timezone: qga.execute("guest-get-timezone", None).await.ok(),
+    };
+    Ok(reply_value(&info))
+}
+
+/// Freezes the guest's file systems, thawing them again after `unfreeze_timeout_seconds` (0: only on request).
+async fn freeze(vm: &Arc<Vm>, unfreeze_timeout_seconds: u64) -> Result<Value, String> {
+    let frozen = agent_call(vm, "guest-fsfreeze-freeze").await?;
+    if unfreeze_timeout_seconds > 0 {
+        let vm = vm.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(unfreeze_timeout_seconds)).await;
+            let _ = agent_call(&vm, "guest-fsfreeze-thaw").await;
+        });
+    }
+    Ok(frozen)
+}
+
+async fn screenshot(vm: &Vm) -> Result<Value, String> {
+    let file = vm.paths.qmp.with_file_name("screenshot.png");
+    let _ = std::fs::remove_file(&file);
+    vm.qmp
+        .execute(
+            "screendump",
+            Some(json!({"filename": file.display().to_string(), "format": "png"})),
+        )
+        .await
+        .map_err(|e| format!("screendump: {e}"))?;
+    let png = std::fs::read(&file).map_err(|e| format!("reading the screenshot: {e}"));
+    let _ = std::fs::remove_file(&file);
+    Ok(reply_value(&Screenshot {
+        png: base64::engine::general_purpose::STANDARD.encode(png?),
+    }))
+}
+
+/// One line of the protocol.
+fn frame<T: serde::Serialize>(msg: &T) -> String {
+    format!("{}\n", serde_json::to_string(msg).unwrap_or_default())
 }
 
 /// Serves the command socket at `path` until the process exits.
@@ -337,29 +345,29 @@ pub fn serve(path: &Path, served: Arc<Served>) -> std::io::Result<()> {
                         }
                     }
                 });
-                let name = served.current().map(|(vm, _)| vm.domain.name.clone());
-                let hello = json!({"protocol": PROTOCOL, "launcher": "kubevirt-rs", "domain": name});
-                let _ = tx.send(format!("{hello}\n")).await;
+                let hello = Hello {
+                    protocol: PROTOCOL,
+                    launcher: "kubevirt-rs".into(),
+                    domain: served.current().map(|r| r.vm.domain.name.clone()),
+                };
+                let _ = tx.send(frame(&hello)).await;
                 let etx = tx.clone();
                 let events_of = served.clone();
                 let forward = tokio::spawn(async move {
                     let mut events = events_of.vm().await.events.subscribe();
-                    while let Ok(ev) = events.recv().await {
-                        if etx.send(format!("{}\n", json!({"event": ev}))).await.is_err() {
+                    while let Ok(event) = events.recv().await {
+                        if etx.send(frame(&EventLine { event })).await.is_err() {
                             return;
                         }
                     }
                 });
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => match served.dispatch(req.command).await {
-                            Ok(result) => json!({"id": req.id, "ok": true, "result": result}),
-                            Err(error) => json!({"id": req.id, "ok": false, "error": error}),
-                        },
-                        Err(e) => json!({"id": null, "ok": false, "error": format!("bad request: {e}")}),
+                    let response = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => Response::to(Some(req.id), served.dispatch(req.command).await),
+                        Err(e) => Response::to(None, Err(format!("bad request: {e}"))),
                     };
-                    if tx.send(format!("{reply}\n")).await.is_err() {
+                    if tx.send(frame(&response)).await.is_err() {
                         break;
                     }
                 }

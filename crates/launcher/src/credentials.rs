@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use launcher_domain::credentials::AgentCredential;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::vm::Vm;
+use launcher_protocol::AccessCredentials;
 
 /// The files of a Secret directory (not the kubelet's `..` entries, not directories), by name.
 pub(crate) fn secret_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
@@ -69,18 +70,18 @@ fn wanted(creds: &[AgentCredential]) -> Result<Wanted, String> {
     Ok((keys, passwords))
 }
 
-/// Applies `vm`'s agent credentials; `{"succeeded": bool, "message": …}`, or `{"none": true}` without any.
-pub async fn sync(vm: &Vm) -> Value {
-    let creds = vm.credentials();
+/// Applies `vm`'s agent credentials: whether they all were (or why not), or that there are none.
+pub async fn sync(vm: &Vm) -> AccessCredentials {
+    let creds = &vm.credentials;
     if creds.is_empty() {
-        return json!({"none": true});
+        return AccessCredentials::Nothing { none: true };
     }
-    let report = |ok: bool, message: String| json!({"succeeded": ok, "message": message});
+    let report = |succeeded: bool, message: String| AccessCredentials::Applied { succeeded, message };
     let qga = match vm.agent().await {
         Ok(q) if q.execute("guest-ping", None).await.is_ok() => q,
         _ => return report(false, "Guest agent is offline".into()),
     };
-    let (keys, passwords) = match wanted(&creds) {
+    let (keys, passwords) = match wanted(creds) {
         Ok(w) => w,
         Err(e) => return report(false, e),
     };

@@ -238,7 +238,7 @@ async fn start_vm(
     vmi: &VirtualMachineInstance,
     facts: &NodeFacts,
     sources: &Sources,
-) -> anyhow::Result<(Arc<vm::Vm>, api::Rebuild)> {
+) -> anyhow::Result<api::Running> {
     let runtime = &facts.runtime_dir;
     let all_sources = sources.for_vmi(vmi);
     let plan = launcher_domain::volumes::plan(vmi, runtime, &all_sources)?;
@@ -256,15 +256,18 @@ async fn start_vm(
             volumes.insert(p.name.clone(), prepare::prepare(p)?);
         }
         let domain = launcher_domain::build(vmi, facts, &volumes)?;
-        let vm = vm::Vm::start(domain, runtime, now_unix()).await?;
-        vm.set_credentials(credentials);
+        let vm = vm::Vm::start(domain, runtime, now_unix(), credentials).await?;
         let rebuild: api::Rebuild = {
             let (facts, volumes) = (facts.clone(), volumes.clone());
             Arc::new(move |v: &VirtualMachineInstance| {
                 launcher_domain::build(v, &facts, &volumes).map_err(|e| e.to_string())
             })
         };
-        anyhow::Ok((vm, rebuild))
+        anyhow::Ok(api::Running {
+            vm,
+            rebuild,
+            grace: grace_of(vmi),
+        })
     }
     .await;
     if started.is_err() {
@@ -302,68 +305,48 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let grace = Arc::new(std::sync::Mutex::new(Duration::from_secs(30)));
-    let start_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let served = match &vmi {
-        Some(vmi) => {
-            let (vm, rebuild) = start_vm(vmi, &facts, &sources).await?;
-            if let Ok(mut g) = grace.lock() {
-                *g = grace_of(vmi);
-            }
-            api::Served::running(vm, rebuild)
-        }
+        Some(vmi) => api::Served::running(start_vm(vmi, &facts, &sources).await?),
         None => {
             std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
-            let (grace, failed) = (grace.clone(), start_failed.clone());
             let start: api::Start = Arc::new(move |vmi: VirtualMachineInstance| {
-                let (facts, sources, grace, failed) =
-                    (facts.clone(), sources.clone(), grace.clone(), failed.clone());
+                let (facts, sources) = (facts.clone(), sources.clone());
                 Box::pin(async move {
-                    let started = start_vm(&vmi, &facts, &sources).await.map_err(|e| {
-                        let msg = format!("{e:#}");
-                        if let Ok(mut f) = failed.lock() {
-                            *f = Some(msg.clone());
-                        }
-                        failed_notify().notify_one();
-                        msg
-                    })?;
-                    if let Ok(mut g) = grace.lock() {
-                        *g = grace_of(&vmi);
-                    }
-                    Ok(started)
+                    start_vm(&vmi, &facts, &sources)
+                        .await
+                        .map_err(|e| format!("{e:#}"))
                 })
             });
             api::Served::waiting(start)
         }
     };
-    let sock = runtime.join("launcher.sock");
+    let sock = launcher_protocol::socket(&runtime);
     api::serve(&sock, served.clone()).with_context(|| format!("serving {}", sock.display()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let vm = tokio::select! {
-        vm = served.vm() => vm,
-        () = failed_notify().notified() => {
-            // A VMI that cannot start ends its launcher (exit 2) once the agent has its answer, as a failed
-            // container would: the pod fails and the VM's crash-loop backoff takes over.
-            let why = start_failed.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
-            eprintln!("virt-launcher: the VMI could not be started: {why}");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let end = vm::DomainState::Crashed(format!("failed to start: {why}"));
-            if let Ok(text) = serde_json::to_string(&end) {
-                let _ = std::fs::write(runtime.join("final-state.json"), text);
+    let running = tokio::select! {
+        started = served.started() => match started {
+            Ok(running) => running,
+            Err(why) => {
+                // A VMI that cannot start ends its launcher (exit 2) once the agent has its answer, as a failed
+                // container would: the pod fails and the VM's crash-loop backoff takes over.
+                eprintln!("virt-launcher: the VMI could not be started: {why}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let end = vm::DomainState::Crashed(format!("failed to start: {why}"));
+                let _ = launcher_protocol::write_final_state(&runtime, &end);
+                cleanup(&runtime);
+                return Ok(ExitCode::from(2));
             }
-            cleanup(&runtime);
-            return Ok(ExitCode::from(2));
-        }
+        },
         _ = tokio::signal::ctrl_c() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
         _ = term.recv() => { cleanup(&runtime); return Ok(ExitCode::SUCCESS); }
     };
+    let (vm, grace) = (running.vm, running.grace);
     eprintln!(
         "virt-launcher: {} {:?}; runtime {}",
         vm.domain.name,
         vm.state(),
         runtime.display()
     );
-    let grace = grace.lock().map(|g| *g).unwrap_or(Duration::from_secs(30));
     let stop = {
         let vm = vm.clone();
         async move {
@@ -382,20 +365,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     eprintln!("virt-launcher: {} {:?}", vm.domain.name, end);
     // The node agent reads how the domain ended even if it was not connected when it did.
-    if let Ok(text) = serde_json::to_string(&end) {
-        let _ = std::fs::write(runtime.join("final-state.json"), text);
-    }
+    let _ = launcher_protocol::write_final_state(&runtime, &end);
     cleanup(&runtime);
     Ok(match end {
         vm::DomainState::Shutoff(_) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
-}
-
-/// Signalled when the first Sync could not start the VMI.
-fn failed_notify() -> &'static tokio::sync::Notify {
-    static FAILED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
-    FAILED.get_or_init(tokio::sync::Notify::new)
 }
 
 /// Removes what the launcher made (overlays, ISOs, sockets); keeps the logs.
@@ -408,7 +383,7 @@ fn cleanup(runtime: &Path) {
         "serial.sock",
         "vnc.sock",
         "qga.sock",
-        "launcher.sock",
+        launcher_protocol::SOCKET,
         "efi-vars.fd",
     ] {
         let _ = std::fs::remove_file(runtime.join(f));

@@ -1,5 +1,8 @@
-//! One running VM: QEMU as a child (dies with the launcher: parent-death signal), its QMP connection, and the
-//! domain state QMP events drive. The launcher exits when QEMU does.
+//! One running VM: QEMU as a child (dies with the launcher: parent-death signal), owned by one task — the VM's
+//! actor, as Firecracker's VMM thread owns its VM — that alone changes the domain's state: from QMP events, from
+//! QEMU's exit, and from the requests ([`Vm::shutdown`], [`Vm::kill`], [`Vm::acpi_reboot`]) the handle sends it.
+//! Everyone else holds the [`Vm`] handle: the domain, the state to watch, the events, read-only QMP queries and the
+//! guest agent. The launcher exits when QEMU does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,8 +11,7 @@ use std::time::Duration;
 use launcher_domain::{Domain, FirmwareKind};
 use launcher_qemu::Paths;
 use qmp::{Qga, Qmp};
-use serde::Serialize;
-use tokio::sync::{Mutex, broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// Why QEMU could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -31,48 +33,38 @@ pub enum LaunchError {
     Qemu(String),
 }
 
-/// Where the domain is in its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "reason")]
-pub enum DomainState {
-    /// vCPUs run.
-    Running,
-    /// vCPUs stopped (paused by a user, or started paused).
-    Paused,
-    /// An ACPI shutdown was requested; waiting for the guest.
-    ShuttingDown,
-    /// The guest powered off (or was stopped by the launcher): the VMI Succeeded.
-    Shutoff(String),
-    /// QEMU died or the guest panicked: the VMI Failed.
-    Crashed(String),
-}
+use launcher_domain::credentials::AgentCredential;
+pub use launcher_protocol::DomainState;
+use launcher_protocol::Event;
 
-impl DomainState {
-    /// Whether QEMU is gone or going for good.
-    #[must_use]
-    pub fn is_final(&self) -> bool {
-        matches!(self, Self::Shutoff(_) | Self::Crashed(_))
-    }
-}
-
-/// A running VM.
+/// A running VM: the handle to its actor.
 #[derive(Debug)]
 pub struct Vm {
     /// What it runs.
     pub domain: Domain,
     /// Its sockets.
     pub paths: Paths,
-    /// The QMP connection.
+    /// The QMP connection, for queries that change nothing (status, blocks, screendumps, pause and resume, whose
+    /// state changes come back as events the actor follows).
     pub qmp: Qmp,
-    state: watch::Sender<DomainState>,
     /// Domain events for the node agent's notify stream.
-    pub events: broadcast::Sender<serde_json::Value>,
-    pid: u32,
-    shutdown: Mutex<()>,
-    /// The next guest shutdown is a reboot (an ACPI soft reboot, as libvirt fakes it: reset instead of stopping).
-    reboot_on_shutdown: std::sync::atomic::AtomicBool,
+    pub events: broadcast::Sender<Event>,
     /// Credentials the guest agent propagates.
-    credentials: std::sync::Mutex<Vec<launcher_domain::credentials::AgentCredential>>,
+    pub credentials: Vec<AgentCredential>,
+    requests: mpsc::Sender<Request>,
+    state: watch::Receiver<DomainState>,
+    exited: watch::Receiver<bool>,
+}
+
+/// What the handle asks of the actor.
+#[derive(Debug)]
+enum Request {
+    /// ACPI power button; after `grace`, a hard stop.
+    Shutdown(Duration),
+    /// Stop QEMU now, with this reason.
+    Kill(String),
+    /// The next guest shutdown is a reboot; the power button now. Answers whether the button was pressed.
+    AcpiReboot(oneshot::Sender<Result<(), String>>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
@@ -89,11 +81,17 @@ fn tail(path: &Path) -> String {
 }
 
 impl Vm {
-    /// Starts QEMU for `domain` with sockets under `runtime_dir` and waits for its monitor.
+    /// Starts QEMU for `domain` with sockets under `runtime_dir`, waits for its monitor, and hands QEMU to the VM's
+    /// actor. `credentials`: what the guest agent propagates.
     ///
     /// # Errors
     /// [`LaunchError`]; QEMU is not left running.
-    pub async fn start(domain: Domain, runtime_dir: &Path, now_unix: i64) -> Result<Arc<Self>, LaunchError> {
+    pub async fn start(
+        domain: Domain,
+        runtime_dir: &Path,
+        now_unix: i64,
+        credentials: Vec<AgentCredential>,
+    ) -> Result<Arc<Self>, LaunchError> {
         let cmd = launcher_qemu::render(&domain, runtime_dir, now_unix).map_err(LaunchError::Render)?;
         let paths = Paths::under(runtime_dir);
         if let FirmwareKind::Efi {
@@ -153,34 +151,31 @@ impl Vm {
         } else {
             DomainState::Running
         };
-        let (state, _) = watch::channel(initial.clone());
+        let (state_tx, state) = watch::channel(initial.clone());
+        let (exited_tx, exited) = watch::channel(false);
         let (events, _) = broadcast::channel(256);
-        let vm = Arc::new(Self {
+        let (requests, inbox) = mpsc::channel(16);
+        let actor = Actor {
+            qmp: qmp.clone(),
+            pid,
+            log: log_path,
+            state: state_tx,
+            events: events.clone(),
+            reboot_on_shutdown: false,
+            shutdown: None,
+        };
+        actor.emit(&initial, "started");
+        tokio::spawn(actor.run(child, inbox, exited_tx));
+        Ok(Arc::new(Self {
             domain,
             paths,
             qmp,
-            state,
             events,
-            pid,
-            shutdown: Mutex::new(()),
-            reboot_on_shutdown: std::sync::atomic::AtomicBool::new(false),
-            credentials: std::sync::Mutex::new(Vec::new()),
-        });
-        vm.emit(&initial, "started");
-        tokio::spawn(Self::follow_events(vm.clone()));
-        tokio::spawn(Self::reap(vm.clone(), child, log_path));
-        Ok(vm)
-    }
-
-    fn emit(&self, state: &DomainState, event: &str) {
-        let _ = self
-            .events
-            .send(serde_json::json!({"event": event, "domain": state}));
-    }
-
-    fn set(&self, s: DomainState, event: &str) {
-        self.emit(&s, event);
-        self.state.send_replace(s);
+            credentials,
+            requests,
+            state,
+            exited,
+        }))
     }
 
     /// The current state.
@@ -189,160 +184,35 @@ impl Vm {
         self.state.borrow().clone()
     }
 
-    /// Waits until the domain is final (QEMU gone) and returns that state.
+    /// Waits until QEMU is gone and returns the state it ended in.
     pub async fn wait(&self) -> DomainState {
-        let mut rx = self.state.subscribe();
-        loop {
-            let s = rx.borrow_and_update().clone();
-            if s.is_final() && !self.alive() {
-                return s;
-            }
-            if rx.changed().await.is_err() {
-                return self.state();
-            }
-        }
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(|gone| *gone).await;
+        self.state()
     }
 
-    /// Whether the QEMU process still exists.
-    #[must_use]
-    pub fn alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists() && !self.reaped()
+    /// ACPI power button, then a hard stop if the guest is still up after `grace` (asked once; a second request
+    /// while one runs changes nothing).
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.requests.send(Request::Shutdown(grace)).await;
     }
 
-    fn reaped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
-            .unwrap_or(true)
-    }
-
-    async fn follow_events(vm: Arc<Self>) {
-        let mut rx = vm.qmp.events();
-        while let Ok(ev) = rx.recv().await {
-            tracing::info!(event = %ev.name, data = %ev.data, "qemu event");
-            let cur = vm.state();
-            match ev.name.as_str() {
-                "STOP" if !cur.is_final() && cur != DomainState::ShuttingDown => {
-                    vm.set(DomainState::Paused, "STOP")
-                }
-                "RESUME" if !cur.is_final() => vm.set(DomainState::Running, "RESUME"),
-                "SHUTDOWN" if cur.is_final() => vm.emit(&cur, "SHUTDOWN"),
-                "SHUTDOWN"
-                    if vm
-                        .reboot_on_shutdown
-                        .swap(false, std::sync::atomic::Ordering::SeqCst) =>
-                {
-                    // -no-shutdown stopped the machine: start it over instead.
-                    let reset = vm.qmp.system_reset().await;
-                    let cont = vm.qmp.cont().await;
-                    tracing::info!(reset = ?reset.err(), cont = ?cont.err(), "soft reboot");
-                    vm.emit(&cur, "REBOOT");
-                }
-                "SHUTDOWN" => {
-                    let guest = ev
-                        .data
-                        .get("guest")
-                        .and_then(serde_json::Value::as_bool)
-                        .unwrap_or(true);
-                    let reason = ev
-                        .data
-                        .get("reason")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("shutdown");
-                    vm.set(
-                        DomainState::Shutoff(format!(
-                            "{} ({reason})",
-                            if guest {
-                                "guest shut down"
-                            } else {
-                                "host shut down"
-                            }
-                        )),
-                        "SHUTDOWN",
-                    );
-                    // -no-shutdown kept QEMU alive; it is done now.
-                    let _ = vm.qmp.quit().await;
-                }
-                "GUEST_PANICKED" => {
-                    vm.set(DomainState::Crashed("guest panicked".into()), "GUEST_PANICKED");
-                    let _ = vm.qmp.quit().await;
-                }
-                other => vm.emit(&cur, other),
-            }
-        }
-    }
-
-    async fn reap(vm: Arc<Self>, mut child: tokio::process::Child, log: PathBuf) {
-        let status = child.wait().await;
-        let cur = vm.state();
-        if !cur.is_final() {
-            let how = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            vm.set(
-                DomainState::Crashed(format!("qemu exited unexpectedly ({how}): {}", tail(&log))),
-                "QEMU_EXITED",
-            );
-        } else {
-            vm.state.send_modify(|_| {});
-        }
+    /// Stops QEMU now.
+    pub async fn kill(&self, reason: &str) {
+        let _ = self.requests.send(Request::Kill(reason.to_string())).await;
     }
 
     /// A soft reboot over ACPI: the power button, and the guest's shutdown turned into a reset.
     ///
     /// # Errors
-    /// QMP refused the power button.
-    pub async fn acpi_reboot(&self) -> Result<(), qmp::QmpError> {
-        self.reboot_on_shutdown
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.qmp.system_powerdown().await
-    }
-
-    /// ACPI power button, then a hard stop if the guest is still up after `grace`.
-    pub async fn shutdown(&self, grace: Duration) {
-        let _g = self.shutdown.lock().await;
-        if self.state().is_final() {
-            return;
-        }
-        self.set(DomainState::ShuttingDown, "SHUTDOWN_REQUESTED");
-        if self.qmp.system_powerdown().await.is_ok() {
-            let mut rx = self.state.subscribe();
-            let done = tokio::time::timeout(grace, async {
-                // A guest still booting misses a press: press again every few seconds.
-                let mut again = tokio::time::interval(Duration::from_secs(5));
-                again.tick().await;
-                while !rx.borrow_and_update().is_final() {
-                    tokio::select! {
-                        changed = rx.changed() => if changed.is_err() { return },
-                        _ = again.tick() => { let _ = self.qmp.system_powerdown().await; }
-                    }
-                }
-            })
-            .await;
-            if done.is_ok() {
-                return;
-            }
-        }
-        self.kill(&format!("killed after the {}s grace period", grace.as_secs()))
-            .await;
-    }
-
-    /// Stops QEMU now.
-    pub async fn kill(&self, reason: &str) {
-        if !self.state().is_final() {
-            self.set(DomainState::Shutoff(reason.to_string()), "KILLED");
-        }
-        if tokio::time::timeout(Duration::from_secs(2), self.qmp.quit())
+    /// QMP refused the power button, or QEMU is gone.
+    pub async fn acpi_reboot(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::AcpiReboot(tx))
             .await
-            .is_err()
-            || self.alive()
-        {
-            let pid = i32::try_from(self.pid).unwrap_or(0);
-            if pid > 0 {
-                // SAFETY: kill(2) on our own child's pid; no memory is involved.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
+            .map_err(|_| "the VM is gone".to_string())?;
+        rx.await.map_err(|_| "the VM is gone".to_string())?
     }
 
     /// Connects to the guest agent (fails fast when none answers).
@@ -352,17 +222,190 @@ impl Vm {
     pub async fn agent(&self) -> Result<Qga, qmp::QmpError> {
         Qga::connect(&self.paths.qga, Duration::from_secs(3)).await
     }
+}
 
-    /// Sets the credentials the guest agent propagates.
-    pub fn set_credentials(&self, creds: Vec<launcher_domain::credentials::AgentCredential>) {
-        if let Ok(mut c) = self.credentials.lock() {
-            *c = creds;
+/// A shutdown under way: when the guest's time is up.
+#[derive(Debug)]
+struct Shutdown {
+    deadline: tokio::time::Instant,
+    grace: Duration,
+}
+
+/// The task that owns QEMU and the domain's state.
+struct Actor {
+    qmp: Qmp,
+    pid: u32,
+    log: PathBuf,
+    state: watch::Sender<DomainState>,
+    events: broadcast::Sender<Event>,
+    /// The next guest shutdown is a reboot (an ACPI soft reboot, as libvirt fakes it: reset instead of stopping).
+    reboot_on_shutdown: bool,
+    shutdown: Option<Shutdown>,
+}
+
+impl Actor {
+    /// Follows QEMU until it exits: requests, QMP events, the shutdown's timers, the process's end.
+    async fn run(
+        mut self,
+        mut child: tokio::process::Child,
+        mut inbox: mpsc::Receiver<Request>,
+        exited: watch::Sender<bool>,
+    ) {
+        let mut qmp_events = self.qmp.events();
+        // A guest still booting misses a press of the power button: press again every few seconds.
+        let mut press = tokio::time::interval(Duration::from_secs(5));
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        loop {
+            let deadline = self.shutdown.as_ref().map_or(far, |s| s.deadline);
+            let shutting_down = self.shutdown.is_some() && !self.current().is_final();
+            tokio::select! {
+                status = child.wait() => {
+                    self.exited(status);
+                    break;
+                }
+                Some(request) = inbox.recv() => self.handle(request, &mut press).await,
+                event = qmp_events.recv() => match event {
+                    Ok(ev) => self.on_event(ev).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // The monitor is gone; QEMU's exit follows.
+                    Err(broadcast::error::RecvError::Closed) => qmp_events = broadcast::channel(1).1,
+                },
+                () = tokio::time::sleep_until(deadline), if shutting_down => {
+                    let grace = self.shutdown.as_ref().map_or(0, |s| s.grace.as_secs());
+                    self.kill(&format!("killed after the {grace}s grace period")).await;
+                }
+                _ = press.tick(), if shutting_down => {
+                    let _ = self.qmp.system_powerdown().await;
+                }
+            }
+        }
+        exited.send_replace(true);
+    }
+
+    fn current(&self) -> DomainState {
+        self.state.borrow().clone()
+    }
+
+    fn emit(&self, state: &DomainState, event: &str) {
+        let _ = self.events.send(Event {
+            event: event.to_string(),
+            domain: state.clone(),
+        });
+    }
+
+    fn set(&self, s: DomainState, event: &str) {
+        self.emit(&s, event);
+        self.state.send_replace(s);
+    }
+
+    async fn handle(&mut self, request: Request, press: &mut tokio::time::Interval) {
+        match request {
+            Request::Shutdown(grace) => {
+                if self.current().is_final() || self.shutdown.is_some() {
+                    return;
+                }
+                self.set(DomainState::ShuttingDown, "SHUTDOWN_REQUESTED");
+                if self.qmp.system_powerdown().await.is_ok() {
+                    self.shutdown = Some(Shutdown {
+                        deadline: tokio::time::Instant::now() + grace,
+                        grace,
+                    });
+                    press.reset();
+                } else {
+                    self.kill(&format!("killed after the {}s grace period", grace.as_secs()))
+                        .await;
+                }
+            }
+            Request::Kill(reason) => self.kill(&reason).await,
+            Request::AcpiReboot(reply) => {
+                self.reboot_on_shutdown = true;
+                let pressed = self.qmp.system_powerdown().await.map_err(|e| e.to_string());
+                let _ = reply.send(pressed);
+            }
         }
     }
 
-    /// The credentials the guest agent propagates.
-    #[must_use]
-    pub fn credentials(&self) -> Vec<launcher_domain::credentials::AgentCredential> {
-        self.credentials.lock().map(|c| c.clone()).unwrap_or_default()
+    async fn on_event(&mut self, ev: qmp::Event) {
+        tracing::info!(event = %ev.name, data = %ev.data, "qemu event");
+        let cur = self.current();
+        match ev.name.as_str() {
+            "STOP" if !cur.is_final() && cur != DomainState::ShuttingDown => {
+                self.set(DomainState::Paused, "STOP")
+            }
+            "RESUME" if !cur.is_final() => self.set(DomainState::Running, "RESUME"),
+            "SHUTDOWN" if cur.is_final() => self.emit(&cur, "SHUTDOWN"),
+            "SHUTDOWN" if std::mem::take(&mut self.reboot_on_shutdown) => {
+                // -no-shutdown stopped the machine: start it over instead.
+                let reset = self.qmp.system_reset().await;
+                let cont = self.qmp.cont().await;
+                tracing::info!(reset = ?reset.err(), cont = ?cont.err(), "soft reboot");
+                self.emit(&cur, "REBOOT");
+            }
+            "SHUTDOWN" => {
+                let guest = ev
+                    .data
+                    .get("guest")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(true);
+                let reason = ev
+                    .data
+                    .get("reason")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("shutdown");
+                let who = if guest {
+                    "guest shut down"
+                } else {
+                    "host shut down"
+                };
+                self.set(DomainState::Shutoff(format!("{who} ({reason})")), "SHUTDOWN");
+                // -no-shutdown kept QEMU alive; it is done now.
+                let _ = self.qmp.quit().await;
+            }
+            "GUEST_PANICKED" => {
+                self.set(DomainState::Crashed("guest panicked".into()), "GUEST_PANICKED");
+                let _ = self.qmp.quit().await;
+            }
+            other => self.emit(&cur, other),
+        }
+    }
+
+    /// Stops QEMU now: `quit`, and SIGKILL when it does not answer in time.
+    async fn kill(&mut self, reason: &str) {
+        if !self.current().is_final() {
+            self.set(DomainState::Shutoff(reason.to_string()), "KILLED");
+        }
+        let quit = tokio::time::timeout(Duration::from_secs(2), self.qmp.quit()).await;
+        if !matches!(quit, Ok(Ok(()))) || self.alive() {
+            self.sigkill();
+        }
+    }
+
+    /// Whether the QEMU process still runs (exists, and is not a zombie waiting to be reaped).
+    fn alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|r| !r.starts_with('Z')))
+    }
+
+    fn sigkill(&self) {
+        let pid = i32::try_from(self.pid).unwrap_or(0);
+        if pid > 0 {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped (the actor reaps it); no memory is involved.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// QEMU exited: a domain that had not ended crashed.
+    fn exited(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        if !self.current().is_final() {
+            let how = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            self.set(
+                DomainState::Crashed(format!("qemu exited unexpectedly ({how}): {}", tail(&self.log))),
+                "QEMU_EXITED",
+            );
+        }
+        self.shutdown = None;
     }
 }

@@ -81,8 +81,10 @@ impl Proc {
 
 /// How a launcher that was not our child ended: 0 when its guest shut down, 1 otherwise.
 fn code_from_final_state(runtime: &Path) -> i32 {
-    let state = std::fs::read_to_string(runtime.join("final-state.json")).unwrap_or_default();
-    if state.contains("\"Shutoff\"") { 0 } else { 1 }
+    match launcher_protocol::final_state(runtime) {
+        Some(launcher_protocol::DomainState::Shutoff(_)) => 0,
+        _ => 1,
+    }
 }
 
 struct Pctx {
@@ -536,7 +538,7 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
             crate::volumes::refresh(&ctx.rt.client, p, &ctx.dir).await;
         }
         if let Some(p) = &pod {
-            let now_ready = rec.runtime_dir.join("launcher.sock").exists();
+            let now_ready = launcher_protocol::socket(&rec.runtime_dir).exists();
             if !reported || now_ready != ready {
                 ready = now_ready;
                 reported = true;

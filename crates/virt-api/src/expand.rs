@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use kube::api::Api;
 use kubevirt_api::v1::VirtualMachine;
 
-use crate::server::App;
+use crate::app::App;
 use crate::status::{Failure, Reply};
 
 /// Expands `vm`; `failure` turns an error into the route's status (500 for a stored VM, 400 for a posted one).

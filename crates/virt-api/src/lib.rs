@@ -6,8 +6,9 @@
 //! themselves ([`portforward`]); volume hotplug requests are recorded on
 //! the VM or VMI ([`volumes`]); `virtctl expand` gets a VM with its instancetype expanded ([`expand`]). For a cluster's kube-apiserver it also serves KubeVirt's admission
 //! webhooks ([`webhooks`]). Errors are Kubernetes `Status` objects in upstream's words
-//! ([`status`]); [`server`] puts it together.
+//! ([`status`]); [`server`] puts it together around the [`app`] every handler shares.
 
+pub mod app;
 pub mod authn;
 pub mod authz;
 pub mod expand;

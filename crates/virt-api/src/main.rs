@@ -48,7 +48,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let rh = virt_api::authn::RequestHeader::load(&client).await?;
-    let app = virt_api::server::App::new(client, rh, &args.namespace);
+    let app = virt_api::app::App::new(client, rh, &args.namespace);
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

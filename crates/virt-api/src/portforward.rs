@@ -13,7 +13,7 @@ use kube::api::Api;
 use kubevirt_api::v1::{VirtualMachine, VirtualMachineInstance};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::server::App;
+use crate::app::App;
 use crate::status::{Failure, Reply};
 use crate::vmi::{condition, get};
 

@@ -12,58 +12,14 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use handler::client::HandlerClient;
 use handler::tls::Peer;
 use serde_json::{Value, json};
 
-use crate::authn::RequestHeader;
+use crate::app::App;
 use crate::status::{Failure, Reply};
 
 /// The versions served.
 pub const VERSIONS: &[&str] = &["v1", "v1alpha3"];
-
-/// What every request needs.
-pub struct App {
-    /// The Kubernetes API.
-    pub client: kube::Client,
-    /// Whom to believe about callers.
-    pub request_header: RequestHeader,
-    /// The install namespace (the handler client certificate is there).
-    pub namespace: String,
-    handler: tokio::sync::OnceCell<HandlerClient>,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
-    }
-}
-
-impl App {
-    /// virt-api over `client`, trusting `request_header`, with the handler client certificate from `namespace`.
-    #[must_use]
-    pub fn new(client: kube::Client, request_header: RequestHeader, namespace: &str) -> Arc<Self> {
-        Arc::new(Self {
-            client,
-            request_header,
-            namespace: namespace.to_string(),
-            handler: tokio::sync::OnceCell::new(),
-        })
-    }
-
-    /// The client for handler endpoints (its certificate read once).
-    ///
-    /// # Errors
-    /// 500 when the certificate cannot be read.
-    pub async fn handler(&self) -> Result<&HandlerClient, Failure> {
-        self.handler
-            .get_or_try_init(|| HandlerClient::from_cluster(&self.client, &self.namespace))
-            .await
-            .map_err(|e| Failure::internal(format!("the handler client certificate: {e}")))
-    }
-}
 
 /// Subresources listed in discovery (upstream's list, less what is not served here yet).
 const RESOURCES: &[&str] = &[

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
 
-use crate::server::App;
+use crate::app::App;
 use crate::status::{Failure, Reply};
 use crate::vmi::{get, handler_of, phase};
 

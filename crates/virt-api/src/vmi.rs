@@ -6,7 +6,7 @@
 use kube::api::Api;
 use kubevirt_api::v1::{PauseOptions, UnpauseOptions, VirtualMachine, VirtualMachineInstance};
 
-use crate::server::App;
+use crate::app::App;
 use crate::status::{Failure, Reply, ok};
 
 const VMI: &str = "virtualmachineinstance";

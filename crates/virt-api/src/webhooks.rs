@@ -15,7 +15,7 @@ use kubevirt_api::admission::{Cluster, Outcome};
 use kubevirt_api::object::Object;
 use serde_json::{Value, json};
 
-use crate::server::App;
+use crate::app::App;
 
 /// What a webhook path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

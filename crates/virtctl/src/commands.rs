@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 use crate::client::Cluster;
 use crate::{Cli, Command, Kind};
 
-/// Why a command failed (printed as it is).
-pub(crate) type Failure = String;
+use crate::error::Failure;
 
 fn dry(d: bool) -> Value {
     if d {

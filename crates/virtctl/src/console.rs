@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Cluster;
-use crate::commands::Failure;
+use crate::error::Failure;
 
 /// Ctrl+] (and what terminals send for Ctrl+5).
 const ESCAPE: u8 = 0x1d;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::client::Cluster;
-use crate::commands::Failure;
+use crate::error::Failure;
 
 /// Arguments of `virtctl expand`.
 #[derive(Debug, clap::Args)]

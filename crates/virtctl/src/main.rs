@@ -6,7 +6,7 @@ mod client;
 mod commands;
 mod console;
 mod create;
-mod create_volumes;
+mod error;
 mod expand;
 mod portforward;
 mod ssh;

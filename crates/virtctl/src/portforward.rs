@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Cluster, Stream};
-use crate::commands::Failure;
+use crate::error::Failure;
 
 /// `port-forward`'s arguments.
 #[derive(Debug, clap::Args)]

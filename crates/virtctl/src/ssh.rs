@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::commands::Failure;
+use crate::error::Failure;
 use crate::portforward::parse_target;
 
 /// Flags `ssh` and `scp` share.

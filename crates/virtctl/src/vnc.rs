@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Cluster;
-use crate::commands::Failure;
+use crate::error::Failure;
 
 /// `virtctl vnc NAME` and `virtctl vnc screenshot NAME --file F`.
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::client::{CallError, Cluster};
-use crate::commands::Failure;
+use crate::error::Failure;
 
 const RETRIES: u32 = 15;
 const CONCURRENT: &str = "the server rejected our request due to an error in our request";

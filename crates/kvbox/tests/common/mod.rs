@@ -1,4 +1,4 @@
-//! Test helpers: starting `kvbox server` as a child process, and finding the shared upstream examples.
+//! Test helpers: starting `kvbox server` as a child process (the rest comes from the `testing` crate).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,9 +7,9 @@
     unreachable_pub
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starts `kvbox server` on `listen` with `dir` as its data dir and waits for its kubeconfig.
 pub fn start_server(dir: &Path, listen: &str) -> Child {
@@ -26,29 +26,13 @@ pub fn start_server_with(dir: &Path, listen: &str, extra: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir.join("kubeconfig.yaml").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "kvbox server did not write its kubeconfig"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    testing::eventually("kvbox server's kubeconfig", Duration::from_secs(30), || {
+        dir.join("kubeconfig.yaml").exists()
+    });
     child
 }
 
-/// `shared/fixtures/upstream-examples` beside the checkout.
-pub fn examples() -> PathBuf {
-    if let Ok(d) = std::env::var("KUBEVIRT_RS_SHARED") {
-        return PathBuf::from(d).join("fixtures/upstream-examples");
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        for c in [dir.join("shared"), dir.join("../shared")] {
-            if c.join("fixtures").is_dir() {
-                return c.join("fixtures/upstream-examples");
-            }
-        }
-        assert!(dir.pop(), "no shared/ found");
-    }
+/// `shared/fixtures/upstream-examples`.
+pub fn examples() -> std::path::PathBuf {
+    testing::examples()
 }

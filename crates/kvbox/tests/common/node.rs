@@ -35,12 +35,8 @@ pub(crate) fn test_disk() -> PathBuf {
     dir.join("disk.qcow2")
 }
 
-pub(crate) fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+pub(crate) fn eventually(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    testing::eventually(what, Duration::from_secs(secs), f);
 }
 
 impl NodeBox {
@@ -137,27 +133,8 @@ impl NodeBox {
     }
 
     pub(crate) fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        use std::io::Write as _;
-        let home = self.dir().join("home");
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", self.dir().join("kubeconfig.yaml"))
-            .env("HOME", home)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = testing::Kubectl::new(&self.dir().join("kubeconfig.yaml")).try_run(args, stdin);
+        (out.ok, out.stdout, out.stderr)
     }
 
     /// `kubectl get KIND NAME -o jsonpath=PATH`, empty when absent.
@@ -207,6 +184,25 @@ pub(crate) fn qemu_pid_in(data_dir: &Path, uid: &str) -> Option<u32> {
         let exe = cmd.split('\0').next().unwrap_or_default();
         (exe.ends_with("qemu-system-x86_64") && cmd.contains(&marker)).then_some(pid)
     })
+}
+
+impl NodeBox {
+    /// What a failed test needs to be understood from CI's output alone: the objects and the server log's tail.
+    fn post_mortem(&self) {
+        if self.child.is_some() {
+            let (_, out, err) = self.try_kubectl(&["get", "vms,vmis,pods", "-A", "-o", "wide"], None);
+            eprintln!("--- post mortem: objects ---\n{out}{err}");
+            let (_, out, _) = self.try_kubectl(
+                &["get", "vmis", "-A", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.status.conditions}{\"\\n\"}{end}"],
+                None,
+            );
+            eprintln!("--- post mortem: VMI conditions ---\n{out}");
+        }
+        let log = std::fs::read_to_string(self.dir().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+        eprintln!("--- post mortem: last 150 lines of server.log ---\n{tail}");
+    }
 }
 
 /// Kills what a node with `data_dir` left running (launchers, QEMUs), its pods' namespaces and `bridge`.
@@ -289,6 +285,9 @@ pub(crate) fn import_test_guest(data_dir: &Path) {
 
 impl Drop for NodeBox {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.post_mortem();
+        }
         self.kill9();
         // Launchers outlive the server by design: stop the ones this box started.
         cleanup_node(self.tmp.path(), &self.bridge);

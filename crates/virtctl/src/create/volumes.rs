@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::commands::Failure;
-use crate::create::{Builder, VmArgs, dns_label, flag_err, params, push, random_suffix, split_prefixed};
+use super::builder::{Builder, VmArgs, dns_label, flag_err, params, push, random_suffix, split_prefixed};
+use crate::error::Failure;
 
 const CD: &str = "volume-containerdisk";
 const PVC: &str = "volume-pvc";

@@ -1,0 +1,216 @@
+//! The VMI reconciler (virt-controller's part of a VMI's life): creates the launcher pod, moves the phase
+//! Pending → Scheduling → Scheduled (node name and the `kubevirt.io/nodeName` label once the pod is bound and
+//! Ready), fails the VMI when its pod fails or vanishes, copies the pod's PodScheduled condition, and on deletion
+//! removes the launcher pod, then the `kubevirt.io/foregroundDeleteVirtualMachine` finalizer.
+//! From Scheduled on, the node's handler owns the phase.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::watcher;
+use kubevirt_api::v1::VirtualMachineInstance;
+use serde_json::json;
+
+use crate::pod::{RenderConfig, render};
+
+pub mod decide;
+#[cfg(test)]
+mod tests;
+
+pub use decide::FINALIZER;
+use decide::{Decision, Teardown};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::state::VmiPhase;
+
+/// Why a reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or failed a call.
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+    /// The VMI cannot be rendered into a pod.
+    #[error("rendering the launcher pod: {0}")]
+    Render(#[from] crate::pod::RenderError),
+}
+
+impl kube_support::ReconcileError for Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        match self {
+            Self::Api(e) => Some(e),
+            Self::Render(_) => None,
+        }
+    }
+
+    /// A VMI that cannot be rendered into a pod stays so (its spec does not change): upstream's FailedCreate event.
+    fn permanent(&self) -> Option<&'static str> {
+        matches!(self, Self::Render(_)).then_some("FailedCreate")
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Ctx {
+    /// The API client.
+    pub client: kube::Client,
+    /// The launcher image.
+    pub launcher_image: String,
+    /// Launcher pods as last seen by a watch: a reconcile reads them here, never lists.
+    pub pods: kube::runtime::reflector::Store<Pod>,
+    /// Pods this controller created that the watch has not shown yet, by VMI uid (upstream's "expectations"): while
+    /// one is expected no second pod is made. An expectation older than [`EXPECTATION`] is checked by listing.
+    expected: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+/// How long a created pod may take to show in the watch before the controller looks for it with a list.
+const EXPECTATION: Duration = Duration::from_secs(30);
+
+impl Ctx {
+    fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.expected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("launcher_image", &self.launcher_image)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // The pod cache must hold the initial list before "no pod" can mean no pod.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ns = vmi.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    let uid = vmi.metadata.uid.clone().unwrap_or_default();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Observe: the pods this VMI created.
+    let Some(owned) = owned_pods(&ctx, &pods, &ns, &uid).await? else {
+        // Created, not in the watch yet: wait for its event.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    if vmi.metadata.deletion_timestamp.is_some() {
+        return match decide::teardown(&vmi, &owned) {
+            Teardown::DeletePods(names) => {
+                for n in names {
+                    let _ = pods.delete(&n, &DeleteParams::default()).await;
+                }
+                Ok(Action::requeue(Duration::from_secs(1)))
+            }
+            Teardown::Wait => Ok(Action::requeue(Duration::from_secs(1))),
+            Teardown::Release(rest) => {
+                let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": vmi.metadata.resource_version}});
+                vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                Ok(Action::await_change())
+            }
+            Teardown::Done => Ok(Action::await_change()),
+        };
+    }
+    let pod = owned.iter().find(|p| p.metadata.deletion_timestamp.is_none());
+    let now = jiff::Timestamp::now();
+    let finished = pod.and_then(|p| decide::finished_for(p, now));
+    match decide::decide(&vmi, pod, finished, &Time(now)) {
+        Decision::Wait if VmiPhase::of(&vmi).is_final() => return Ok(Action::await_change()),
+        Decision::Wait => {}
+        Decision::RecheckSoon => return Ok(Action::requeue(Duration::from_secs(2))),
+        Decision::CreatePod => {
+            let cfg = RenderConfig {
+                launcher_image: ctx.launcher_image.clone(),
+                use_emulation: crate::cluster_config(&ctx.client).await.use_emulation(),
+            };
+            let rendered = render(&vmi, &cfg)?;
+            pods.create(&PostParams::default(), &rendered).await?;
+            let mut expected = ctx.expected();
+            expected.retain(|_, t| t.elapsed() < 2 * EXPECTATION);
+            expected.insert(uid.clone(), Instant::now());
+            tracing::info!("created the launcher pod");
+        }
+        Decision::Status(status, node) => {
+            let old = vmi.status.clone().unwrap_or_default();
+            if let Some(patch) = kube_support::merge::diff_of(&old, &*status) {
+                vmis.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": patch})),
+                )
+                .await?;
+            }
+            if let Some(node) = node {
+                let label = json!({"metadata": {"labels": {"kubevirt.io/nodeName": node}}});
+                vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+                    .await?;
+            }
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// The pods the VMI with `uid` created, from the watch's cache; `None` while a pod this controller created has not
+/// shown in the watch yet. An expectation overdue by [`EXPECTATION`] is checked with a list.
+async fn owned_pods(ctx: &Ctx, pods: &Api<Pod>, ns: &str, uid: &str) -> Result<Option<Vec<Pod>>, Error> {
+    let cached: Vec<Pod> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubevirt.io/created-by"))
+                    .map(String::as_str)
+                    == Some(uid)
+        })
+        .map(|p| (**p).clone())
+        .collect();
+    let expected_since = ctx.expected().get(uid).copied();
+    Ok(match (cached.is_empty(), expected_since) {
+        (false, _) => {
+            ctx.expected().remove(uid);
+            Some(cached)
+        }
+        (true, Some(t)) if t.elapsed() < EXPECTATION => None,
+        // Long overdue: see for ourselves.
+        (true, Some(_)) => {
+            ctx.expected().remove(uid);
+            let selector = format!("kubevirt.io/created-by={uid}");
+            Some(pods.list(&ListParams::default().labels(&selector)).await?.items)
+        }
+        (true, None) => Some(cached),
+    })
+}
+
+/// Runs the VMI controller until the stream ends. Pod events reach it through the same watch that fills
+/// [`Ctx::pods`], so a reconcile never sees a cache older than the event that triggered it.
+pub async fn run(client: kube::Client, launcher_image: String) {
+    use kube::runtime::WatchStreamExt as _;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let pods: Api<Pod> = Api::all(client.clone());
+    let pod_events = kube::runtime::reflector(
+        writer,
+        kube_support::lean_watch(
+            pods,
+            watcher::Config::default().labels("kubevirt.io=virt-launcher"),
+        ),
+    )
+    .touched_objects();
+    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let controller = kube_support::lean_controller(vmis, watcher::Config::default()).owns_stream(pod_events);
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        launcher_image,
+        pods: reader,
+        expected: std::sync::Mutex::default(),
+    });
+    kube_support::run_controller("virt-controller-vmi", client, controller, sync, ctx).await;
+}

@@ -1,0 +1,240 @@
+//! The VMI status the handler reports, as pure functions of the VMI and what its launcher said: Running once the
+//! domain started, Synchronized=False when it could not, Succeeded or Failed when the domain ended, the Paused
+//! condition, AgentConnected with `guestOSInfo`, and AccessCredentialsSynchronized. Each returns the VMI's whole
+//! status as it should be, or `None` when nothing changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::state::{self, Condition as _, ConditionType, VmiPhase};
+use kubevirt_api::v1::{
+    Machine, VirtualMachineInstance, VirtualMachineInstanceCondition, VirtualMachineInstanceGuestOSInfo,
+    VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceStatus,
+};
+use launcher_protocol::{AccessCredentials, DomainState, GuestInfo};
+
+/// What the guest agent said when asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Agent {
+    /// Not asked (a paused guest cannot answer).
+    NotAsked,
+    /// No agent answered.
+    Absent,
+    /// An agent answered.
+    Present(Box<GuestInfo>),
+}
+
+fn current(vmi: &VirtualMachineInstance) -> VirtualMachineInstanceStatus {
+    vmi.status.clone().unwrap_or_default()
+}
+
+fn conditions_of(st: &mut VirtualMachineInstanceStatus) -> Vec<VirtualMachineInstanceCondition> {
+    st.conditions.take().unwrap_or_default()
+}
+
+/// `status` unless it is what the VMI has.
+fn changed(
+    vmi: &VirtualMachineInstance,
+    status: VirtualMachineInstanceStatus,
+) -> Option<VirtualMachineInstanceStatus> {
+    (vmi.status.as_ref() != Some(&status)).then_some(status)
+}
+
+fn move_to(st: &mut VirtualMachineInstanceStatus, to: VmiPhase, now: &Time) {
+    st.phase = Some(to.as_str().into());
+    st.phase_transition_timestamps = Some(state::with_transition(
+        st.phase_transition_timestamps.as_deref(),
+        to,
+        now,
+    ));
+}
+
+/// The domain started: Running and Ready, the pod's IP on the pod network's interface, the machine type.
+#[must_use]
+pub fn started(
+    vmi: &VirtualMachineInstance,
+    pod_ip: Option<&str>,
+    now: &Time,
+) -> VirtualMachineInstanceStatus {
+    let mut st = current(vmi);
+    move_to(&mut st, VmiPhase::Running, now);
+    st.interfaces = Some(interfaces(vmi, pod_ip));
+    let mut conditions = conditions_of(&mut st);
+    state::set(
+        &mut conditions,
+        VirtualMachineInstanceCondition::new(ConditionType::Ready, "True"),
+        now,
+    );
+    state::remove(&mut conditions, ConditionType::Synchronized);
+    st.conditions = Some(conditions);
+    let machine = vmi.spec.domain.machine.as_ref().and_then(|m| m.r#type.clone());
+    st.machine = Some(Machine {
+        r#type: Some(machine.unwrap_or_else(|| "q35".into())),
+    });
+    st.migration_method = Some("BlockMigration".into());
+    st.guest_os_info = Some(VirtualMachineInstanceGuestOSInfo::default());
+    st
+}
+
+/// `status.interfaces`: the pod IP on the first pod-network interface (as upstream reports masquerade/bridge
+/// interfaces before the guest agent says more).
+fn interfaces(vmi: &VirtualMachineInstance, ip: Option<&str>) -> Vec<VirtualMachineInstanceNetworkInterface> {
+    let pod_net = vmi
+        .spec
+        .networks
+        .iter()
+        .flatten()
+        .find(|n| n.pod.is_some())
+        .map(|n| n.name.as_str());
+    vmi.spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .flatten()
+        .map(|i| {
+            let mut out = VirtualMachineInstanceNetworkInterface {
+                name: Some(i.name.clone()),
+                info_source: Some("domain".into()),
+                queue_count: Some(1),
+                mac: i.mac_address.clone(),
+                ..Default::default()
+            };
+            if Some(i.name.as_str()) == pod_net
+                && let Some(ip) = ip
+            {
+                out.ip_address = Some(ip.into());
+                out.ip_addresses = Some(vec![ip.into()]);
+                out.interface_name = Some("eth0".into());
+            }
+            out
+        })
+        .collect()
+}
+
+/// The launcher could not start the VMI: Synchronized=False with its words.
+#[must_use]
+pub fn refused(
+    vmi: &VirtualMachineInstance,
+    message: &str,
+    now: &Time,
+) -> Option<VirtualMachineInstanceStatus> {
+    let mut st = current(vmi);
+    let mut conditions = conditions_of(&mut st);
+    let cond = VirtualMachineInstanceCondition::new(ConditionType::Synchronized, "False")
+        .with_reason(state::reason::SYNC_FAILED)
+        .with_message(message);
+    state::set(&mut conditions, cond, now);
+    st.conditions = Some(conditions);
+    changed(vmi, st)
+}
+
+/// The domain ended: Succeeded when the guest shut down, Failed (with the cause as reason) when it crashed.
+#[must_use]
+pub fn ended(
+    vmi: &VirtualMachineInstance,
+    end: &DomainState,
+    now: &Time,
+) -> Option<VirtualMachineInstanceStatus> {
+    let to = match end {
+        DomainState::Shutoff(_) => VmiPhase::Succeeded,
+        DomainState::Crashed(_) => VmiPhase::Failed,
+        _ => return None,
+    };
+    if VmiPhase::of(vmi) == to {
+        return None;
+    }
+    let mut st = current(vmi);
+    move_to(&mut st, to, now);
+    let mut conditions = conditions_of(&mut st);
+    let ready = VirtualMachineInstanceCondition::new(ConditionType::Ready, "False")
+        .with_reason(state::reason::POD_TERMINATING);
+    state::set(&mut conditions, ready, now);
+    st.conditions = Some(conditions);
+    if to == VmiPhase::Failed {
+        st.reason = Some(end.reason().to_string());
+    }
+    Some(st)
+}
+
+/// A running VMI following its domain: the Paused condition while the vCPUs are stopped; AgentConnected and
+/// `guestOSInfo` once an agent answers, AgentConnected dropped when it stops answering (a rebooting or stopped agent
+/// must not stay "connected").
+#[must_use]
+pub fn following(
+    vmi: &VirtualMachineInstance,
+    domain: &DomainState,
+    agent: &Agent,
+    now: &Time,
+) -> Option<VirtualMachineInstanceStatus> {
+    let mut st = current(vmi);
+    let mut conditions = conditions_of(&mut st);
+    let paused = *domain == DomainState::Paused;
+    let has_paused = state::find(Some(&conditions), ConditionType::Paused).is_some();
+    if paused && !has_paused {
+        let cond = VirtualMachineInstanceCondition::new(ConditionType::Paused, "True")
+            .with_reason(state::reason::PAUSED_BY_USER);
+        state::set(&mut conditions, cond, now);
+    } else if !paused && has_paused {
+        state::remove(&mut conditions, ConditionType::Paused);
+    }
+    let connected = state::is_true(Some(&conditions), ConditionType::AgentConnected);
+    match agent {
+        Agent::Absent if connected => {
+            state::remove(&mut conditions, ConditionType::AgentConnected);
+        }
+        Agent::Present(info) if !connected => {
+            state::set(
+                &mut conditions,
+                VirtualMachineInstanceCondition::new(ConditionType::AgentConnected, "True"),
+                now,
+            );
+            st.guest_os_info = Some(guest_os_info(info));
+        }
+        _ => {}
+    }
+    let had = vmi.status.as_ref().is_some_and(|s| s.conditions.is_some());
+    st.conditions = (had || !conditions.is_empty()).then_some(conditions);
+    changed(vmi, st)
+}
+
+/// qemu-ga's OS description as `status.guestOSInfo`.
+fn guest_os_info(info: &GuestInfo) -> VirtualMachineInstanceGuestOSInfo {
+    let os = info.os_info();
+    VirtualMachineInstanceGuestOSInfo {
+        id: os.id,
+        name: os.name,
+        pretty_name: os.pretty_name,
+        version: os.version,
+        version_id: os.version_id,
+        kernel_release: os.kernel_release,
+        kernel_version: os.kernel_version,
+        machine: os.machine,
+    }
+}
+
+/// Upstream's AccessCredentialsSynchronized condition from the launcher's attempt (status, and the failure's
+/// message); `None` when the VMI has no agent-propagated credentials or already says the same.
+#[must_use]
+pub fn credentials(
+    vmi: &VirtualMachineInstance,
+    reply: &AccessCredentials,
+    now: &Time,
+) -> Option<VirtualMachineInstanceStatus> {
+    let AccessCredentials::Applied { succeeded, message } = reply else {
+        return None;
+    };
+    let status = if *succeeded { "True" } else { "False" };
+    let mut st = current(vmi);
+    let mut conditions = conditions_of(&mut st);
+    let same = state::find(Some(&conditions), ConditionType::AccessCredentialsSynchronized)
+        .is_some_and(|c| c.status == status && c.message().unwrap_or_default() == message);
+    if same {
+        return None;
+    }
+    let mut cond = VirtualMachineInstanceCondition::new(ConditionType::AccessCredentialsSynchronized, status);
+    if !message.is_empty() {
+        cond = cond.with_message(message);
+    }
+    state::set(&mut conditions, cond, now);
+    st.conditions = Some(conditions);
+    Some(st)
+}
