@@ -7,10 +7,11 @@ use kubevirt_api::admission::{Cluster, Outcome};
 use kubevirt_api::object::Object;
 use serde_json::{Value, json};
 
-use crate::app::Ctx;
+use crate::context::Ctx;
 use crate::objects::{meta_str, now_rfc3339};
 use crate::status::ApiError;
-use crate::webhook::{self, Phase};
+use crate::webhook;
+use crate::webhook_cache::Phase;
 
 const KUBEVIRT_GROUPS: &[&str] = &[
     "kubevirt.io",

@@ -1,86 +1,16 @@
-//! The server's shared state and the one dispatcher every API request goes through.
+//! The one dispatcher every API request goes through: the router, authorization, and the verb's handler.
 
-use std::sync::Arc;
-
-use apiserver_store::Store;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::Value;
 
-use crate::registry::{Registry, ResourceType};
-use crate::request::{Query, ResourcePath, Target, parse_path};
+use crate::context::{Ctx, Identity, Shared};
+use crate::request::{Query, Target, parse_path, request_verb};
 use crate::status::ApiError;
 use crate::{crud, delete, discovery, patch, watch};
-
-/// Who is calling (set by the authentication layer; absent in unauthenticated test routers = admin).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// User name shown in 403 messages.
-    pub user: String,
-    /// Groups the user is in (`kubectl auth whoami` shows them).
-    pub groups: Vec<String>,
-    /// Whether writes are allowed.
-    pub can_write: bool,
-}
-
-impl Identity {
-    /// The all-powerful administrator.
-    #[must_use]
-    pub fn admin() -> Self {
-        Self {
-            user: "kvbox-admin".into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-            can_write: true,
-        }
-    }
-}
-
-/// State shared by all requests.
-#[derive(Debug)]
-pub struct ApiState {
-    /// The object store.
-    pub store: Store,
-    /// Served resources.
-    pub registry: Registry,
-    /// Encoded watch events shared by the watchers of one resource.
-    pub watch_cache: crate::watch::EventCache,
-    /// Registered admission webhooks.
-    pub webhooks: crate::webhook::WebhookCache,
-    /// Request counters (`/metrics`).
-    pub metrics: crate::metrics::Metrics,
-    /// API aggregation (APIServices served by other servers); `None` serves only local groups.
-    pub aggregator: Option<crate::aggregator::Aggregator>,
-    /// Where Services get their cluster IPs.
-    pub service_range: crate::services::ServiceRange,
-    /// The cluster CA (PEM) published in every namespace's `kube-root-ca.crt`; empty publishes none.
-    pub root_ca: String,
-    /// The key service account tokens are signed with; empty mints nothing that verifies.
-    pub sa_key: Vec<u8>,
-}
-
-/// Shared handle.
-pub type Shared = Arc<ApiState>;
-
-/// Everything one resource request needs.
-#[derive(Debug)]
-pub struct Ctx {
-    /// Shared state.
-    pub state: Shared,
-    /// The resource type as requested (version included).
-    pub rt: ResourceType,
-    /// The parsed path.
-    pub path: ResourcePath,
-    /// Query parameters.
-    pub query: Query,
-    /// Request headers.
-    pub headers: HeaderMap,
-    /// Who is calling.
-    pub identity: Identity,
-}
 
 /// The API router (no TLS or authentication: [`crate::server`] adds those).
 pub fn router(state: Shared) -> Router {
@@ -224,21 +154,6 @@ async fn handle(state: Shared, req: Request) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-/// The authorization verb of a request (kube-apiserver's RequestInfo).
-pub(crate) fn request_verb(method: &Method, named: bool, watching: bool) -> &'static str {
-    match (method, named) {
-        (&Method::GET | &Method::HEAD, true) => "get",
-        (&Method::GET | &Method::HEAD, false) if watching => "watch",
-        (&Method::GET | &Method::HEAD, false) => "list",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, true) => "delete",
-        (&Method::DELETE, false) => "deletecollection",
-        _ => "other",
-    }
-}
-
 async fn route(ctx: Ctx, method: &Method, body: Bytes) -> Result<Response, ApiError> {
     let has_name = ctx.path.name.is_some();
     let sub = ctx.path.subresource.clone();
@@ -286,33 +201,4 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, crate::objects::MAX_BODY)
         .await
         .map_err(|_| ApiError::too_large())
-}
-
-/// Decodes a JSON request body.
-///
-/// # Errors
-/// 415 for protobuf, CBOR and other non-JSON media types; 400 for malformed JSON.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        return crate::protobuf::decode(body);
-    }
-    if !ct.contains("json") && !ct.contains("apply-patch") {
-        return Err(ApiError::unsupported_media("application/json"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body could not be decoded: line {} column {}: {e}",
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
-/// A JSON response with `code`.
-pub fn json(code: StatusCode, v: &Value) -> Response {
-    (code, axum::Json(v.clone())).into_response()
 }

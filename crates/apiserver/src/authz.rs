@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::app::Identity;
+use crate::context::Identity;
 
 /// What a request asks to do, as Kubernetes' authorizers see it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

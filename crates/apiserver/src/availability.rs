@@ -8,7 +8,7 @@ use std::time::Duration;
 use apiserver_store::ListOptions;
 use serde_json::{Value, json};
 
-use crate::app::Shared;
+use crate::context::Shared;
 
 const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 const EVERY: Duration = Duration::from_secs(10);

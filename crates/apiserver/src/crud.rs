@@ -7,7 +7,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::app::{Ctx, decode_body, json};
+use crate::context::{Ctx, decode_body, json};
 use crate::objects::{self, finalizers, from_kv, meta_mut, meta_str, spec_part, to_bytes_for};
 use crate::selectors::{fields_match, labels_match, parse_fields, parse_labels};
 use crate::status::ApiError;

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::app::{Ctx, decode_body, json};
+use crate::context::{Ctx, decode_body, json};
 use crate::crud::{dry_run, key, map_conflict, name, select};
 use crate::objects::{self, finalizers, from_kv, meta_mut, meta_str, to_bytes_for};
 use crate::status::ApiError;

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::ApiState;
+use crate::context::ApiState;
 use crate::registry::ResourceType;
 use crate::request::Target;
 use crate::status::ApiError;
@@ -50,7 +50,7 @@ pub fn serve(
     state: &ApiState,
     target: &Target,
     headers: &HeaderMap,
-    remote: &[crate::aggregator::Group],
+    remote: &[crate::upstreams::Group],
 ) -> Result<Response, ApiError> {
     let all = state.registry.all();
     match target {
@@ -123,7 +123,7 @@ pub fn serve(
     }
 }
 
-fn remote_versions(r: &crate::aggregator::Group) -> Vec<String> {
+fn remote_versions(r: &crate::upstreams::Group) -> Vec<String> {
     r.versions.iter().map(|(v, _)| v.clone()).collect()
 }
 
@@ -137,7 +137,7 @@ fn group_json(g: &str, versions: &[String]) -> Value {
 
 /// An aggregated group's entry: each version's resources from the backend's APIResourceList (`name` `a/b` is
 /// subresource `b` of `a`); a version whose backend could not answer is `Stale` and empty.
-fn remote_entry(r: &crate::aggregator::Group) -> Value {
+fn remote_entry(r: &crate::upstreams::Group) -> Value {
     let versions: Vec<Value> = r
         .versions
         .iter()
@@ -174,7 +174,7 @@ fn remote_entry(r: &crate::aggregator::Group) -> Value {
     json!({"metadata": {"name": r.name}, "versions": versions})
 }
 
-fn aggregated(all: &[ResourceType], core: bool, remote: &[crate::aggregator::Group]) -> Response {
+fn aggregated(all: &[ResourceType], core: bool, remote: &[crate::upstreams::Group]) -> Response {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for t in all.iter().filter(|t| t.group.is_empty() == core) {
         match groups.iter_mut().find(|(g, _)| *g == t.group) {

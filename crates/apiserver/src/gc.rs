@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use apiserver_store::{EventKind, ListOptions, Store, StoreError};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
+use crate::context::Shared;
 use crate::objects::{finalizers, now_rfc3339};
 
 /// Starts the collector as a task; it stops when `stop` is notified or the store's watch ends.

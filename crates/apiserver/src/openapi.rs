@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
+use crate::context::Shared;
 use crate::registry::ResourceType;
 use crate::status::ApiError;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use crate::server::ServerError;
+use crate::server_error::ServerError;
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
     move |source| ServerError::Io {

@@ -136,6 +136,21 @@ impl Query {
     }
 }
 
+/// The authorization verb of a request (kube-apiserver's RequestInfo).
+pub(crate) fn request_verb(method: &axum::http::Method, named: bool, watching: bool) -> &'static str {
+    match (method, named) {
+        (&axum::http::Method::GET | &axum::http::Method::HEAD, true) => "get",
+        (&axum::http::Method::GET | &axum::http::Method::HEAD, false) if watching => "watch",
+        (&axum::http::Method::GET | &axum::http::Method::HEAD, false) => "list",
+        (&axum::http::Method::POST, _) => "create",
+        (&axum::http::Method::PUT, _) => "update",
+        (&axum::http::Method::PATCH, _) => "patch",
+        (&axum::http::Method::DELETE, true) => "delete",
+        (&axum::http::Method::DELETE, false) => "deletecollection",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::app::Ctx;
+use crate::context::Ctx;
 use crate::status::ApiError;
 
 /// The issuer and default audience kube-apiserver uses.
@@ -112,7 +112,7 @@ pub fn account_uid(store: &apiserver_store::Store, ns: &str, name: &str) -> Resu
 pub fn request(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let ns = ctx.path.namespace.clone().unwrap_or_default();
     let name = ctx.path.name.clone().unwrap_or_default();
-    let mut req = crate::app::decode_body(&ctx.headers, body)?;
+    let mut req = crate::context::decode_body(&ctx.headers, body)?;
     let uid =
         account_uid(&ctx.state.store, &ns, &name)?.ok_or_else(|| ApiError::not_found(&ctx.rt, &name))?;
     let seconds = req
@@ -153,7 +153,7 @@ pub fn request(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     req["spec"]["audiences"] = json!(audiences);
     req["spec"]["expirationSeconds"] = json!(seconds);
     req["status"] = json!({"token": token, "expirationTimestamp": expires});
-    Ok(crate::app::json(StatusCode::CREATED, &req))
+    Ok(crate::context::json(StatusCode::CREATED, &req))
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::app::{Ctx, decode_body};
+use crate::context::{Ctx, decode_body};
 use crate::crud;
 use crate::objects::from_kv;
-use crate::patch::merge_patch;
+use crate::patch_formats::merge_patch;
 use crate::status::ApiError;
 use crate::table::jsonpath;
 
@@ -57,7 +57,7 @@ fn current(ctx: &Ctx) -> Result<Value, ApiError> {
 /// 404 when absent; 405 without a scale subresource.
 pub fn get(ctx: &Ctx) -> Result<Response, ApiError> {
     let obj = current(ctx)?;
-    Ok(crate::app::json(StatusCode::OK, &scale_of(ctx, &obj)?))
+    Ok(crate::context::json(StatusCode::OK, &scale_of(ctx, &obj)?))
 }
 
 /// PUT or PATCH `…/scale`: sets the replicas path of the object.

@@ -20,34 +20,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::{ApiState, Identity, router};
+use crate::app::router;
+use crate::context::{ApiState, Identity};
 use crate::pki::{io, kubeconfig_text, load_or_make_pki, load_or_make_token, write_private};
 use crate::registry::Registry;
 use crate::status::ApiError;
 use crate::tls::{ClientCertAcceptor, PeerCert};
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// A data-dir file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Certificate generation failed.
-    #[error("generating certificates: {0}")]
-    Certificates(String),
-    /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] apiserver_store::StoreError),
-    /// Seeding the store (CRDs, namespaces) failed.
-    #[error("seeding the store: {0}")]
-    Seed(String),
-}
+pub use crate::server_error::ServerError;
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -272,7 +252,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
     bootstrap(&store, &registry)?;
     let front_proxy = crate::pki::load_or_make_front_proxy(dir)?;
     seed_extension_authentication(&store, &pki.ca, &front_proxy.ca)?;
-    let aggregator = crate::aggregator::Aggregator::new(&front_proxy.cert, &front_proxy.key)
+    let aggregator = crate::upstreams::Aggregator::new(&front_proxy.cert, &front_proxy.key)
         .map_err(ServerError::Certificates)?;
     let state = Arc::new(ApiState {
         aggregator: Some(aggregator),

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::Ctx;
+use crate::context::Ctx;
 use crate::registry::{Column, ResourceType};
 
 /// Whether the client's preferred (first) `Accept` entry contains `needle` (`as=Table`, `as=APIGroupDiscoveryList`).

@@ -18,7 +18,7 @@ use futures_util::stream;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::app::Ctx;
+use crate::context::Ctx;
 use crate::objects::from_kv;
 use crate::selectors::{FieldReq, LabelReq, fields_match, labels_match, parse_fields, parse_labels};
 use crate::status::ApiError;
@@ -28,35 +28,6 @@ fn line(v: &Value) -> Bytes {
     let mut s = v.to_string();
     s.push('\n');
     Bytes::from(s)
-}
-
-/// Encoded event lines by (revision, resource, version, type): with many watchers of one resource, each event is
-/// decoded and encoded once instead of once per watcher. Holds the newest [`EventCache::CAPACITY`] lines.
-#[derive(Debug, Default)]
-pub struct EventCache {
-    lines: std::sync::Mutex<std::collections::BTreeMap<(i64, String, &'static str), Bytes>>,
-}
-
-impl EventCache {
-    const CAPACITY: usize = 256;
-
-    fn get_or(
-        &self,
-        key: (i64, String, &'static str),
-        make: impl FnOnce() -> Option<Bytes>,
-    ) -> Option<Bytes> {
-        if let Some(b) = self.lines.lock().ok().and_then(|l| l.get(&key).cloned()) {
-            return Some(b);
-        }
-        let b = make()?;
-        if let Ok(mut l) = self.lines.lock() {
-            l.insert(key, b.clone());
-            while l.len() > Self::CAPACITY {
-                l.pop_first();
-            }
-        }
-        Some(b)
-    }
 }
 
 struct Filter {
@@ -83,7 +54,7 @@ struct Stream {
     table: bool,
     last_rv: i64,
     store: apiserver_store::Store,
-    state: std::sync::Arc<crate::app::ApiState>,
+    state: std::sync::Arc<crate::context::ApiState>,
     done: bool,
 }
 

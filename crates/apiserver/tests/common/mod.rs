@@ -10,8 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::app::{ApiState, router};
+use apiserver::context::ApiState;
 use apiserver::registry::Registry;
+use apiserver::router;
 use apiserver_store::Store;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
