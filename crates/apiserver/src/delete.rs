@@ -37,34 +37,6 @@ pub fn delete(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
     delete_one(ctx, &key(ctx), name(ctx), &opts)
 }
 
-/// The grace period a pod bound to a node gets before it is removed (kube-apiserver's graceful deletion):
-/// `None` when it goes at once — unbound, finished, or `gracePeriodSeconds: 0` (the kubelet's final delete).
-fn pod_grace(ctx: &Ctx, obj: &Value, opts: &Value) -> Option<i64> {
-    if !(ctx.rt.group.is_empty() && ctx.rt.plural == "pods") {
-        return None;
-    }
-    let bound = obj
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let finished = matches!(
-        obj.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    if !bound || finished {
-        return None;
-    }
-    let grace = opts
-        .get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30);
-    (grace > 0).then_some(grace)
-}
-
 pub(crate) fn delete_one(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Response, ApiError> {
     // As kube-apiserver's guaranteed update: a write that raced this one (a controller's status update) is read
     // again rather than failing the delete; a failed precondition fails every attempt alike.
@@ -114,16 +86,9 @@ fn delete_attempt(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Resp
         return Ok(table::respond(ctx, StatusCode::OK, obj, false));
     }
     // A namespace always terminates first: its contents are deleted (finalizers honoured) before it goes.
-    let namespace = ctx.rt.group.is_empty() && ctx.rt.plural == "namespaces";
-    if namespace && matches!(name, "default" | "kube-system") {
-        return Err(ApiError {
-            code: 403,
-            reason: "Forbidden",
-            message: format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-            details: None,
-        });
-    }
-    let grace = pod_grace(ctx, &obj, opts);
+    let strategy = crate::strategy::of(&ctx.rt);
+    let deletion = strategy.deletion(ctx, &obj, opts)?;
+    let (namespace, grace) = (deletion.terminate, deletion.grace);
     if !fins.is_empty() || namespace || grace.is_some() {
         if namespace {
             obj["status"] = json!({"phase": "Terminating"});
@@ -170,7 +135,7 @@ fn delete_attempt(ctx: &Ctx, key: &str, name: &str, opts: &Value) -> Result<Resp
         .map_err(|e| map_conflict(ctx, e))?;
     let obj = from_kv(&ctx.rt, &kv)?;
     admit::after_delete(ctx, &obj)?;
-    if ctx.rt.group.is_empty() && ctx.rt.plural == "pods" {
+    if crate::strategy::of(&ctx.rt).delete_returns_object() {
         return Ok(json(StatusCode::OK, &obj));
     }
     Ok(json(

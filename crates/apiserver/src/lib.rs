@@ -33,6 +33,7 @@ pub mod selectors;
 pub mod serviceaccount;
 pub mod services;
 pub mod status;
+pub(crate) mod strategy;
 pub mod system;
 pub mod table;
 pub mod tls;

@@ -235,72 +235,9 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
     let name = meta.name.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();
     let host = hostname(vmi);
-    let mut labels = meta.labels.clone().unwrap_or_default();
-    labels.insert("kubevirt.io".into(), "virt-launcher".into());
-    labels.insert("kubevirt.io/created-by".into(), uid.clone());
-    labels.insert("vm.kubevirt.io/name".into(), host.clone());
-    labels.insert("vmi.kubevirt.io/id".into(), vmi_id(&name));
-    let mut annotations: BTreeMap<String, String> = meta
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| {
-            !k.starts_with("kubectl.kubernetes.io")
-                && *k != "kubevirt.io/storage-observed-api-version"
-                && *k != "kubevirt.io/latest-observed-api-version"
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if let Some(v) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("sidecar.istio.io/inject"))
-    {
-        labels.insert("sidecar.istio.io/inject".into(), v.clone());
-    }
-    annotations.insert("kubevirt.io/domain".into(), name.clone());
-    annotations.insert("kubectl.kubernetes.io/default-container".into(), "compute".into());
-    annotations.insert("kubevirt.io/migrationTransportUnix".into(), "true".into());
-    annotations.insert(
-        "descheduler.alpha.kubernetes.io/request-evict-only".into(),
-        String::new(),
-    );
     let (resources, over) = resources(vmi, cfg)?;
-    annotations.insert("kubevirt.io/memory-overhead-bytes".into(), over.to_string());
-
-    let mut node_selector = BTreeMap::from([("kubevirt.io/schedulable".to_string(), "true".to_string())]);
-    if let Some(arch) = vmi.spec.architecture.as_deref() {
-        node_selector.insert("kubernetes.io/arch".into(), arch.to_lowercase());
-    }
-    if let Some(model) = vmi
-        .spec
-        .domain
-        .cpu
-        .as_ref()
-        .and_then(|c| c.model.as_deref())
-        .filter(|m| !matches!(*m, "host-model" | "host-passthrough" | ""))
-    {
-        node_selector.insert(format!("cpu-model.node.kubevirt.io/{model}"), "true".into());
-    }
-    node_selector.extend(vmi.spec.node_selector.clone().unwrap_or_default());
-
+    let (labels, annotations) = labels_and_annotations(vmi, &host, over);
     let grace = vmi.spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE);
-    let root = vmi.status.as_ref().and_then(|s| s.runtime_user) == Some(0);
-    let security = if root {
-        PodSecurityContext {
-            run_as_user: Some(0),
-            fs_group: Some(QEMU_UID),
-            ..Default::default()
-        }
-    } else {
-        PodSecurityContext {
-            run_as_user: Some(QEMU_UID),
-            run_as_group: Some(QEMU_UID),
-            run_as_non_root: Some(true),
-            fs_group: Some(QEMU_UID),
-            ..Default::default()
-        }
-    };
     let has_sa_volume = vmi
         .spec
         .volumes
@@ -314,43 +251,8 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
                 .and_then(|s| s.service_account_name.clone())
         })
     });
-    let mut args = vec![
-        "--grace-period-seconds".to_string(),
-        (grace + GRACE_PADDING).to_string(),
-    ];
-    if cfg.use_emulation {
-        args.push("--emulation".into());
-    }
-    let compute = Container {
-        name: "compute".into(),
-        image: Some(cfg.launcher_image.clone()),
-        command: Some(vec!["/usr/bin/virt-launcher".into()]),
-        args: Some(args),
-        env: Some(
-            [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]
-                .iter()
-                .map(|(name, path)| EnvVar {
-                    name: (*name).into(),
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: (*path).into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        resources: Some(resources),
-        ..Default::default()
-    };
     let (volumes, mounts) = crate::podvolumes::render(vmi);
-    let mut compute = compute;
-    if !mounts.is_empty() {
-        compute.volume_mounts = Some(mounts);
-    }
-    let mut containers = vec![compute];
+    let mut containers = vec![compute(cfg, grace, resources, mounts)];
     containers.extend(container_disks(vmi, &uid));
     Ok(Pod {
         metadata: ObjectMeta {
@@ -374,10 +276,10 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
             restart_policy: Some("Never".into()),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(grace + 2 * GRACE_PADDING),
-            security_context: Some(security),
+            security_context: Some(security_context(vmi)),
             automount_service_account_token: Some(has_sa_volume),
             service_account_name: sa_name,
-            node_selector: Some(node_selector),
+            node_selector: Some(node_selector(vmi)),
             affinity: vmi.spec.affinity.clone(),
             tolerations: vmi.spec.tolerations.clone(),
             topology_spread_constraints: vmi.spec.topology_spread_constraints.clone(),
@@ -394,4 +296,131 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &RenderConfig) -> Result<Pod, R
         }),
         status: None,
     })
+}
+
+/// The pod's labels (the VMI's, and the launcher's own) and annotations (the VMI's less kubectl's and the observed
+/// API versions, with the domain name, default container and the memory overhead of `over` bytes).
+fn labels_and_annotations(
+    vmi: &VirtualMachineInstance,
+    host: &str,
+    over: u64,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let meta = &vmi.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    labels.insert("kubevirt.io".into(), "virt-launcher".into());
+    labels.insert(
+        "kubevirt.io/created-by".into(),
+        meta.uid.clone().unwrap_or_default(),
+    );
+    labels.insert("vm.kubevirt.io/name".into(), host.to_string());
+    labels.insert("vmi.kubevirt.io/id".into(), vmi_id(&name));
+    let mut annotations: BTreeMap<String, String> = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !k.starts_with("kubectl.kubernetes.io")
+                && *k != "kubevirt.io/storage-observed-api-version"
+                && *k != "kubevirt.io/latest-observed-api-version"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(v) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("sidecar.istio.io/inject"))
+    {
+        labels.insert("sidecar.istio.io/inject".into(), v.clone());
+    }
+    annotations.insert("kubevirt.io/domain".into(), name);
+    annotations.insert("kubectl.kubernetes.io/default-container".into(), "compute".into());
+    annotations.insert("kubevirt.io/migrationTransportUnix".into(), "true".into());
+    annotations.insert(
+        "descheduler.alpha.kubernetes.io/request-evict-only".into(),
+        String::new(),
+    );
+    annotations.insert("kubevirt.io/memory-overhead-bytes".into(), over.to_string());
+    (labels, annotations)
+}
+
+/// Schedulable nodes of the VMI's architecture and CPU model, and the VMI's own selector.
+fn node_selector(vmi: &VirtualMachineInstance) -> BTreeMap<String, String> {
+    let mut node_selector = BTreeMap::from([("kubevirt.io/schedulable".to_string(), "true".to_string())]);
+    if let Some(arch) = vmi.spec.architecture.as_deref() {
+        node_selector.insert("kubernetes.io/arch".into(), arch.to_lowercase());
+    }
+    if let Some(model) = vmi
+        .spec
+        .domain
+        .cpu
+        .as_ref()
+        .and_then(|c| c.model.as_deref())
+        .filter(|m| !matches!(*m, "host-model" | "host-passthrough" | ""))
+    {
+        node_selector.insert(format!("cpu-model.node.kubevirt.io/{model}"), "true".into());
+    }
+    node_selector.extend(vmi.spec.node_selector.clone().unwrap_or_default());
+    node_selector
+}
+
+/// QEMU's user (107), or root when the VMI runs as root.
+fn security_context(vmi: &VirtualMachineInstance) -> PodSecurityContext {
+    let root = vmi.status.as_ref().and_then(|s| s.runtime_user) == Some(0);
+    if root {
+        PodSecurityContext {
+            run_as_user: Some(0),
+            fs_group: Some(QEMU_UID),
+            ..Default::default()
+        }
+    } else {
+        PodSecurityContext {
+            run_as_user: Some(QEMU_UID),
+            run_as_group: Some(QEMU_UID),
+            run_as_non_root: Some(true),
+            fs_group: Some(QEMU_UID),
+            ..Default::default()
+        }
+    }
+}
+
+/// The `compute` container: virt-launcher with the grace period, the pod's name and IP, its resources and mounts.
+fn compute(
+    cfg: &RenderConfig,
+    grace: i64,
+    resources: k8s_openapi::api::core::v1::ResourceRequirements,
+    mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
+) -> Container {
+    let mut args = vec![
+        "--grace-period-seconds".to_string(),
+        (grace + GRACE_PADDING).to_string(),
+    ];
+    if cfg.use_emulation {
+        args.push("--emulation".into());
+    }
+    Container {
+        name: "compute".into(),
+        image: Some(cfg.launcher_image.clone()),
+        command: Some(vec!["/usr/bin/virt-launcher".into()]),
+        args: Some(args),
+        env: Some(
+            [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]
+                .iter()
+                .map(|(name, path)| EnvVar {
+                    name: (*name).into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: (*path).into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        resources: Some(resources),
+        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
+        ..Default::default()
+    }
 }

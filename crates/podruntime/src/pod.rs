@@ -362,6 +362,35 @@ async fn pause(rx: &mut watch::Receiver<Option<Pod>>, delay: Duration) -> bool {
     !deleting(rx.borrow().as_ref())
 }
 
+/// Runs `attempt` until it succeeds, reporting each failure as the compute container's waiting reason and message
+/// and waiting `backoff` (doubled each time, at most a minute) before the next; `None` when the pod is deleted
+/// meanwhile.
+async fn retrying<T, Fut>(
+    ctx: &Pctx,
+    pod: &Pod,
+    rx: &mut watch::Receiver<Option<Pod>>,
+    start_time: &str,
+    backoff: &mut Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: std::future::Future<Output = Result<T, (String, String)>>,
+{
+    loop {
+        match attempt().await {
+            Ok(v) => return Some(v),
+            Err((reason, message)) => {
+                let view = ctx.view("Pending", Compute::Waiting(reason, message), None, start_time);
+                ctx.report(pod, &view).await;
+                if !pause(rx, *backoff).await {
+                    return None;
+                }
+                *backoff = (*backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
 /// Checks, resolves, wires and starts; `None` when the pod cannot run (its status says why) or went away.
 async fn start(
     ctx: &Pctx,
@@ -392,45 +421,29 @@ async fn start(
     // Images, retried with backoff while they are missing (ErrImagePull, then ImagePullBackOff).
     let mut backoff = Duration::from_secs(5);
     let mut first = true;
-    let image_args = loop {
-        match image_args(&ctx.rt, pod) {
-            Ok(s) => break s,
-            Err((reason, message)) => {
-                let reason = if first { reason } else { "ImagePullBackOff".into() };
-                first = false;
-                tracing::warn!(%reason, %message, "image");
-                let view = ctx.view("Pending", Compute::Waiting(reason, message), None, &start_time);
-                ctx.report(pod, &view).await;
-                if !pause(rx, backoff).await {
-                    return None;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
-        }
-    };
+    let image_args = retrying(ctx, pod, rx, &start_time, &mut backoff, || {
+        let images = image_args(&ctx.rt, pod).map_err(|(reason, message)| {
+            let reason = if first { reason } else { "ImagePullBackOff".into() };
+            first = false;
+            tracing::warn!(%reason, %message, "image");
+            (reason, message)
+        });
+        async move { images }
+    })
+    .await?;
     // Volumes (Secrets, ConfigMaps, the downward API), retried while what they need is missing.
-    let mount_root = loop {
-        match crate::volumes::set_up(&ctx.rt.client, pod, &ctx.dir).await {
-            Ok(root) => break root,
-            Err(e) => {
+    let mount_root = retrying(ctx, pod, rx, &start_time, &mut backoff, || async {
+        crate::volumes::set_up(&ctx.rt.client, pod, &ctx.dir)
+            .await
+            .map_err(|e| {
                 tracing::warn!(error = %e, "volumes");
-                let view = ctx.view(
-                    "Pending",
-                    Compute::Waiting("ContainerCreating".into(), e.to_string()),
-                    None,
-                    &start_time,
-                );
-                ctx.report(pod, &view).await;
-                if !pause(rx, backoff).await {
-                    return None;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
-        }
-    };
+                ("ContainerCreating".to_string(), e.to_string())
+            })
+    })
+    .await?;
     // The sandbox.
     let ns = netns_name(&ctx.uid);
-    let attached = loop {
+    let attached = retrying(ctx, pod, rx, &start_time, &mut backoff, || async {
         let made = async {
             crate::netns::create(&ns).await.map_err(|e| e.to_string())?;
             ctx.rt
@@ -441,57 +454,20 @@ async fn start(
                 .map_err(|e| e.to_string())
         }
         .await;
-        match made {
-            Ok(a) => break a,
-            Err(e) => {
-                tracing::warn!(error = %e, "creating the pod sandbox");
-                teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
-                let msg = format!("Failed to create pod sandbox: {e}");
-                let view = ctx.view(
-                    "Pending",
-                    Compute::Waiting("ContainerCreating".into(), msg),
-                    None,
-                    &start_time,
-                );
-                ctx.report(pod, &view).await;
-                if !pause(rx, backoff).await {
-                    return None;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
+        if let Err(e) = &made {
+            tracing::warn!(error = %e, "creating the pod sandbox");
+            teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
         }
-    };
-    let accel = {
-        let wants_kvm = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .filter(|c| c.name == "compute")
-            .filter_map(|c| c.resources.as_ref().and_then(|r| r.limits.as_ref()))
-            .any(|l: &BTreeMap<_, _>| l.contains_key("devices.kubevirt.io/kvm"));
-        if wants_kvm && ctx.rt.cfg.kvm { "kvm" } else { "tcg" }
-    };
+        made.map_err(|e| {
+            (
+                "ContainerCreating".to_string(),
+                format!("Failed to create pod sandbox: {e}"),
+            )
+        })
+    })
+    .await?;
     let _ = std::fs::create_dir_all(runtime);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(ctx.dir.join("compute.log"));
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args(["netns", "exec", &ns])
-        .arg(&ctx.rt.cfg.launcher_bin)
-        .arg("--runtime-dir")
-        .arg(runtime)
-        .args(["--accel", accel])
-        .arg("--mount-root")
-        .arg(&mount_root);
-    cmd.args(&image_args);
-    cmd.envs(container_env(pod, &attached.ip, &ctx.rt.cfg));
-    cmd.stdin(std::process::Stdio::null()).process_group(0);
-    if let Ok(log) = log
-        && let Ok(err) = log.try_clone()
-    {
-        cmd.stdout(log).stderr(err);
-    }
+    let (mut cmd, accel) = launcher_command(ctx, pod, runtime, &ns, &mount_root, &image_args, &attached.ip);
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -519,6 +495,50 @@ async fn start(
     let cgroups = crate::cgroup::place(&ctx.uid, rec.pid);
     tracing::info!(pid = rec.pid, ip = %rec.ip, accel, cgroups = cgroups.len(), "launcher started");
     Some((Proc::Child(child), rec))
+}
+
+/// The launcher's command line in the pod's network namespace (`ip netns exec`), its output to `compute.log`, and
+/// the accelerator it was given (KVM only when the pod asked for it and the node has it).
+fn launcher_command(
+    ctx: &Pctx,
+    pod: &Pod,
+    runtime: &Path,
+    ns: &str,
+    mount_root: &Path,
+    image_args: &[String],
+    ip: &str,
+) -> (tokio::process::Command, &'static str) {
+    let accel = {
+        let wants_kvm = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.name == "compute")
+            .filter_map(|c| c.resources.as_ref().and_then(|r| r.limits.as_ref()))
+            .any(|l: &BTreeMap<_, _>| l.contains_key("devices.kubevirt.io/kvm"));
+        if wants_kvm && ctx.rt.cfg.kvm { "kvm" } else { "tcg" }
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.dir.join("compute.log"));
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(&ctx.rt.cfg.launcher_bin)
+        .arg("--runtime-dir")
+        .arg(runtime)
+        .args(["--accel", accel])
+        .arg("--mount-root")
+        .arg(mount_root);
+    cmd.args(image_args);
+    cmd.envs(container_env(pod, ip, &ctx.rt.cfg));
+    cmd.stdin(std::process::Stdio::null()).process_group(0);
+    if let Ok(log) = log
+        && let Ok(err) = log.try_clone()
+    {
+        cmd.stdout(log).stderr(err);
+    }
+    (cmd, accel)
 }
 
 /// Supervises a started launcher: readiness, deletion (SIGTERM, grace, SIGKILL); returns its exit code.
