@@ -149,17 +149,34 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
-/// A controller over `api` whose cache is filled by a [`crate::lean_watch`] (no `managedFields`).
-pub fn lean_controller<K>(api: kube::Api<K>, config: kube::runtime::watcher::Config) -> Controller<K>
-where
+/// What every watched and cached kind here is: kube-rs's bounds for a reflector's and a controller's objects.
+pub trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// A controller over `api` whose cache is filled by a [`crate::lean_watch`] (no `managedFields`).
+pub fn lean_controller<K: Watched>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> Controller<K> {
     use kube::runtime::WatchStreamExt as _;
     let (reader, writer) = kube::runtime::reflector::store();
     let stream = kube::runtime::reflector(writer, crate::lean_watch(api, config)).applied_objects();
@@ -168,20 +185,13 @@ where
 
 /// Runs `controller` with `reconcile` until its stream ends, as every loop here runs (see the module). `name` is the
 /// controller's (`virt-controller-vm`): it names the spans, the metrics and the events' reporter.
-pub async fn run_controller<K, C, E, F, Fut>(
+pub async fn run_controller<K: Watched, C, E, F, Fut>(
     name: &'static str,
     client: kube::Client,
     controller: Controller<K>,
     reconcile: F,
     ctx: Arc<C>,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
     C: Send + Sync + 'static,
     E: ReconcileError + std::error::Error + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,

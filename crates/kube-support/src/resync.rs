@@ -12,16 +12,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
 /// Mirrors `K` into a store (without managedFields, as every cache here); `dirty` is notified on every change.
-pub fn mirror<K>(api: Api<K>, dirty: Arc<tokio::sync::Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+pub fn mirror<K: crate::reconcile::Watched>(
+    api: Api<K>,
+    dirty: Arc<tokio::sync::Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>) {
     let (reader, writer) = reflector::store();
     let task = tokio::spawn(async move {
         let stream = reflector::reflector(writer, crate::lean_watch(api, watcher::Config::default()))
