@@ -133,62 +133,14 @@ impl Cluster {
             new_uuid,
         };
         let (obj, causes) = match obj {
-            Object::Vmi(mut vmi) => {
-                match defaults::apply_presets(&mut vmi, &self.presets) {
-                    Ok(o) => warnings.extend(o.warnings),
-                    Err(e) => return Outcome::Invalid(vec![bare_cause(e.to_string())]),
-                }
-                if let Err(e) = defaults::vmi::default_vmi(&mut vmi, env) {
-                    return Outcome::BadRequest(e.to_string());
-                }
-                let causes = validate::vmi_create(&vmi, &config);
-                (Object::Vmi(vmi), causes)
-            }
-            Object::Vm(mut vm) => {
-                if vm.spec.running.is_some() {
-                    warnings
-                        .push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
-                }
-                let causes = crate::infer::validate_matchers(&vm);
-                if !causes.is_empty() {
-                    return Outcome::Invalid(causes);
-                }
-                if let Err(e) = crate::infer::infer(&mut vm, &self.volumes) {
-                    return Outcome::BadRequest(e);
-                }
-                let namespace = ns(&vm.metadata);
-                let it_ref = vm.spec.instancetype.clone();
-                let pref_ref = vm.spec.preference.clone();
-                let it = it_ref.as_ref().and_then(|m| {
-                    let name = m.name.as_deref()?;
-                    let found = self.instancetype(&namespace, m.kind.as_deref(), name);
-                    if found.is_none() {
-                        warnings.push(format!(
-                            "ignoring err \"instancetype {name:?} not found\" when looking for instance type"
-                        ));
-                    }
-                    found
-                });
-                let pref = pref_ref.as_ref().and_then(|m| {
-                    let name = m.name.as_deref()?;
-                    let found = self.preference(&namespace, m.kind.as_deref(), name);
-                    if found.is_none() {
-                        warnings.push(format!(
-                            "ignoring err \"preference {name:?} not found\" when looking for preference"
-                        ));
-                    }
-                    found
-                });
-                defaults::default_vm(&mut vm, &config, pref);
-                let mut causes = Vec::new();
-                if it.is_some() || pref.is_some() {
-                    causes = validate::vm_instancetype(&vm, it, pref);
-                }
-                if causes.is_empty() {
-                    causes = validate::vm(&vm, &config, true);
-                }
-                (Object::Vm(vm), causes)
-            }
+            Object::Vmi(vmi) => match self.vmi(vmi, env, &mut warnings) {
+                Ok(done) => done,
+                Err(refused) => return refused,
+            },
+            Object::Vm(vm) => match self.vm(vm, &config, &mut warnings) {
+                Ok(done) => done,
+                Err(refused) => return refused,
+            },
             Object::ReplicaSet(rs) => {
                 let causes = validate::replicaset(&rs, &config);
                 (Object::ReplicaSet(rs), causes)
@@ -246,6 +198,72 @@ impl Cluster {
             }
             Err(e) => Outcome::BadRequest(e.to_string()),
         }
+    }
+
+    /// A new VMI: its presets, then its defaults, then validation.
+    fn vmi(
+        &self,
+        mut vmi: Box<crate::v1::VirtualMachineInstance>,
+        env: &mut Env<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Object, Vec<StatusCause>), Outcome> {
+        match defaults::apply_presets(&mut vmi, &self.presets) {
+            Ok(o) => warnings.extend(o.warnings),
+            Err(e) => return Err(Outcome::Invalid(vec![bare_cause(e.to_string())])),
+        }
+        if let Err(e) = defaults::vmi::default_vmi(&mut vmi, env) {
+            return Err(Outcome::BadRequest(e.to_string()));
+        }
+        let causes = validate::vmi_create(&vmi, env.config);
+        Ok((Object::Vmi(vmi), causes))
+    }
+
+    /// A new VM: its instancetype and preference inferred and looked up (a missing one is a warning, as upstream),
+    /// its defaults, then validation against them.
+    fn vm(
+        &self,
+        mut vm: Box<crate::v1::VirtualMachine>,
+        config: &ClusterConfig,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Object, Vec<StatusCause>), Outcome> {
+        if vm.spec.running.is_some() {
+            warnings.push("spec.running is deprecated, please use spec.runStrategy instead.".to_string());
+        }
+        let causes = crate::infer::validate_matchers(&vm);
+        if !causes.is_empty() {
+            return Err(Outcome::Invalid(causes));
+        }
+        crate::infer::infer(&mut vm, &self.volumes).map_err(Outcome::BadRequest)?;
+        let namespace = ns(&vm.metadata);
+        let it = vm.spec.instancetype.as_ref().and_then(|m| {
+            let name = m.name.as_deref()?;
+            let found = self.instancetype(&namespace, m.kind.as_deref(), name);
+            if found.is_none() {
+                warnings.push(format!(
+                    "ignoring err \"instancetype {name:?} not found\" when looking for instance type"
+                ));
+            }
+            found
+        });
+        let pref = vm.spec.preference.as_ref().and_then(|m| {
+            let name = m.name.as_deref()?;
+            let found = self.preference(&namespace, m.kind.as_deref(), name);
+            if found.is_none() {
+                warnings.push(format!(
+                    "ignoring err \"preference {name:?} not found\" when looking for preference"
+                ));
+            }
+            found
+        });
+        defaults::default_vm(&mut vm, config, pref);
+        let mut causes = Vec::new();
+        if it.is_some() || pref.is_some() {
+            causes = validate::vm_instancetype(&vm, it, pref);
+        }
+        if causes.is_empty() {
+            causes = validate::vm(&vm, config, true);
+        }
+        Ok((Object::Vm(vm), causes))
     }
 }
 

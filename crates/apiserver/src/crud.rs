@@ -361,93 +361,12 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
     }
     check_type(ctx, &new)?;
     let unknown = field_validation(ctx, &mut new)?;
-    if meta_str(&new, "name").is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            meta_str(&new, "name").unwrap_or_default()
-        )));
-    }
-    match meta_str(&new, "resourceVersion") {
-        Some(rv) if rv != cur_kv.mod_revision.to_string() => return Err(ApiError::conflict(&ctx.rt, &name)),
-        None if require_rv && ctx.rt.crd.is_some() => {
-            return Err(ApiError::invalid(
-                &ctx.rt.kind,
-                &ctx.rt.group,
-                &name,
-                &[(
-                    "metadata.resourceVersion".into(),
-                    "Invalid value: 0x0: must be specified for an update".into(),
-                    "FieldValueInvalid".into(),
-                )],
-            ));
-        }
-        _ => {}
-    }
+    check_name_and_version(ctx, &new, &name, cur_kv.mod_revision, require_rv)?;
     new["apiVersion"] = json!(ctx.rt.api_version());
     new["kind"] = json!(ctx.rt.kind);
     let status_write = ctx.path.subresource.as_deref() == Some("status");
-    if status_write {
-        // Only .status changes through /status.
-        let mut merged = cur.clone();
-        merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-        if merged["status"].is_null()
-            && let Some(m) = merged.as_object_mut()
-        {
-            m.remove("status");
-        }
-        new = merged;
-    } else if ctx.rt.status {
-        match cur.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(m) = new.as_object_mut() {
-                    m.remove("status");
-                }
-            }
-        }
-    }
-    {
-        let cur_meta = cur.get("metadata").cloned().unwrap_or_default();
-        let meta = meta_mut(&mut new)?;
-        for k in [
-            "uid",
-            "creationTimestamp",
-            "namespace",
-            "name",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match cur_meta.get(k) {
-                Some(v) => meta.insert(k.into(), v.clone()),
-                None => meta.remove(k),
-            };
-        }
-        if cur_meta.get("deletionTimestamp").is_some() {
-            let before = cur_meta
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let after = meta
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if after.iter().any(|f| !before.contains(f)) {
-                return Err(ApiError::invalid(
-                    &ctx.rt.kind,
-                    &ctx.rt.group,
-                    &name,
-                    &[(
-                        "metadata.finalizers".into(),
-                        "Forbidden: no new finalizers can be added if the object is being deleted".into(),
-                        "FieldValueForbidden".into(),
-                    )],
-                ));
-            }
-        }
-    }
+    let mut new = split_status(ctx, new, &cur, status_write);
+    keep_server_metadata(ctx, &mut new, &cur, &name)?;
     if ctx.rt.tracks_generation() && spec_part(&new) != spec_part(&cur) && !status_write {
         let generation = cur
             .pointer("/metadata/generation")
@@ -491,6 +410,107 @@ pub(crate) fn write(ctx: &Ctx, mut new: Value, require_rv: bool) -> Result<Respo
         table::respond(ctx, StatusCode::OK, obj, false),
         &warnings,
     ))
+}
+
+/// The name in the body matches the URL's, and the resourceVersion (required for custom resources' updates) is the
+/// stored one.
+fn check_name_and_version(
+    ctx: &Ctx,
+    new: &Value,
+    name: &str,
+    stored: i64,
+    require_rv: bool,
+) -> Result<(), ApiError> {
+    if meta_str(new, "name").is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(new, "name").unwrap_or_default()
+        )));
+    }
+    match meta_str(new, "resourceVersion") {
+        Some(rv) if rv != stored.to_string() => Err(ApiError::conflict(&ctx.rt, name)),
+        None if require_rv && ctx.rt.crd.is_some() => Err(ApiError::invalid(
+            &ctx.rt.kind,
+            &ctx.rt.group,
+            name,
+            &[(
+                "metadata.resourceVersion".into(),
+                "Invalid value: 0x0: must be specified for an update".into(),
+                "FieldValueInvalid".into(),
+            )],
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Status and spec apart: through `/status` only `.status` changes; otherwise a type with a status subresource keeps
+/// its stored status.
+fn split_status(ctx: &Ctx, new: Value, cur: &Value, status_write: bool) -> Value {
+    if status_write {
+        let mut merged = cur.clone();
+        merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if merged["status"].is_null()
+            && let Some(m) = merged.as_object_mut()
+        {
+            m.remove("status");
+        }
+        return merged;
+    }
+    let mut new = new;
+    if ctx.rt.status {
+        match cur.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    new
+}
+
+/// Metadata only the server writes is kept from the stored object; an object being deleted takes no new finalizers.
+fn keep_server_metadata(ctx: &Ctx, new: &mut Value, cur: &Value, name: &str) -> Result<(), ApiError> {
+    let cur_meta = cur.get("metadata").cloned().unwrap_or_default();
+    let meta = meta_mut(new)?;
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match cur_meta.get(k) {
+            Some(v) => meta.insert(k.into(), v.clone()),
+            None => meta.remove(k),
+        };
+    }
+    if cur_meta.get("deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let list = |m: &serde_json::Map<String, Value>| {
+        m.get("finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = cur_meta.as_object().map(list).unwrap_or_default();
+    if list(meta).iter().any(|f| !before.contains(f)) {
+        return Err(ApiError::invalid(
+            &ctx.rt.kind,
+            &ctx.rt.group,
+            name,
+            &[(
+                "metadata.finalizers".into(),
+                "Forbidden: no new finalizers can be added if the object is being deleted".into(),
+                "FieldValueForbidden".into(),
+            )],
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn map_conflict(ctx: &Ctx, e: StoreError) -> ApiError {

@@ -329,6 +329,45 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A CRD version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<Column> {
+    let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .map(|cols| {
+            cols.iter()
+                .map(|c| Column {
+                    name: text(c, "name"),
+                    type_: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
+                    json_path: text(c, "jsonPath"),
+                    priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                    description: text(c, "description"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A CRD version's `subresources.scale` paths, with their defaults.
+fn scale_paths(scale: &Value) -> ScalePaths {
+    let path = |k: &str, default: &str| {
+        scale
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    ScalePaths {
+        spec_replicas: path("specReplicasPath", ".spec.replicas"),
+        status_replicas: path("statusReplicasPath", ".status.replicas"),
+        label_selector: scale
+            .get("labelSelectorPath")
+            .and_then(Value::as_str)
+            .map(String::from),
+    }
+}
+
 /// The resources a CRD object defines (one per served version).
 ///
 /// # Errors
@@ -397,46 +436,9 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, CrdError> {
         if v.get("served").and_then(Value::as_bool) != Some(true) {
             continue;
         }
-        let columns = v
-            .get("additionalPrinterColumns")
-            .and_then(Value::as_array)
-            .map(|cols| {
-                cols.iter()
-                    .map(|c| Column {
-                        name: c.get("name").and_then(Value::as_str).unwrap_or_default().into(),
-                        type_: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
-                        json_path: c
-                            .get("jsonPath")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
-                        description: c
-                            .get("description")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let columns = printer_columns(v);
         let sub = v.get("subresources");
-        let scale = sub.and_then(|s| s.get("scale")).map(|s| ScalePaths {
-            spec_replicas: s
-                .get("specReplicasPath")
-                .and_then(Value::as_str)
-                .unwrap_or(".spec.replicas")
-                .into(),
-            status_replicas: s
-                .get("statusReplicasPath")
-                .and_then(Value::as_str)
-                .unwrap_or(".status.replicas")
-                .into(),
-            label_selector: s
-                .get("labelSelectorPath")
-                .and_then(Value::as_str)
-                .map(String::from),
-        });
+        let scale = sub.and_then(|s| s.get("scale")).map(scale_paths);
         out.push(ResourceType {
             group: group.into(),
             version: vname.into(),

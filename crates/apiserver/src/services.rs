@@ -175,16 +175,39 @@ pub fn prepare(
     if spec.get("sessionAffinity").is_none() {
         spec["sessionAffinity"] = json!("None");
     }
-    if kind == "ExternalName" {
-        if svc.get("status").is_none() {
-            svc["status"] = json!({"loadBalancer": {}});
+    if kind != "ExternalName" {
+        if spec.get("internalTrafficPolicy").is_none() {
+            spec["internalTrafficPolicy"] = json!("Cluster");
         }
-        return Ok(());
+        let ip = cluster_ip(&name, spec, old, range, taken)?;
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+        // Single-stack IPv4, headless Services included.
+        spec["ipFamilies"] = json!(["IPv4"]);
+        spec["ipFamilyPolicy"] = json!("SingleStack");
+        if kind == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none() {
+            spec["allocateLoadBalancerNodePorts"] = json!(true);
+        }
+        let wants_node_ports = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
+        if wants_node_ports && spec.get("externalTrafficPolicy").is_none() {
+            spec["externalTrafficPolicy"] = json!("Cluster");
+        }
+        ports(&name, spec, old, wants_node_ports, taken)?;
     }
-    if spec.get("internalTrafficPolicy").is_none() {
-        spec["internalTrafficPolicy"] = json!("Cluster");
+    if svc.get("status").is_none() {
+        svc["status"] = json!({"loadBalancer": {}});
     }
-    // The cluster IP: kept from the old object, checked when given, allocated otherwise.
+    Ok(())
+}
+
+/// The cluster IP: kept from the old object, checked when given, allocated otherwise.
+fn cluster_ip(
+    name: &str,
+    spec: &Value,
+    old: Option<&Value>,
+    range: ServiceRange,
+    taken: &Taken,
+) -> Result<String, ApiError> {
     let old_ip = old
         .and_then(|o| o.pointer("/spec/clusterIP"))
         .and_then(Value::as_str)
@@ -194,27 +217,25 @@ pub fn prepare(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let ip = match (given, old_ip) {
-        (Some(g), Some(o)) if g != o => {
-            return Err(invalid(
-                &name,
-                "spec.clusterIPs[0]".into(),
-                format!("Invalid value: []string{{\"{g}\"}}: may not change once set"),
-            ));
-        }
-        (None, Some(o)) => o,
-        (Some(g), _) if g == "None" => g,
+    match (given, old_ip) {
+        (Some(g), Some(o)) if g != o => Err(invalid(
+            name,
+            "spec.clusterIPs[0]".into(),
+            format!("Invalid value: []string{{\"{g}\"}}: may not change once set"),
+        )),
+        (None, Some(o)) => Ok(o),
+        (Some(g), _) if g == "None" => Ok(g),
         (Some(g), None) => {
             let addr: Ipv4Addr = g.parse().map_err(|_| {
                 invalid(
-                    &name,
+                    name,
                     "spec.clusterIPs[0]".into(),
                     format!("Invalid value: \"{g}\": must be a valid IP address"),
                 )
             })?;
             if !range.contains(addr) {
                 return Err(invalid(
-                    &name,
+                    name,
                     "spec.clusterIPs".into(),
                     format!(
                         "Invalid value: []string{{\"{g}\"}}: failed to allocate IP {g}: the provided IP ({g}) is not in the valid range. The range of valid IPs is {range}"
@@ -223,35 +244,34 @@ pub fn prepare(
             }
             if taken.ips.contains(&addr) {
                 return Err(invalid(
-                    &name,
+                    name,
                     "spec.clusterIPs".into(),
                     format!(
                         "Invalid value: []string{{\"{g}\"}}: failed to allocate IP {g}: provided IP is already allocated"
                     ),
                 ));
             }
-            g
+            Ok(g)
         }
-        (Some(g), Some(_)) => g,
+        (Some(g), Some(_)) => Ok(g),
         (None, None) => range
             .allocate(&taken.ips, seed())
+            .map(|ip| ip.to_string())
             .ok_or_else(|| {
                 ApiError::internal(format!("failed to allocate a serviceIP: range {range} is full"))
-            })?
-            .to_string(),
-    };
-    spec["clusterIP"] = json!(ip);
-    spec["clusterIPs"] = json!([ip]);
-    // Single-stack IPv4, headless Services included.
-    spec["ipFamilies"] = json!(["IPv4"]);
-    spec["ipFamilyPolicy"] = json!("SingleStack");
-    if kind == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none() {
-        spec["allocateLoadBalancerNodePorts"] = json!(true);
+            }),
     }
-    let wants_node_ports = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
-    if wants_node_ports && spec.get("externalTrafficPolicy").is_none() {
-        spec["externalTrafficPolicy"] = json!("Cluster");
-    }
+}
+
+/// The ports' defaults (protocol, targetPort) and, for NodePort and LoadBalancer Services, their node ports: kept
+/// from the old object, checked when given, allocated otherwise.
+fn ports(
+    name: &str,
+    spec: &mut Value,
+    old: Option<&Value>,
+    wants_node_ports: bool,
+    taken: &Taken,
+) -> Result<(), ApiError> {
     let old_ports: Vec<Value> = old
         .and_then(|o| o.pointer("/spec/ports"))
         .and_then(Value::as_array)
@@ -259,78 +279,75 @@ pub fn prepare(
         .unwrap_or_default();
     let mut mine = BTreeSet::new();
     let mut seed = seed();
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for (i, p) in ports.iter_mut().enumerate() {
-            if p.get("protocol").is_none() {
-                p["protocol"] = json!("TCP");
-            }
-            // kube-apiserver's SetDefaults_Service: a missing, empty or zero targetPort is the port.
-            let unset = match p.get("targetPort") {
-                None | Some(Value::Null) => true,
-                Some(Value::String(s)) => s.is_empty() || s == "0",
-                Some(Value::Number(n)) => n.as_i64() == Some(0),
-                Some(_) => false,
-            };
-            if unset && let Some(port) = p.get("port").cloned() {
-                p["targetPort"] = port;
-            }
-            if !wants_node_ports {
-                if let Some(o) = p.as_object_mut() {
-                    o.remove("nodePort");
-                }
-                continue;
-            }
-            let field = format!("spec.ports[{i}].nodePort");
-            let node_port = match p.get("nodePort").and_then(Value::as_u64) {
-                Some(n) => {
-                    let ok = u16::try_from(n).ok().filter(|n| NODE_PORTS.contains(n));
-                    let Some(n) = ok else {
-                        return Err(invalid(
-                            &name,
-                            field,
-                            format!(
-                                "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"
-                            ),
-                        ));
-                    };
-                    if taken.node_ports.contains(&n) || mine.contains(&n) {
-                        return Err(invalid(
-                            &name,
-                            field,
-                            format!("Invalid value: {n}: provided port is already allocated"),
-                        ));
-                    }
-                    n
-                }
-                None => {
-                    let same = old_ports
-                        .iter()
-                        .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"));
-                    match same
-                        .and_then(|o| o.get("nodePort"))
-                        .and_then(Value::as_u64)
-                        .and_then(|n| u16::try_from(n).ok())
-                    {
-                        Some(n) => n,
-                        None => {
-                            let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
-                            let free = (0..span)
-                                .map(|k| NODE_PORTS.start() + ((seed.wrapping_add(k) % span) as u16))
-                                .find(|n| !taken.node_ports.contains(n) && !mine.contains(n));
-                            seed = seed.wrapping_add(1);
-                            free.ok_or_else(|| {
-                                ApiError::internal("failed to allocate a nodePort: range is full")
-                            })?
-                        }
-                    }
-                }
-            };
-            mine.insert(node_port);
-            p["nodePort"] = json!(node_port);
+    let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for (i, p) in ports.iter_mut().enumerate() {
+        if p.get("protocol").is_none() {
+            p["protocol"] = json!("TCP");
         }
-    }
-    if svc.get("status").is_none() {
-        svc["status"] = json!({"loadBalancer": {}});
+        // kube-apiserver's SetDefaults_Service: a missing, empty or zero targetPort is the port.
+        let unset = match p.get("targetPort") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty() || s == "0",
+            Some(Value::Number(n)) => n.as_i64() == Some(0),
+            Some(_) => false,
+        };
+        if unset && let Some(port) = p.get("port").cloned() {
+            p["targetPort"] = port;
+        }
+        if !wants_node_ports {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("nodePort");
+            }
+            continue;
+        }
+        let field = format!("spec.ports[{i}].nodePort");
+        let node_port = match p.get("nodePort").and_then(Value::as_u64) {
+            Some(n) => {
+                let ok = u16::try_from(n).ok().filter(|n| NODE_PORTS.contains(n));
+                let Some(n) = ok else {
+                    return Err(invalid(
+                        name,
+                        field,
+                        format!(
+                            "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                        ),
+                    ));
+                };
+                if taken.node_ports.contains(&n) || mine.contains(&n) {
+                    return Err(invalid(
+                        name,
+                        field,
+                        format!("Invalid value: {n}: provided port is already allocated"),
+                    ));
+                }
+                n
+            }
+            None => {
+                let same = old_ports
+                    .iter()
+                    .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
+                    .and_then(|o| o.get("nodePort"))
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u16::try_from(n).ok());
+                match same {
+                    Some(n) => n,
+                    None => {
+                        let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+                        let free = (0..span)
+                            .map(|k| NODE_PORTS.start() + ((seed.wrapping_add(k) % span) as u16))
+                            .find(|n| !taken.node_ports.contains(n) && !mine.contains(n));
+                        seed = seed.wrapping_add(1);
+                        free.ok_or_else(|| {
+                            ApiError::internal("failed to allocate a nodePort: range is full")
+                        })?
+                    }
+                }
+            }
+        };
+        mine.insert(node_port);
+        p["nodePort"] = json!(node_port);
     }
     Ok(())
 }

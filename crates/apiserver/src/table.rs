@@ -161,228 +161,274 @@ pub fn table_for(rt: &ResourceType, items: &[Value], include: &str) -> Value {
 }
 
 /// The columns kubectl computes rather than reads (`@name`): a pod's READY/STATUS/RESTARTS, a node's STATUS, a
-/// Service's EXTERNAL-IP/PORT(S)/SELECTOR, an Endpoints' ENDPOINTS.
+/// Service's EXTERNAL-IP/PORT(S)/SELECTOR, an Endpoints' ENDPOINTS, ...
 fn computed(item: &Value, name: &str) -> Value {
-    let statuses = item
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     match name {
-        "pod-ready" => {
-            let total = item
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
-            json!(format!("{ready}/{total}"))
-        }
-        "pod-restarts" => json!(
-            statuses
-                .iter()
-                .filter_map(|c| c["restartCount"].as_i64())
-                .sum::<i64>()
-                .to_string()
-        ),
-        "pod-status" => {
-            if item.pointer("/metadata/deletionTimestamp").is_some() {
-                return json!("Terminating");
-            }
-            let waiting = statuses.iter().find_map(|c| {
-                c.pointer("/state/waiting/reason")
-                    .or_else(|| c.pointer("/state/terminated/reason"))
-                    .and_then(Value::as_str)
-            });
-            let phase = item
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or("Pending");
-            let reason = item.pointer("/status/reason").and_then(Value::as_str);
-            json!(reason.or(waiting.filter(|_| phase != "Running")).unwrap_or(phase))
-        }
-        "node-status" => {
-            let ready = item
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["status"] == "True");
-            let mut s = match ready {
-                Some(true) => "Ready".to_string(),
-                Some(false) => "NotReady".to_string(),
-                None => "Unknown".to_string(),
-            };
-            if item.pointer("/spec/unschedulable") == Some(&json!(true)) {
-                s.push_str(",SchedulingDisabled");
-            }
-            json!(s)
-        }
-        // kubectl's formatDiscoveryPorts / formatDiscoveryEndpoints: three at most, then "+ N more...".
-        "slice-ports" => {
-            let ports: Vec<String> = item["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| match (p["port"].as_i64(), p["name"].as_str()) {
-                    (Some(n), _) => n.to_string(),
-                    (None, Some(n)) => n.to_string(),
-                    (None, None) => "*".to_string(),
-                })
-                .collect();
-            json!(three_or_more(&ports))
-        }
-        "slice-endpoints" => {
-            let addresses: Vec<String> = item["endpoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
-            json!(three_or_more(&addresses))
-        }
-        // kubectl's `<group-resource>/<name>` of the controlling owner, e.g. `virtualmachine.kubevirt.io/vm1`.
-        "controller-ref" => {
-            let owner = item
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .and_then(|os| os.iter().find(|o| o["controller"] == json!(true)));
-            match owner {
-                Some(o) => {
-                    let group = o["apiVersion"].as_str().unwrap_or_default();
-                    let group = group.rsplit_once('/').map_or("", |(g, _)| g);
-                    let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
-                    let name = o["name"].as_str().unwrap_or_default();
-                    json!(if group.is_empty() {
-                        format!("{kind}/{name}")
-                    } else {
-                        format!("{kind}.{group}/{name}")
-                    })
-                }
-                None => json!("<none>"),
-            }
-        }
-        "apiservice-service" => match item.pointer("/spec/service").filter(|s| !s.is_null()) {
-            Some(s) => json!(format!(
-                "{}/{}",
-                s.get("namespace").and_then(Value::as_str).unwrap_or_default(),
-                s.get("name").and_then(Value::as_str).unwrap_or_default()
-            )),
-            None => json!("Local"),
-        },
-        "apiservice-available" => {
-            let c = item
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"));
-            match c {
-                Some(c) if c["status"] == "True" => json!("True"),
-                Some(c) => json!(format!(
-                    "{} ({})",
-                    c["status"].as_str().unwrap_or("Unknown"),
-                    c["reason"].as_str().unwrap_or_default()
-                )),
-                None => json!("Unknown"),
-            }
-        }
-        "service-external-ip" => {
-            let mut ips: Vec<String> = item
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| {
-                    i.get("ip")
-                        .or_else(|| i.get("hostname"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
-            ips.extend(
-                item.pointer("/spec/externalIPs")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.as_str().map(str::to_string)),
-            );
-            match item.pointer("/spec/type").and_then(Value::as_str) {
-                Some("ExternalName") => json!(
-                    item.pointer("/spec/externalName")
-                        .and_then(Value::as_str)
-                        .unwrap_or("<none>")
-                ),
-                Some("LoadBalancer") if ips.is_empty() => json!("<pending>"),
-                _ if ips.is_empty() => json!("<none>"),
-                _ => json!(ips.join(",")),
-            }
-        }
-        "service-ports" => {
-            let ports: Vec<String> = item
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                    let port = p.get("port").map(Value::to_string).unwrap_or_default();
-                    match p.get("nodePort") {
-                        Some(n) => format!("{port}:{n}/{proto}"),
-                        None => format!("{port}/{proto}"),
-                    }
-                })
-                .collect();
-            json!(if ports.is_empty() {
-                "<none>".to_string()
-            } else {
-                ports.join(",")
-            })
-        }
-        "service-selector" => {
-            let sel: Vec<String> = item
-                .pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect();
-            json!(if sel.is_empty() {
-                "<none>".to_string()
-            } else {
-                sel.join(",")
-            })
-        }
-        "endpoints" => {
-            // kubectl's form: IP:PORT for every address and port, the first three, then "+ N more...".
-            let mut all = Vec::new();
-            for s in item
-                .get("subsets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let ports: Vec<String> = s
-                    .get("ports")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|p| p.get("port").map(Value::to_string).unwrap_or_default())
-                    .collect();
-                for a in s.get("addresses").and_then(Value::as_array).into_iter().flatten() {
-                    let ip = a.get("ip").and_then(Value::as_str).unwrap_or_default();
-                    if ports.is_empty() {
-                        all.push(ip.to_string());
-                    }
-                    all.extend(ports.iter().map(|p| format!("{ip}:{p}")));
-                }
-            }
-            let shown = all.iter().take(3).cloned().collect::<Vec<_>>().join(",");
-            json!(match all.len() {
-                0 => "<none>".to_string(),
-                n if n > 3 => format!("{shown} + {} more...", n - 3),
-                _ => shown,
-            })
-        }
+        "pod-ready" => pod_ready(item),
+        "pod-restarts" => pod_restarts(item),
+        "pod-status" => pod_status(item),
+        "node-status" => node_status(item),
+        "slice-ports" => slice_ports(item),
+        "slice-endpoints" => slice_endpoints(item),
+        "controller-ref" => controller_ref(item),
+        "apiservice-service" => apiservice_service(item),
+        "apiservice-available" => apiservice_available(item),
+        "service-external-ip" => service_external_ip(item),
+        "service-ports" => service_ports(item),
+        "service-selector" => service_selector(item),
+        "endpoints" => endpoints(item),
         _ => json!("<none>"),
     }
+}
+
+fn container_statuses(item: &Value) -> Vec<Value> {
+    item.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `@pod-ready` column.
+fn pod_ready(item: &Value) -> Value {
+    let statuses = container_statuses(item);
+    let total = item
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
+    json!(format!("{ready}/{total}"))
+}
+
+/// The `@pod-restarts` column.
+fn pod_restarts(item: &Value) -> Value {
+    let statuses = container_statuses(item);
+    json!(
+        statuses
+            .iter()
+            .filter_map(|c| c["restartCount"].as_i64())
+            .sum::<i64>()
+            .to_string()
+    )
+}
+
+/// The `@pod-status` column.
+fn pod_status(item: &Value) -> Value {
+    let statuses = container_statuses(item);
+    if item.pointer("/metadata/deletionTimestamp").is_some() {
+        return json!("Terminating");
+    }
+    let waiting = statuses.iter().find_map(|c| {
+        c.pointer("/state/waiting/reason")
+            .or_else(|| c.pointer("/state/terminated/reason"))
+            .and_then(Value::as_str)
+    });
+    let phase = item
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    let reason = item.pointer("/status/reason").and_then(Value::as_str);
+    json!(reason.or(waiting.filter(|_| phase != "Running")).unwrap_or(phase))
+}
+
+/// The `@node-status` column.
+fn node_status(item: &Value) -> Value {
+    let ready = item
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["status"] == "True");
+    let mut s = match ready {
+        Some(true) => "Ready".to_string(),
+        Some(false) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if item.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        s.push_str(",SchedulingDisabled");
+    }
+    json!(s)
+}
+
+/// kubectl's formatDiscoveryPorts / formatDiscoveryEndpoints: three at most, then "+ N more...".
+fn slice_ports(item: &Value) -> Value {
+    let ports: Vec<String> = item["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| match (p["port"].as_i64(), p["name"].as_str()) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => "*".to_string(),
+        })
+        .collect();
+    json!(three_or_more(&ports))
+}
+
+/// The `@slice-endpoints` column.
+fn slice_endpoints(item: &Value) -> Value {
+    let addresses: Vec<String> = item["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    json!(three_or_more(&addresses))
+}
+
+/// kubectl's `<group-resource>/<name>` of the controlling owner, e.g. `virtualmachine.kubevirt.io/vm1`.
+fn controller_ref(item: &Value) -> Value {
+    let owner = item
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|os| os.iter().find(|o| o["controller"] == json!(true)));
+    match owner {
+        Some(o) => {
+            let group = o["apiVersion"].as_str().unwrap_or_default();
+            let group = group.rsplit_once('/').map_or("", |(g, _)| g);
+            let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+            let name = o["name"].as_str().unwrap_or_default();
+            json!(if group.is_empty() {
+                format!("{kind}/{name}")
+            } else {
+                format!("{kind}.{group}/{name}")
+            })
+        }
+        None => json!("<none>"),
+    }
+}
+
+/// The `@apiservice-service` column.
+fn apiservice_service(item: &Value) -> Value {
+    match item.pointer("/spec/service").filter(|s| !s.is_null()) {
+        Some(s) => json!(format!(
+            "{}/{}",
+            s.get("namespace").and_then(Value::as_str).unwrap_or_default(),
+            s.get("name").and_then(Value::as_str).unwrap_or_default()
+        )),
+        None => json!("Local"),
+    }
+}
+
+/// The `@apiservice-available` column.
+fn apiservice_available(item: &Value) -> Value {
+    let c = item
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"));
+    match c {
+        Some(c) if c["status"] == "True" => json!("True"),
+        Some(c) => json!(format!(
+            "{} ({})",
+            c["status"].as_str().unwrap_or("Unknown"),
+            c["reason"].as_str().unwrap_or_default()
+        )),
+        None => json!("Unknown"),
+    }
+}
+
+/// The `@service-external-ip` column.
+fn service_external_ip(item: &Value) -> Value {
+    let mut ips: Vec<String> = item
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            i.get("ip")
+                .or_else(|| i.get("hostname"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    ips.extend(
+        item.pointer("/spec/externalIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_str().map(str::to_string)),
+    );
+    match item.pointer("/spec/type").and_then(Value::as_str) {
+        Some("ExternalName") => json!(
+            item.pointer("/spec/externalName")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>")
+        ),
+        Some("LoadBalancer") if ips.is_empty() => json!("<pending>"),
+        _ if ips.is_empty() => json!("<none>"),
+        _ => json!(ips.join(",")),
+    }
+}
+
+/// The `@service-ports` column.
+fn service_ports(item: &Value) -> Value {
+    let ports: Vec<String> = item
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            let port = p.get("port").map(Value::to_string).unwrap_or_default();
+            match p.get("nodePort") {
+                Some(n) => format!("{port}:{n}/{proto}"),
+                None => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    json!(if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(",")
+    })
+}
+
+/// The `@service-selector` column.
+fn service_selector(item: &Value) -> Value {
+    let sel: Vec<String> = item
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    json!(if sel.is_empty() {
+        "<none>".to_string()
+    } else {
+        sel.join(",")
+    })
+}
+
+/// The `@endpoints` column.
+fn endpoints(item: &Value) -> Value {
+    // kubectl's form: IP:PORT for every address and port, the first three, then "+ N more...".
+    let mut all = Vec::new();
+    for s in item
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let ports: Vec<String> = s
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| p.get("port").map(Value::to_string).unwrap_or_default())
+            .collect();
+        for a in s.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            let ip = a.get("ip").and_then(Value::as_str).unwrap_or_default();
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            all.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+        }
+    }
+    let shown = all.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    json!(match all.len() {
+        0 => "<none>".to_string(),
+        n if n > 3 => format!("{shown} + {} more...", n - 3),
+        _ => shown,
+    })
 }
 
 fn cell(item: &Value, c: &Column, now: jiff::Timestamp) -> Value {

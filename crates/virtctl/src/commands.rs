@@ -65,74 +65,24 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             name,
             paused,
             dry_run,
-        } => {
-            let b = body(json!({"paused": paused.then_some(true), "dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachines", &name, "start"), &b)
-                .await
-                .map_err(|e| format!("Error starting VirtualMachine {e}"))?;
-            println!("VM {name} was scheduled to start");
-        }
+        } => start(&c, &name, paused, dry_run).await?,
         Command::Stop {
             name,
             grace_period,
             force,
             dry_run,
-        } => {
-            let grace = match (force, grace_period) {
-                (true, g) if g < 0 => Some(0),
-                (_, g) if g >= 0 => Some(g),
-                _ => None,
-            };
-            let b = body(json!({"gracePeriod": grace, "dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachines", &name, "stop"), &b)
-                .await
-                .map_err(|e| {
-                    if force {
-                        format!("error force stopping VirtualMachine: {e}")
-                    } else {
-                        format!("error stopping VirtualMachine {e}")
-                    }
-                })?;
-            println!("VM {name} was scheduled to stop");
-        }
+        } => stop(&c, &name, grace_period, force, dry_run).await?,
         Command::Restart {
             name,
             grace_period,
             force,
             dry_run,
-        } => {
-            let grace = force.then_some(grace_period.max(0));
-            let b = body(json!({"gracePeriodSeconds": grace, "dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachines", &name, "restart"), &b)
-                .await
-                .map_err(|e| {
-                    if force {
-                        format!("error force restarting VirtualMachine: {e}")
-                    } else {
-                        format!("error restarting VirtualMachine: {e}")
-                    }
-                })?;
-            println!("VM {name} was scheduled to restart");
-        }
+        } => restart(&c, &name, grace_period, force, dry_run).await?,
         Command::Migrate {
             name,
             added_node_selector,
             dry_run,
-        } => {
-            let mut selector = serde_json::Map::new();
-            for kv in &added_node_selector {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| format!("invalid --addedNodeSelector entry {kv:?}: expected key=value"))?;
-                selector.insert(k.to_string(), json!(v));
-            }
-            let sel = (!selector.is_empty()).then_some(Value::Object(selector));
-            let b = body(json!({"addedNodeSelector": sel, "dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachines", &name, "migrate"), &b)
-                .await
-                .map_err(|e| format!("Error migrating VirtualMachine {e}"))?;
-            println!("VM {name} was scheduled to migrate");
-        }
+        } => migrate(&c, &name, &added_node_selector, dry_run).await?,
         Command::MigrateCancel { name, dry_run } => {
             migrate_cancel(&c, &name, dry_run).await?;
             println!("VM {name} was scheduled to migrate-cancel");
@@ -141,36 +91,23 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             if kind == Kind::Vm {
                 vmi_of_vm(&c, &name, "pausing").await?;
             }
-            let b = body(json!({"dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachineinstances", &name, "pause"), &b)
-                .await
-                .map_err(|e| format!("Error pausing VirtualMachineInstance {name}: {e}"))?;
+            vmi_put(&c, &name, "pause", dry_run, "Error pausing").await?;
             println!("VMI {name} was scheduled to pause");
         }
         Command::Unpause { kind, name, dry_run } => {
             if kind == Kind::Vm {
                 vmi_of_vm(&c, &name, "unpausing").await?;
             }
-            let b = body(json!({"dryRun": dry(dry_run)}));
-            c.put(&c.path("virtualmachineinstances", &name, "unpause"), &b)
-                .await
-                .map_err(|e| format!("Error unpausing VirtualMachineInstance {name}: {e}"))?;
+            vmi_put(&c, &name, "unpause", dry_run, "Error unpausing").await?;
             println!("VMI {name} was scheduled to unpause");
         }
         Command::SoftReboot { name } => {
-            c.put(
-                &c.path("virtualmachineinstances", &name, "softreboot"),
-                &json!({}),
-            )
-            .await
-            .map_err(|e| format!("Error soft rebooting VirtualMachineInstance {name}: {e}"))?;
+            vmi_put(&c, &name, "softreboot", false, "Error soft rebooting").await?;
             println!("VMI {name} was scheduled to soft-reboot");
         }
         Command::Reset { name } => {
-            c.put(&c.path("virtualmachineinstances", &name, "reset"), &json!({}))
-                .await
-                // Upstream's spelling.
-                .map_err(|e| format!("Error reseting VirtualMachineInstance {name}: {e}"))?;
+            // Upstream's spelling.
+            vmi_put(&c, &name, "reset", false, "Error reseting").await?;
             println!("VMI {name} was scheduled to reset");
         }
         Command::Guestosinfo { name } => {
@@ -197,6 +134,93 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
             println!("Server Version: {server}");
         }
     }
+    Ok(())
+}
+
+/// `start`: the VM's start subresource (paused if asked).
+async fn start(c: &Cluster, name: &str, paused: bool, dry_run: bool) -> Result<(), Failure> {
+    let b = body(json!({"paused": paused.then_some(true), "dryRun": dry(dry_run)}));
+    c.put(&c.path("virtualmachines", name, "start"), &b)
+        .await
+        .map_err(|e| format!("Error starting VirtualMachine {e}"))?;
+    println!("VM {name} was scheduled to start");
+    Ok(())
+}
+
+/// `stop`: the VM's stop subresource; `--force` with no grace period stops at once.
+async fn stop(c: &Cluster, name: &str, grace_period: i64, force: bool, dry_run: bool) -> Result<(), Failure> {
+    let grace = match (force, grace_period) {
+        (true, g) if g < 0 => Some(0),
+        (_, g) if g >= 0 => Some(g),
+        _ => None,
+    };
+    let b = body(json!({"gracePeriod": grace, "dryRun": dry(dry_run)}));
+    c.put(&c.path("virtualmachines", name, "stop"), &b)
+        .await
+        .map_err(|e| {
+            if force {
+                format!("error force stopping VirtualMachine: {e}")
+            } else {
+                format!("error stopping VirtualMachine {e}")
+            }
+        })?;
+    println!("VM {name} was scheduled to stop");
+    Ok(())
+}
+
+/// `restart`: the VM's restart subresource, with a grace period only when forced.
+async fn restart(
+    c: &Cluster,
+    name: &str,
+    grace_period: i64,
+    force: bool,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let grace = force.then_some(grace_period.max(0));
+    let b = body(json!({"gracePeriodSeconds": grace, "dryRun": dry(dry_run)}));
+    c.put(&c.path("virtualmachines", name, "restart"), &b)
+        .await
+        .map_err(|e| {
+            if force {
+                format!("error force restarting VirtualMachine: {e}")
+            } else {
+                format!("error restarting VirtualMachine: {e}")
+            }
+        })?;
+    println!("VM {name} was scheduled to restart");
+    Ok(())
+}
+
+/// `migrate`: the VM's migrate subresource, with the node selector entries added.
+async fn migrate(
+    c: &Cluster,
+    name: &str,
+    added_node_selector: &[String],
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let mut selector = serde_json::Map::new();
+    for kv in added_node_selector {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("invalid --addedNodeSelector entry {kv:?}: expected key=value"))?;
+        selector.insert(k.to_string(), json!(v));
+    }
+    let sel = (!selector.is_empty()).then_some(Value::Object(selector));
+    let b = body(json!({"addedNodeSelector": sel, "dryRun": dry(dry_run)}));
+    c.put(&c.path("virtualmachines", name, "migrate"), &b)
+        .await
+        .map_err(|e| format!("Error migrating VirtualMachine {e}"))?;
+    println!("VM {name} was scheduled to migrate");
+    Ok(())
+}
+
+/// A VMI lifecycle subresource (`pause`, `unpause`, `softreboot`, `reset`); a failure reads `{doing}
+/// VirtualMachineInstance {name}: …`.
+async fn vmi_put(c: &Cluster, name: &str, op: &str, dry_run: bool, doing: &str) -> Result<(), Failure> {
+    let b = body(json!({"dryRun": dry(dry_run)}));
+    c.put(&c.path("virtualmachineinstances", name, op), &b)
+        .await
+        .map_err(|e| format!("{doing} VirtualMachineInstance {name}: {e}"))?;
     Ok(())
 }
 
