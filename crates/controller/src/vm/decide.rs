@@ -48,7 +48,7 @@ pub fn requested(vm: &VirtualMachine, action: &str) -> bool {
 /// | RerunOnFailure | it Failed, or a Stop request        | no Stop request               |
 /// | Manual         | a Stop request                      | a Start request               |
 /// | Halted         | always                              | never                         |
-/// | Once           | never                               | the VM never had a VMI        |
+/// | Once           | never                               | always (the ended VMI stays)  |
 ///
 /// A VMI already being deleted counts as neither existing nor absent: nothing is done until it is gone.
 #[must_use]
@@ -81,7 +81,8 @@ pub fn plan(
         && match strategy {
             Some(RunStrategy::Always | RunStrategy::RerunOnFailure) => !stop,
             Some(RunStrategy::Manual) => start,
-            Some(RunStrategy::Once) => vm.status.as_ref().and_then(|s| s.created).is_none(),
+            // As upstream: a VMI whenever there is none — the finished one stays, so it is not run again.
+            Some(RunStrategy::Once) => true,
             Some(RunStrategy::Halted | RunStrategy::WaitAsReceiver) | None => false,
         };
     if create {
