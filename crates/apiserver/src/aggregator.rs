@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::context::{ApiState, Identity};
+use crate::object_store::Resource;
 use crate::status::ApiError;
 
 use crate::upstreams::{Backend, DISCOVERY_TTL, Group, unavailable};
@@ -30,17 +31,10 @@ fn group_version(path: &str) -> Option<(&str, &str)> {
     Some((g, v))
 }
 
-fn get(state: &ApiState, key: &str) -> Result<Option<Value>, ApiError> {
-    let Some(kv) = state.store.get(key)? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_slice(&kv.value).ok())
-}
-
 /// The APIService objects that send their group elsewhere.
 fn remote_services(state: &ApiState) -> Result<Vec<Value>, ApiError> {
     let list = state.store.list(
-        "/registry/apiregistration.k8s.io/apiservices/",
+        &Resource::of("apiregistration.k8s.io", "apiservices").prefix(),
         &apiserver_store::ListOptions::default(),
     )?;
     Ok(list
@@ -57,7 +51,8 @@ fn remote_services(state: &ApiState) -> Result<Vec<Value>, ApiError> {
 /// # Errors
 /// 503 when the Service, its port or a ready endpoint is missing.
 pub fn service_address(state: &ApiState, ns: &str, name: &str, port: i64) -> Result<String, ApiError> {
-    let service = get(state, &format!("/registry/core/services/{ns}/{name}"))?
+    let service = Resource::core("services")
+        .get(&state.store, Some(ns), name)?
         .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" not found")))?;
     // The service port the APIService names, then the endpoint port of the same name (or the only one).
     let port_name = service
@@ -73,7 +68,9 @@ pub fn service_address(state: &ApiState, ns: &str, name: &str, port: i64) -> Res
                 .to_string()
         })
         .ok_or_else(|| unavailable(format!("service \"{ns}/{name}\" has no port {port}")))?;
-    let endpoints = get(state, &format!("/registry/core/endpoints/{ns}/{name}"))?.unwrap_or_default();
+    let endpoints = Resource::core("endpoints")
+        .get(&state.store, Some(ns), name)?
+        .unwrap_or_default();
     endpoints
         .get("subsets")
         .and_then(Value::as_array)
@@ -111,10 +108,8 @@ pub fn backend(state: &ApiState, path: &str) -> Result<Option<Backend>, ApiError
     if state.registry.has_group(g) {
         return Ok(None);
     }
-    let Some(svc) = get(
-        state,
-        &format!("/registry/apiregistration.k8s.io/apiservices/{v}.{g}"),
-    )?
+    let Some(svc) =
+        Resource::of("apiregistration.k8s.io", "apiservices").get(&state.store, None, &format!("{v}.{g}"))?
     else {
         return Ok(None);
     };

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::context::Shared;
 
-const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 const EVERY: Duration = Duration::from_secs(10);
 
 /// Starts the controller; it ends when `stop` is notified.
@@ -30,7 +29,10 @@ pub fn spawn(state: Shared, stop: std::sync::Arc<tokio::sync::Notify>) -> tokio:
 }
 
 async fn check_all(state: &Shared) {
-    let Ok(page) = state.store.list(PREFIX, &ListOptions::default()) else {
+    let Ok(page) = state.store.list(
+        &crate::object_store::Resource::of("apiregistration.k8s.io", "apiservices").prefix(),
+        &ListOptions::default(),
+    ) else {
         return;
     };
     for kv in page.items {

@@ -171,11 +171,9 @@ fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
     let Some(ns) = ctx.path.namespace.as_deref().filter(|_| ctx.rt.namespaced) else {
         return Ok(());
     };
-    let key = format!("/registry/core/namespaces/{ns}");
-    match ctx.state.store.get(&key)? {
+    match crate::object_store::Resource::core("namespaces").get(&ctx.state.store, None, ns)? {
         None => Err(ApiError::namespace_not_found(ns)),
-        Some(kv) => {
-            let nsobj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        Some(nsobj) => {
             if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError {
                     code: 403,

@@ -95,11 +95,11 @@ fn decode(v: &[u8]) -> Option<Value> {
     serde_json::from_slice(v).ok()
 }
 
-const NAMESPACES: &str = "/registry/core/namespaces/";
+const NAMESPACES: crate::object_store::Resource<'static> = crate::object_store::Resource::core("namespaces");
 
 /// Deletes what is left in a terminating namespace; removes the namespace once nothing is.
 fn drain_namespace(state: &Shared, name: &str) -> Result<(), StoreError> {
-    let key = format!("{NAMESPACES}{name}");
+    let key = NAMESPACES.key(None, name);
     let Some(ns) = state.store.get(&key)?.and_then(|kv| decode(&kv.value)) else {
         return Ok(());
     };
@@ -128,7 +128,7 @@ fn handle(state: &Shared, ev: &apiserver_store::Event) -> Result<(), StoreError>
     let Some(obj) = decode(&ev.kv.value) else {
         return Ok(());
     };
-    if let Some(name) = ev.kv.key.strip_prefix(NAMESPACES) {
+    if let Some(name) = ev.kv.key.strip_prefix(NAMESPACES.prefix().as_str()) {
         if ev.kind != EventKind::Deleted {
             drain_namespace(state, name)?;
         }

@@ -19,6 +19,7 @@ pub mod fields;
 pub mod gc;
 pub mod immutable;
 pub mod metrics;
+pub mod object_store;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -87,10 +87,7 @@ impl ResourceType {
     /// Store key prefix of all objects of this resource (version-independent).
     #[must_use]
     pub fn prefix(&self) -> String {
-        // events.k8s.io/v1 Events are a view of the core/v1 Events: one store.
-        let core = self.group.is_empty() || (self.group == "events.k8s.io" && self.plural == "events");
-        let group = if core { "core" } else { &self.group };
-        format!("/registry/{group}/{}/", self.plural)
+        crate::object_store::Resource::of(&self.group, &self.plural).prefix()
     }
 
     /// Store key prefix within a namespace (or of everything, for `None`).

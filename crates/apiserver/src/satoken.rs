@@ -96,10 +96,9 @@ pub fn verify(key: &[u8], token: &str, now: i64) -> Option<Subject> {
 /// # Errors
 /// Store failures.
 pub fn account_uid(store: &apiserver_store::Store, ns: &str, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(kv) = store.get(&format!("/registry/core/serviceaccounts/{ns}/{name}"))? else {
+    let Some(v) = crate::object_store::Resource::core("serviceaccounts").get(store, Some(ns), name)? else {
         return Ok(None);
     };
-    let v: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
     Ok(v.pointer("/metadata/uid")
         .and_then(Value::as_str)
         .map(str::to_string))

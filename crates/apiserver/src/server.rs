@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::app::router;
 use crate::context::{ApiState, Identity};
+use crate::object_store::Resource;
 use crate::pki::{io, kubeconfig_text, load_or_make_pki, load_or_make_token, write_private};
 use crate::registry::Registry;
 use crate::status::ApiError;
@@ -84,7 +85,7 @@ fn seed_extension_authentication(
     client_ca: &str,
     front_proxy_ca: &str,
 ) -> Result<(), ServerError> {
-    let key = "/registry/core/configmaps/kube-system/extension-apiserver-authentication";
+    let key = &Resource::core("configmaps").key(Some("kube-system"), "extension-apiserver-authentication");
     let data = json!({
         "client-ca-file": client_ca,
         "requestheader-client-ca-file": front_proxy_ca,
@@ -108,7 +109,7 @@ pub fn bootstrap(store: &Store, registry: &Registry) -> Result<(), ServerError> 
         let obj = stamped(
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
         );
-        seed(store, &format!("/registry/core/namespaces/{ns}"), &obj)?;
+        seed(store, &Resource::core("namespaces").key(None, ns), &obj)?;
         crate::system::namespace_contents(store, ns, "")?;
     }
     for crd in kubevirt_api::crd::all() {
@@ -123,12 +124,12 @@ pub fn bootstrap(store: &Store, registry: &Registry) -> Result<(), ServerError> 
             "conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": crate::objects::now_rfc3339()}]});
         seed(
             store,
-            &format!("/registry/apiextensions.k8s.io/customresourcedefinitions/{name}"),
+            &Resource::of("apiextensions.k8s.io", "customresourcedefinitions").key(None, &name),
             &obj,
         )?;
     }
     let crds = store.list(
-        "/registry/apiextensions.k8s.io/customresourcedefinitions/",
+        &Resource::of("apiextensions.k8s.io", "customresourcedefinitions").prefix(),
         &ListOptions::default(),
     )?;
     for kv in crds.items {
@@ -266,7 +267,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, ServerError> {
         sa_key,
     });
     for kv in store
-        .list("/registry/core/namespaces/", &ListOptions::default())?
+        .list(&Resource::core("namespaces").prefix(), &ListOptions::default())?
         .items
     {
         if let Some(ns) = kv.key.rsplit('/').next() {

@@ -3,6 +3,7 @@
 //! controller), made when the namespace is; and the `default/kubernetes` Service and Endpoints naming the API server
 //! (kube-apiserver's bootstrap controller), refreshed at every start.
 
+use crate::object_store::Resource;
 use std::net::SocketAddr;
 
 use apiserver_store::{Store, StoreError};
@@ -61,7 +62,7 @@ pub fn namespace_contents(store: &Store, ns: &str, root_ca: &str) -> Result<(), 
     if !root_ca.is_empty() {
         ensure(
             store,
-            &format!("/registry/core/configmaps/{ns}/kube-root-ca.crt"),
+            &Resource::core("configmaps").key(Some(ns), "kube-root-ca.crt"),
             &stamp(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
                     "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
@@ -70,7 +71,7 @@ pub fn namespace_contents(store: &Store, ns: &str, root_ca: &str) -> Result<(), 
     }
     ensure(
         store,
-        &format!("/registry/core/serviceaccounts/{ns}/default"),
+        &Resource::core("serviceaccounts").key(Some(ns), "default"),
         &stamp(json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "default", "namespace": ns}})),
     )
@@ -91,7 +92,7 @@ pub fn kubernetes_service(
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     ensure_field(
         store,
-        "/registry/core/services/default/kubernetes",
+        &Resource::core("services").key(Some("default"), "kubernetes"),
         &stamp(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
             "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
@@ -107,7 +108,7 @@ pub fn kubernetes_service(
     };
     ensure_field(
         store,
-        "/registry/core/endpoints/default/kubernetes",
+        &Resource::core("endpoints").key(Some("default"), "kubernetes"),
         &stamp(json!({"apiVersion": "v1", "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "namespace": "default",
                 "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
@@ -124,18 +125,9 @@ pub fn kubernetes_service(
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
     );
     slice["metadata"]["generation"] = json!(1);
-    ensure_field(
-        store,
-        "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
-        &slice,
-        "endpoints",
-    )?;
-    ensure_field(
-        store,
-        "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
-        &slice,
-        "ports",
-    )
+    let slice_key = Resource::of("discovery.k8s.io", "endpointslices").key(Some("default"), "kubernetes");
+    ensure_field(store, &slice_key, &slice, "endpoints")?;
+    ensure_field(store, &slice_key, &slice, "ports")
 }
 
 #[cfg(test)]

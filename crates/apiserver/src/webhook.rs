@@ -90,11 +90,8 @@ fn webhook_matches(hook: &Value, ctx: &Ctx, operation: &str, obj: &Value) -> Res
         return Ok(false);
     }
     if let (Some(sel), Some(ns)) = (hook.get("namespaceSelector"), ctx.path.namespace.as_deref()) {
-        let ns_obj = ctx
-            .state
-            .store
-            .get(&format!("/registry/core/namespaces/{ns}"))?
-            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        let ns_obj = crate::object_store::Resource::core("namespaces")
+            .get(&ctx.state.store, None, ns)?
             .unwrap_or_default();
         let mut labels = ns_obj
             .pointer("/metadata/labels")

@@ -16,11 +16,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub(crate) fn prefix(self) -> &'static str {
-        match self {
-            Self::Mutating => "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/",
-            Self::Validating => "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/",
-        }
+    pub(crate) fn prefix(self) -> String {
+        let plural = match self {
+            Self::Mutating => "mutatingwebhookconfigurations",
+            Self::Validating => "validatingwebhookconfigurations",
+        };
+        crate::object_store::Resource::of("admissionregistration.k8s.io", plural).prefix()
     }
 }
 
@@ -47,7 +48,7 @@ impl WebhookCache {
         let mut hooks: [Arc<Vec<Value>>; 2] = Default::default();
         for (i, phase) in [Phase::Mutating, Phase::Validating].into_iter().enumerate() {
             let mut out = Vec::new();
-            for kv in store.list(phase.prefix(), &opts)?.items {
+            for kv in store.list(&phase.prefix(), &opts)?.items {
                 let Ok(cfg) = serde_json::from_slice::<Value>(&kv.value) else {
                     continue;
                 };
@@ -62,8 +63,8 @@ impl WebhookCache {
         }
         Ok(Cached {
             changes: [
-                store.watch(Phase::Mutating.prefix(), revision)?,
-                store.watch(Phase::Validating.prefix(), revision)?,
+                store.watch(&Phase::Mutating.prefix(), revision)?,
+                store.watch(&Phase::Validating.prefix(), revision)?,
             ],
             hooks,
         })

@@ -7,8 +7,9 @@ use kubevirt_api::admission::{Cluster, Outcome};
 use kubevirt_api::object::Object;
 use serde_json::{Value, json};
 
-use super::{Strategy, all_under};
+use super::Strategy;
 use crate::context::Ctx;
+use crate::object_store::Resource;
 use crate::objects::meta_str;
 use crate::status::ApiError;
 
@@ -21,6 +22,9 @@ pub(crate) const GROUPS: &[&str] = &[
     "snapshot.kubevirt.io",
     "cdi.kubevirt.io",
 ];
+
+/// Where the KubeVirt CR lives.
+const KUBEVIRTS: Resource<'static> = Resource::of("kubevirt.io", "kubevirts");
 
 /// The KubeVirt strategy.
 pub(crate) struct KubeVirt;
@@ -100,28 +104,28 @@ impl Strategy for KubeVirt {
 fn cluster(ctx: &Ctx) -> Result<Cluster, ApiError> {
     let mut c = Cluster::default();
     let kind = ctx.rt.kind.as_str();
-    let mut prefixes = vec!["/registry/kubevirt.io/kubevirts/"];
+    let mut read = vec![KUBEVIRTS];
     match kind {
-        "VirtualMachine" => prefixes.extend([
-            "/registry/instancetype.kubevirt.io/virtualmachineinstancetypes/",
-            "/registry/instancetype.kubevirt.io/virtualmachineclusterinstancetypes/",
-            "/registry/instancetype.kubevirt.io/virtualmachinepreferences/",
-            "/registry/instancetype.kubevirt.io/virtualmachineclusterpreferences/",
+        "VirtualMachine" => read.extend([
+            Resource::of("instancetype.kubevirt.io", "virtualmachineinstancetypes"),
+            Resource::of("instancetype.kubevirt.io", "virtualmachineclusterinstancetypes"),
+            Resource::of("instancetype.kubevirt.io", "virtualmachinepreferences"),
+            Resource::of("instancetype.kubevirt.io", "virtualmachineclusterpreferences"),
             // What inferFromVolume reads.
-            "/registry/core/persistentvolumeclaims/",
-            "/registry/cdi.kubevirt.io/datavolumes/",
-            "/registry/cdi.kubevirt.io/datasources/",
-            "/registry/snapshot.storage.k8s.io/volumesnapshots/",
+            Resource::core("persistentvolumeclaims"),
+            Resource::of("cdi.kubevirt.io", "datavolumes"),
+            Resource::of("cdi.kubevirt.io", "datasources"),
+            Resource::of("snapshot.storage.k8s.io", "volumesnapshots"),
         ]),
-        "VirtualMachineInstance" => prefixes.push("/registry/kubevirt.io/virtualmachineinstancepresets/"),
-        "VirtualMachineInstanceMigration" => prefixes.extend([
-            "/registry/kubevirt.io/virtualmachineinstances/",
-            "/registry/kubevirt.io/virtualmachineinstancemigrations/",
+        "VirtualMachineInstance" => read.push(Resource::of("kubevirt.io", "virtualmachineinstancepresets")),
+        "VirtualMachineInstanceMigration" => read.extend([
+            Resource::of("kubevirt.io", "virtualmachineinstances"),
+            Resource::of("kubevirt.io", "virtualmachineinstancemigrations"),
         ]),
         _ => {}
     }
-    for prefix in prefixes {
-        for mut v in all_under(ctx, prefix)? {
+    for resource in read {
+        for mut v in resource.list(&ctx.state.store)? {
             // Stored objects may be at any served version; admission reads them as v1/v1beta1.
             if let Some(av) = v.get("apiVersion").and_then(Value::as_str)
                 && av == "kubevirt.io/v1alpha3"
@@ -139,7 +143,8 @@ fn cluster(ctx: &Ctx) -> Result<Cluster, ApiError> {
 
 /// The installed KubeVirt: its namespace (where its service accounts live) and its configuration.
 fn kubevirt(ctx: &Ctx) -> Result<(String, kubevirt_api::config::ClusterConfig), ApiError> {
-    let cr = all_under(ctx, "/registry/kubevirt.io/kubevirts/")?
+    let cr = KUBEVIRTS
+        .list(&ctx.state.store)?
         .into_iter()
         .find_map(|v| serde_json::from_value::<kubevirt_api::v1::KubeVirt>(v).ok());
     let namespace = cr

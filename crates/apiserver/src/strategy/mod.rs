@@ -110,15 +110,3 @@ pub(crate) fn of(rt: &ResourceType) -> &'static dyn Strategy {
         _ => &Generic,
     }
 }
-
-/// Everything stored under `prefix`, decoded.
-pub(crate) fn all_under(ctx: &Ctx, prefix: &str) -> Result<Vec<Value>, ApiError> {
-    let page = ctx
-        .state
-        .store
-        .list(prefix, &apiserver_store::ListOptions::default())?;
-    page.items
-        .iter()
-        .map(|kv| serde_json::from_slice(&kv.value).map_err(ApiError::internal))
-        .collect()
-}

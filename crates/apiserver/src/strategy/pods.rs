@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Deletion, Strategy};
 use crate::context::Ctx;
+use crate::object_store::Resource;
 use crate::status::ApiError;
 
 /// The pods strategy.
@@ -19,14 +20,7 @@ impl Strategy for Pods {
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
-        let account = match ctx
-            .state
-            .store
-            .get(&format!("/registry/core/serviceaccounts/{ns}/{sa}"))?
-        {
-            Some(kv) => Some(serde_json::from_slice::<Value>(&kv.value).map_err(ApiError::internal)?),
-            None => None,
-        };
+        let account = Resource::core("serviceaccounts").get(&ctx.state.store, Some(&ns), &sa)?;
         crate::serviceaccount::admit(obj, account.as_ref())?;
         // As kube-apiserver's pod strategy: a new pod is Pending, with its QoS class.
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
