@@ -13,21 +13,6 @@ use kubevirt_api::object::Object;
 use launcher_domain::{Accel, NodeFacts, Ovmf};
 use serde_json::{Value, json};
 
-fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("KUBEVIRT_RS_SHARED") {
-        return PathBuf::from(dir);
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        for c in [dir.join("shared"), dir.join("../shared")] {
-            if c.join("fixtures").is_dir() {
-                return c;
-            }
-        }
-        assert!(dir.pop(), "no shared/ found");
-    }
-}
-
 fn load_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_norway::Deserializer::from_str(&text)
@@ -129,7 +114,7 @@ fn render(vmi: Value) -> String {
 
 #[test]
 fn every_example_vmi_has_a_golden_command_line_or_error() {
-    let dir = shared_dir().join("fixtures/upstream-examples");
+    let dir = testing::examples();
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

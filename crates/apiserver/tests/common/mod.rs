@@ -76,12 +76,10 @@ pub fn cm(name: &str, labels: Value) -> Value {
 }
 
 pub async fn eventually_gone(app: &axum::Router, uri: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get(app, uri).await.0 != StatusCode::NOT_FOUND {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{uri} was not garbage-collected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testing::eventually_async(
+        &format!("{uri} garbage-collected"),
+        Duration::from_secs(10),
+        || async { get(app, uri).await.0 == StatusCode::NOT_FOUND },
+    )
+    .await;
 }

@@ -177,11 +177,9 @@ pub fn qemu_pids(runtime: &Path) -> Vec<u32> {
 
 /// Waits until no QEMU of `runtime` is left.
 pub fn wait_no_qemu(runtime: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !qemu_pids(runtime).is_empty() {
-        assert!(Instant::now() < deadline, "a QEMU process was left behind");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testing::eventually("every QEMU of the launcher gone", Duration::from_secs(20), || {
+        qemu_pids(runtime).is_empty()
+    });
 }
 
 /// A command-socket client.
