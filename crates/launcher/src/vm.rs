@@ -37,6 +37,10 @@ use launcher_domain::credentials::AgentCredential;
 pub use launcher_protocol::DomainState;
 use launcher_protocol::Event;
 
+/// How long QEMU may take to answer on its monitor after it started (upstream's virt-launcher `--qemu-timeout`,
+/// 240 s): on a loaded node many QEMUs start at once, and one that exits is noticed at once anyway.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// A running VM: the handle to its actor.
 #[derive(Debug)]
 pub struct Vm {
@@ -131,7 +135,7 @@ impl Vm {
             .map_err(|e| LaunchError::Qemu(format!("{}: {e}", cmd.program.display())))?;
         let pid = child.id().unwrap_or_default();
         let qmp = tokio::select! {
-            r = Qmp::connect(&paths.qmp, Duration::from_secs(20)) => match r {
+            r = Qmp::connect(&paths.qmp, QEMU_TIMEOUT) => match r {
                 Ok(q) => q,
                 Err(e) => {
                     let _ = child.kill().await;

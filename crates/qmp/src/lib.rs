@@ -110,7 +110,11 @@ pub(crate) async fn connect_retrying(path: &Path, deadline: Duration) -> Result<
 }
 
 impl Qmp {
-    /// Connects, reads the greeting and negotiates capabilities, all within `deadline`.
+    /// How long a command waits for its answer by default.
+    pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// Connects, reads the greeting and negotiates capabilities, all within `deadline`. Commands then wait at most
+    /// [`Qmp::COMMAND_TIMEOUT`] (or `deadline`, when shorter) unless they say otherwise.
     ///
     /// # Errors
     /// [`QmpError`] if the socket never appears, the greeting is not QMP, or negotiation fails.
@@ -132,7 +136,7 @@ impl Qmp {
             waiters: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             events: events.clone(),
-            timeout: deadline,
+            timeout: deadline.min(Self::COMMAND_TIMEOUT),
         };
         let waiters = qmp.waiters.clone();
         tokio::spawn(async move {
