@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::v1::{
     VirtualMachine, VirtualMachineCondition, VirtualMachineInstance, VirtualMachineInstanceCondition,
     VirtualMachineInstanceMigration, VirtualMachineInstanceMigrationCondition,
-    VirtualMachineInstancePhaseTransitionTimestamp,
+    VirtualMachineInstancePhaseTransitionTimestamp, VirtualMachineInstanceStatus,
 };
 
 /// An enum of API strings: `as_str` gives the wire form, `parse` reads it back (`None` for anything else).
@@ -363,19 +363,16 @@ pub fn remove<C: Condition>(list: &mut Vec<C>, kind: ConditionType) -> bool {
     list.len() != before
 }
 
-/// `phaseTransitionTimestamps` with a transition to `to` at `now` appended.
-#[must_use]
-pub fn with_transition(
-    list: Option<&[VirtualMachineInstancePhaseTransitionTimestamp]>,
-    to: VmiPhase,
-    now: &Time,
-) -> Vec<VirtualMachineInstancePhaseTransitionTimestamp> {
-    let mut out = list.map(<[_]>::to_vec).unwrap_or_default();
-    out.push(VirtualMachineInstancePhaseTransitionTimestamp {
-        phase: Some(to.as_str().to_string()),
-        phase_transition_timestamp: Some(now.clone()),
-    });
-    out
+/// Moves `status` to phase `to` at `now`, recording the transition in `phaseTransitionTimestamps`.
+pub fn enter_phase(status: &mut VirtualMachineInstanceStatus, to: VmiPhase, now: &Time) {
+    status.phase = Some(to.as_str().to_string());
+    status
+        .phase_transition_timestamps
+        .get_or_insert_with(Vec::new)
+        .push(VirtualMachineInstancePhaseTransitionTimestamp {
+            phase: Some(to.as_str().to_string()),
+            phase_transition_timestamp: Some(now.clone()),
+        });
 }
 
 /// Whether the VMI was ever Running (now, or by its recorded transitions).
@@ -453,16 +450,16 @@ mod tests {
 
     #[test]
     fn transitions_append() {
-        let one = with_transition(None, VmiPhase::Scheduling, &at(1));
-        let two = with_transition(Some(&one), VmiPhase::Running, &at(2));
+        let mut st = VirtualMachineInstanceStatus::default();
+        enter_phase(&mut st, VmiPhase::Scheduling, &at(1));
+        enter_phase(&mut st, VmiPhase::Running, &at(2));
+        let two = st.phase_transition_timestamps.clone().unwrap();
         assert_eq!(two.len(), 2);
         assert_eq!(two[1].phase.as_deref(), Some("Running"));
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        st.phase = Some("Failed".into());
         let vmi = VirtualMachineInstance {
-            status: Some(crate::v1::VirtualMachineInstanceStatus {
-                phase: Some("Failed".into()),
-                phase_transition_timestamps: Some(two),
-                ..Default::default()
-            }),
+            status: Some(st),
             ..Default::default()
         };
         assert!(reached_running(&vmi));

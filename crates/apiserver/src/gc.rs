@@ -96,6 +96,8 @@ fn decode(v: &[u8]) -> Option<Value> {
 }
 
 const NAMESPACES: crate::object_store::Resource<'static> = crate::object_store::Resource::core("namespaces");
+/// `NAMESPACES.prefix()`, spelled out once: every stored write passes the check in [`handle`].
+const NAMESPACES_PREFIX: &str = "/registry/core/namespaces/";
 
 /// Deletes what is left in a terminating namespace; removes the namespace once nothing is.
 fn drain_namespace(state: &Shared, name: &str) -> Result<(), StoreError> {
@@ -128,7 +130,7 @@ fn handle(state: &Shared, ev: &apiserver_store::Event) -> Result<(), StoreError>
     let Some(obj) = decode(&ev.kv.value) else {
         return Ok(());
     };
-    if let Some(name) = ev.kv.key.strip_prefix(NAMESPACES.prefix().as_str()) {
+    if let Some(name) = ev.kv.key.strip_prefix(NAMESPACES_PREFIX) {
         if ev.kind != EventKind::Deleted {
             drain_namespace(state, name)?;
         }

@@ -10,7 +10,7 @@ pub mod merge;
 pub mod reconcile;
 pub mod resync;
 
-pub use reconcile::{ApiError, ReconcileError, Retry, error_policy, lean_controller, run_controller};
+pub use reconcile::{ApiError, ReconcileError, Retry, lean_controller, run_controller};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

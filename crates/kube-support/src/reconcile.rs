@@ -79,18 +79,6 @@ impl ReconcileError for ApiError {
     }
 }
 
-/// The error policy of a reconciler run outside [`run_controller`]: one warning naming the object, then the requeue
-/// its error calls for ([`Retry`]).
-pub fn error_policy<K, E, C>(obj: Arc<K>, err: &E, _ctx: Arc<C>) -> Action
-where
-    K: kube::Resource<DynamicType = ()>,
-    E: ReconcileError,
-{
-    let retry = err.retry();
-    warn(&*obj, err, retry);
-    retry.action()
-}
-
 fn warn<K: kube::Resource<DynamicType = ()>>(obj: &K, err: &dyn std::fmt::Display, retry: Retry) {
     let meta = obj.meta();
     tracing::warn!(

@@ -63,14 +63,7 @@ impl Strategy for KubeVirt {
         };
         let (_, config) = kubevirt(ctx)?;
         let causes = kubevirt_api::validate::vm(&vm, &config, false);
-        if causes.is_empty() {
-            return Ok(());
-        }
-        Err(invalid_from_causes(
-            ctx,
-            meta_str(new, "name").unwrap_or_default(),
-            &causes,
-        ))
+        refuse(ctx, new, &causes)
     }
 
     /// Upstream's VMI update webhook: a status-only write never reaches the rules.
@@ -89,14 +82,7 @@ impl Strategy for KubeVirt {
         let (namespace, config) = kubevirt(ctx)?;
         let ours = kubevirt_api::validate::kubevirt_account(&ctx.identity.user, &namespace);
         let causes = kubevirt_api::validate::vmi_update(&old_vmi, &new_vmi, ours, &config);
-        if causes.is_empty() {
-            return Ok(());
-        }
-        Err(invalid_from_causes(
-            ctx,
-            meta_str(new, "name").unwrap_or_default(),
-            &causes,
-        ))
+        refuse(ctx, new, &causes)
     }
 }
 
@@ -154,6 +140,18 @@ fn kubevirt(ctx: &Ctx) -> Result<(String, kubevirt_api::config::ClusterConfig), 
     Ok((
         namespace,
         kubevirt_api::config::ClusterConfig::from_kubevirt(cr.as_ref()),
+    ))
+}
+
+/// A 422 naming `obj` when there are causes.
+fn refuse(ctx: &Ctx, obj: &Value, causes: &[StatusCause]) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(invalid_from_causes(
+        ctx,
+        meta_str(obj, "name").unwrap_or_default(),
+        causes,
     ))
 }
 

@@ -153,8 +153,6 @@ pub fn printable_status(
 pub struct Outcome<'a> {
     /// The VMI the VM controls after acting (the new one when one was created).
     pub vmi: Option<&'a VirtualMachineInstance>,
-    /// The run strategy as the VM spells it, and as understood.
-    pub strategy: (&'a str, Option<RunStrategy>),
     /// A crash-loop wait holds the next start.
     pub backing_off: bool,
     /// The new `startFailure`: `None` unchanged, `Some(None)` cleared.
@@ -205,18 +203,17 @@ pub fn status(vm: &VirtualMachine, o: &Outcome<'_>, now: &Time) -> VirtualMachin
     st.conditions = Some(conditions);
     st.created = Some(o.vmi.is_some());
     st.ready = Some(vmi_ready.is_some_and(|c| c.status == "True"));
-    st.run_strategy = Some(o.strategy.0.to_string());
+    let name = kubevirt_api::defaults::effective_run_strategy(&vm.spec);
+    let strategy = RunStrategy::parse(name);
+    st.run_strategy = Some(name.to_string());
     let crash_loop = o.backing_off
-        && matches!(
-            o.strategy.1,
-            Some(RunStrategy::Always | RunStrategy::RerunOnFailure)
-        )
+        && matches!(strategy, Some(RunStrategy::Always | RunStrategy::RerunOnFailure))
         && o.vmi.is_none_or(|v| VmiPhase::of(v).is_final())
         && vm.metadata.deletion_timestamp.is_none();
     let printable = if crash_loop {
         PrintableStatus::CrashLoopBackOff
     } else {
-        printable_status(vm, o.vmi, o.strategy.1)
+        printable_status(vm, o.vmi, strategy)
     };
     st.printable_status = Some(printable.as_str().to_string());
     st.observed_generation = vm.metadata.generation;

@@ -104,8 +104,7 @@ async fn sync(vm: Arc<VirtualMachine>, client: Arc<kube::Client>) -> Result<Acti
         Ok(Some(refs)) => (refs, None),
         Err(e) => ((None, None), Some(e)),
     };
-    let strategy_name = kubevirt_api::defaults::effective_run_strategy(&vm.spec).to_string();
-    let strategy = RunStrategy::parse(&strategy_name);
+    let strategy = RunStrategy::of(&vm);
     // Decide, then act.
     let plan = if vm.metadata.deletion_timestamp.is_none() && sync_error.is_none() {
         decide::plan(strategy, &vm, vmi.as_ref(), backing_off.is_some())
@@ -132,7 +131,6 @@ async fn sync(vm: Arc<VirtualMachine>, client: Arc<kube::Client>) -> Result<Acti
     }
     let outcome = decide::Outcome {
         vmi: vmi.as_ref(),
-        strategy: (&strategy_name, strategy),
         backing_off: backing_off.is_some(),
         start_failure,
         refs,

@@ -335,10 +335,15 @@ fn printable_status_follows_upstreams_order() {
     }
 }
 
-fn outcome<'a>(vmi: Option<&'a VirtualMachineInstance>, strategy: RunStrategy) -> Outcome<'a> {
+/// `vm` with `spec.runStrategy` set.
+fn with_strategy(mut vm: VirtualMachine, strategy: RunStrategy) -> VirtualMachine {
+    vm.spec.run_strategy = Some(strategy.as_str().into());
+    vm
+}
+
+fn outcome(vmi: Option<&VirtualMachineInstance>) -> Outcome<'_> {
     Outcome {
         vmi,
-        strategy: (strategy.as_str(), Some(strategy)),
         backing_off: false,
         start_failure: None,
         refs: (None, None),
@@ -351,8 +356,8 @@ fn outcome<'a>(vmi: Option<&'a VirtualMachineInstance>, strategy: RunStrategy) -
 fn the_vm_status_mirrors_its_vmi_and_reports_failures() {
     let ready = vmi_with("Running", &[("Ready", "True", "")]);
     let st = status(
-        &vm(Req::None),
-        &outcome(Some(&ready), RunStrategy::Always),
+        &with_strategy(vm(Req::None), RunStrategy::Always),
+        &outcome(Some(&ready)),
         &at(200),
     );
     assert_eq!(st.created, Some(true));
@@ -372,10 +377,10 @@ fn the_vm_status_mirrors_its_vmi_and_reports_failures() {
     );
 
     // No VMI: Ready=False VMINotExists, its time kept from pass to pass.
-    let mut v = vm(Req::Stop);
-    let first = status(&v, &outcome(None, RunStrategy::Halted), &at(300));
+    let mut v = with_strategy(vm(Req::Stop), RunStrategy::Halted);
+    let first = status(&v, &outcome(None), &at(300));
     v.status = Some(first.clone());
-    let mut o = outcome(None, RunStrategy::Halted);
+    let mut o = outcome(None);
     o.cleared_requests = true;
     let second = status(&v, &o, &at(400));
     let ready = &second.conditions.as_ref().unwrap()[0];
@@ -397,7 +402,7 @@ fn the_vm_status_mirrors_its_vmi_and_reports_failures() {
         reason: "FailedCreate",
         message: "quota".into(),
     };
-    let mut o = outcome(None, RunStrategy::Always);
+    let mut o = outcome(None);
     o.error = Some(&e);
     let failed = status(&v, &o, &at(500));
     let find = |s: &VirtualMachineStatus| {
@@ -427,16 +432,20 @@ fn the_vm_status_mirrors_its_vmi_and_reports_failures() {
 #[test]
 fn a_crash_loop_shows_while_the_vm_waits() {
     let failed = vmi_with("Failed", &[]);
-    let mut o = outcome(Some(&failed), RunStrategy::Always);
+    let mut o = outcome(Some(&failed));
     o.backing_off = true;
     assert_eq!(
-        status(&vm(Req::None), &o, &at(1)).printable_status.as_deref(),
+        status(&with_strategy(vm(Req::None), RunStrategy::Always), &o, &at(1))
+            .printable_status
+            .as_deref(),
         Some("CrashLoopBackOff")
     );
-    let mut o = outcome(None, RunStrategy::Manual);
+    let mut o = outcome(None);
     o.backing_off = true;
     assert_eq!(
-        status(&vm(Req::None), &o, &at(1)).printable_status.as_deref(),
+        status(&with_strategy(vm(Req::None), RunStrategy::Manual), &o, &at(1))
+            .printable_status
+            .as_deref(),
         Some("Stopped"),
         "Manual does not loop"
     );

@@ -139,13 +139,8 @@ fn scheduling(vmi: &VirtualMachineInstance, pod: &Pod, now: &Time) -> Decision {
     }
     st.conditions = (!conditions.is_empty()).then_some(conditions);
     if pod_finished(pod) {
-        st.phase = Some(VmiPhase::Failed.as_str().into());
+        state::enter_phase(&mut st, VmiPhase::Failed, now);
         st.reason = Some(state::reason::POD_FAILED.into());
-        st.phase_transition_timestamps = Some(state::with_transition(
-            st.phase_transition_timestamps.as_deref(),
-            VmiPhase::Failed,
-            now,
-        ));
     }
     if vmi.status.as_ref() == Some(&st)
         || (vmi.status.is_none() && st == VirtualMachineInstanceStatus::default())
@@ -177,12 +172,7 @@ fn to_phase(vmi: &VirtualMachineInstance, to: VmiPhase, now: &Time) -> Option<Vi
         return None;
     }
     let mut st = vmi.status.clone().unwrap_or_default();
-    st.phase = Some(to.as_str().into());
-    st.phase_transition_timestamps = Some(state::with_transition(
-        st.phase_transition_timestamps.as_deref(),
-        to,
-        now,
-    ));
+    state::enter_phase(&mut st, to, now);
     Some(st)
 }
 

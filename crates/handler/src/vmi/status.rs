@@ -38,15 +38,6 @@ fn changed(
     (vmi.status.as_ref() != Some(&status)).then_some(status)
 }
 
-fn move_to(st: &mut VirtualMachineInstanceStatus, to: VmiPhase, now: &Time) {
-    st.phase = Some(to.as_str().into());
-    st.phase_transition_timestamps = Some(state::with_transition(
-        st.phase_transition_timestamps.as_deref(),
-        to,
-        now,
-    ));
-}
-
 /// The domain started: Running and Ready, the pod's IP on the pod network's interface, the machine type.
 #[must_use]
 pub fn started(
@@ -55,7 +46,7 @@ pub fn started(
     now: &Time,
 ) -> VirtualMachineInstanceStatus {
     let mut st = current(vmi);
-    move_to(&mut st, VmiPhase::Running, now);
+    state::enter_phase(&mut st, VmiPhase::Running, now);
     st.interfaces = Some(interfaces(vmi, pod_ip));
     let mut conditions = conditions_of(&mut st);
     state::set(
@@ -143,7 +134,7 @@ pub fn ended(
         return None;
     }
     let mut st = current(vmi);
-    move_to(&mut st, to, now);
+    state::enter_phase(&mut st, to, now);
     let mut conditions = conditions_of(&mut st);
     let ready = VirtualMachineInstanceCondition::new(ConditionType::Ready, "False")
         .with_reason(state::reason::POD_TERMINATING);
