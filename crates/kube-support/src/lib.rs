@@ -1,15 +1,17 @@
 //! What every kubevirt-rs binary and loop needs from Kubernetes, with no KubeVirt knowledge in it: a client from a
 //! kubeconfig file or context (else `KUBECONFIG`, `~/.kube/config` or the in-cluster service account), the `main`
 //! prologue every binary shares (tracing to stderr, a multi-threaded runtime, upstream-style exit codes), the
-//! shutdown signal (SIGTERM or Ctrl-C), the lean watch every cache is filled from, how every reconciler runs
+//! shutdown signal (SIGTERM or Ctrl-C), the lean watch every cache is filled from, events ([`events`]), how every reconciler runs
 //! ([`reconcile`]: spans, error policy, metrics), whole-set resync loops ([`resync`]), status written as merge patches of what changed ([`merge`]), and
 //! leader election ([`leader`]).
 
+pub mod events;
 pub mod leader;
 pub mod merge;
 pub mod reconcile;
 pub mod resync;
 
+pub use events::Events;
 pub use reconcile::{ApiError, ReconcileError, Retry, lean_controller, run_controller};
 
 use std::path::{Path, PathBuf};

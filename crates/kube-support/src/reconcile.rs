@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -186,7 +185,7 @@ pub async fn run_controller<K: Watched, C, E, F, Fut>(
     Fut: std::future::Future<Output = Result<Action, E>> + Send + 'static,
 {
     let labels = QueueLabels { name: name.into() };
-    let recorder = Recorder::new(client, Reporter::from(name));
+    let events = crate::Events::new(client, name);
     let reconcile = Arc::new(reconcile);
     let run = {
         let labels = labels.clone();
@@ -214,20 +213,7 @@ pub async fn run_controller<K: Watched, C, E, F, Fut>(
         warn(&*obj, err, retry);
         metrics().retries.get_or_create(&labels).inc();
         if let (Retry::Permanent, Some(reason)) = (retry, err.permanent()) {
-            let (recorder, note) = (recorder.clone(), err.to_string());
-            let reference = obj.object_ref(&());
-            tokio::spawn(async move {
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: reason.into(),
-                    note: Some(note),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    tracing::debug!(error = %e, "publishing the failure's event");
-                }
-            });
+            events.warning(&*obj, reason, err.to_string());
         }
         retry.action()
     };

@@ -174,6 +174,34 @@ fn a_vm_is_restarted_when_qemu_dies_and_stopped_by_halted() {
     }
     assert_eq!(want.next(), None, "printableStatus went {seen:?}");
     assert!(b.leases().is_empty(), "IPAM leases left: {:?}", b.leases());
+    // `kubectl describe vm` tells the story with upstream's events.
+    let events = |reason: &str| {
+        b.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=VirtualMachine,involvedObject.name=testvm,reason={reason}"),
+            "-o",
+            "jsonpath={range .items[*]}{.source.component}|{.message}{'\\n'}{end}",
+        ])
+    };
+    // The VMI QEMU left Failed and the one Halted stopped are both told of, by uid.
+    let stopped = |uid: &str| {
+        format!(
+            "virtualmachine-controller|Stopped the virtual machine by deleting the virtual machine instance {uid}"
+        )
+    };
+    eventually("SuccessfulCreate and SuccessfulDelete events", 30, || {
+        let deleted = events("SuccessfulDelete");
+        deleted.contains(&stopped(&first)) && deleted.contains(&stopped(&second))
+    });
+    let created = events("SuccessfulCreate");
+    assert!(
+        created.contains(
+            "virtualmachine-controller|Started the virtual machine by creating the new virtual machine instance testvm"
+        ),
+        "{created}"
+    );
 }
 
 #[test]

@@ -80,11 +80,18 @@ fn new_vmi(vm: &VirtualMachine) -> VirtualMachineInstance {
     }
 }
 
-async fn sync(vm: Arc<VirtualMachine>, client: Arc<kube::Client>) -> Result<Action, Error> {
+/// What the VM loop works with: the API and upstream's `virtualmachine-controller` events.
+struct Ctx {
+    client: kube::Client,
+    events: kube_support::Events,
+}
+
+async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let client = &ctx.client;
     let ns = vm.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = vm.metadata.name.clone().unwrap_or_default();
-    let vms: Api<VirtualMachine> = Api::namespaced((*client).clone(), &ns);
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced((*client).clone(), &ns);
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), &ns);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), &ns);
     // Observe: the VMI this VM controls (only that one counts), the crash-loop backoff.
     let mut vmi = vmis.get_opt(&name).await?.filter(|v| controlled_by(v, &vm));
     let now = jiff::Timestamp::now();
@@ -99,7 +106,7 @@ async fn sync(vm: Arc<VirtualMachine>, client: Arc<kube::Client>) -> Result<Acti
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // Instancetype and preference: revisions stored and referenced before any VMI is made from them.
-    let (refs, mut sync_error) = match instancetype_refs(&client, &vm).await {
+    let (refs, mut sync_error) = match instancetype_refs(client, &vm).await {
         Ok(None) => return Ok(Action::requeue(Duration::from_secs(1))),
         Ok(Some(refs)) => (refs, None),
         Err(e) => ((None, None), Some(e)),
@@ -118,15 +125,37 @@ async fn sync(vm: Arc<VirtualMachine>, client: Arc<kube::Client>) -> Result<Acti
     match plan.act {
         Act::Nothing => {}
         Act::Delete => {
-            vmis.delete(&name, &DeleteParams::default()).await?;
+            let uid = vmi
+                .as_ref()
+                .and_then(|v| v.metadata.uid.clone())
+                .unwrap_or_default();
+            if let Err(e) = vmis.delete(&name, &DeleteParams::default()).await {
+                let why = format!("Error deleting virtual machine instance {name}: {e}");
+                ctx.events.warning(&*vm, "FailedDelete", why);
+                return Err(e.into());
+            }
+            let note = format!("Stopped the virtual machine by deleting the virtual machine instance {uid}");
+            ctx.events.normal(&*vm, "SuccessfulDelete", note);
             cleared_requests = plan.clears_requests;
         }
-        Act::Create => match start_vmi(&client, &vmis, &with_refs(&vm, &refs)).await {
+        Act::Create => match start_vmi(client, &vmis, &with_refs(&vm, &refs)).await {
             Ok(created) => {
+                if let Some(v) = &created {
+                    let note = format!(
+                        "Started the virtual machine by creating the new virtual machine instance {}",
+                        v.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    ctx.events.normal(&*vm, "SuccessfulCreate", note);
+                }
                 vmi = created.or(vmi);
                 cleared_requests = plan.clears_requests;
             }
-            Err(e) => sync_error = Some(e),
+            Err(e) => {
+                let why = e.message.trim_start_matches("Failure while starting VMI: ");
+                let note = format!("Error creating virtual machine instance: {why}");
+                ctx.events.warning(&*vm, "FailedCreate", note);
+                sync_error = Some(e);
+            }
         },
     }
     let outcome = decide::Outcome {
@@ -284,12 +313,9 @@ pub async fn run(client: kube::Client) {
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
     let controller =
         kube_support::lean_controller(vms, watcher::Config::default()).owns(vmis, watcher::Config::default());
-    kube_support::run_controller(
-        "virt-controller-vm",
-        client.clone(),
-        controller,
-        sync,
-        Arc::new(client),
-    )
-    .await;
+    let ctx = Arc::new(Ctx {
+        events: kube_support::Events::new(client.clone(), "virtualmachine-controller"),
+        client: client.clone(),
+    });
+    kube_support::run_controller("virt-controller-vm", client, controller, sync, ctx).await;
 }
