@@ -79,6 +79,12 @@ fn a_vmi_runs_with_its_pod_ip_and_deleting_it_removes_everything() {
         b.serial(&uid).contains("test guest ready")
     });
     assert!(b.serial(&uid).contains("cloud-init: hostname=vmi-a-guest"));
+    // Upstream's default binding (bridge): the guest got the pod's IP by DHCP from the launcher.
+    assert!(
+        b.serial(&uid).contains(&format!("eth0: {pod_ip}")),
+        "{}",
+        b.serial(&uid)
+    );
     eventually("AgentConnected", 60, || {
         b.get(
             "vmi vmi-a",

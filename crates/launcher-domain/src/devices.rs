@@ -161,6 +161,7 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
                 ));
             }
         };
+        let backend = i.facts.nics.get(&iface.name);
         let mac = match iface.mac_address.as_deref() {
             Some(m) if valid_mac(m) => m.to_ascii_lowercase().replace('-', ":"),
             Some(m) => {
@@ -169,14 +170,20 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
                     format!("{m:?} is not a MAC address"),
                 ));
             }
-            None => stable_mac(ns, name, &iface.name),
+            None => backend
+                .and_then(|b| b.mac.clone())
+                .unwrap_or_else(|| stable_mac(ns, name, &iface.name)),
         };
+        let virtio = model == "virtio-net-pci";
         d.nics.push(Nic {
             name: iface.name.clone(),
             model: model.into(),
             mac,
             boot_order: iface.boot_order.map(|b| u32::try_from(b.max(1)).unwrap_or(1)),
-            tap: i.facts.taps.get(&iface.name).cloned(),
+            tap: backend.map(|b| b.tap.clone()),
+            mtu: backend.and_then(|b| b.mtu).filter(|_| virtio),
+            queues: backend.map_or(1, |b| b.queues.max(1)),
+            vhost: backend.is_some() && virtio && i.facts.vhost_net,
         });
     }
     Ok(())

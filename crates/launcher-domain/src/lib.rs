@@ -90,10 +90,38 @@ pub struct NodeFacts {
     pub ovmf: Ovmf,
     /// The launcher's runtime directory (sockets, overlays, ISOs, the EFI variable store).
     pub runtime_dir: PathBuf,
-    /// Tap devices by interface name (absent: the NIC has no backend yet).
-    pub taps: BTreeMap<String, String>,
+    /// The NICs' backends by interface name (absent: the NIC has no backend).
+    pub nics: BTreeMap<String, NicBackend>,
+    /// `/dev/vhost-net` opens here (QEMU 7.2 aborts when asked for vhost without it).
+    pub vhost_net: bool,
     /// Where the kernelBoot container's files are (its `kernelPath`/`initrdPath` are inside it).
     pub kernel_boot_root: Option<PathBuf>,
+}
+
+/// The host side of a NIC: the tap network phase 1 made for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicBackend {
+    /// The tap.
+    pub tap: String,
+    /// The pod interface's MTU, given to a virtio guest as `host_mtu`.
+    pub mtu: Option<u32>,
+    /// The tap's queues (more than one: multi-queue virtio).
+    pub queues: u32,
+    /// The MAC the guest takes when the spec names none (the bridge binding's pod MAC).
+    pub mac: Option<String>,
+}
+
+impl NicBackend {
+    /// A single-queue tap with nothing else known.
+    #[must_use]
+    pub fn tap(name: &str) -> Self {
+        Self {
+            tap: name.to_string(),
+            mtu: None,
+            queues: 1,
+            mac: None,
+        }
+    }
 }
 
 /// A volume as a file the launcher prepared.
@@ -226,7 +254,8 @@ pub(crate) mod testing {
             accel,
             ovmf: Ovmf::default(),
             runtime_dir: PathBuf::from("/run/t"),
-            taps: BTreeMap::from([("default".to_string(), "tap7".to_string())]),
+            nics: BTreeMap::from([("default".to_string(), crate::NicBackend::tap("tap7"))]),
+            vhost_net: false,
             kernel_boot_root: Some(PathBuf::from("/kb")),
         }
     }

@@ -294,8 +294,14 @@ pub struct Nic {
     pub mac: String,
     /// Boot priority.
     pub boot_order: Option<u32>,
-    /// The host tap device it is attached to (`None`: no backend yet).
+    /// The host tap device it is attached to (`None`: no backend).
     pub tap: Option<String>,
+    /// The MTU a virtio guest is told (`host_mtu`).
+    pub mtu: Option<u32>,
+    /// Virtio queues (more than one: multi-queue).
+    pub queues: u32,
+    /// vhost-net carries the tap's traffic.
+    pub vhost: bool,
 }
 
 /// Graphics.

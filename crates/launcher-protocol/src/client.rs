@@ -63,6 +63,19 @@ pub struct Launcher {
     closed: tokio::sync::watch::Receiver<bool>,
     /// The launcher's greeting.
     pub hello: Hello,
+    /// The launcher process on the other end (`SO_PEERCRED`): the node agent enters its network namespace.
+    pub peer: Option<Peer>,
+}
+
+/// The process behind a launcher socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its pid (absent on platforms that do not say).
+    pub pid: Option<i32>,
+    /// Its user.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
 }
 
 impl Launcher {
@@ -77,6 +90,11 @@ impl Launcher {
                 path: path.display().to_string(),
                 source,
             })?;
+        let peer = stream.peer_cred().ok().map(|c| Peer {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        });
         let (r, w) = stream.into_split();
         let mut lines = BufReader::new(r).lines();
         let hello = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
@@ -112,6 +130,7 @@ impl Launcher {
             events,
             closed,
             hello,
+            peer,
         }))
     }
 
@@ -187,10 +206,12 @@ impl Launcher {
     pub async fn sync(
         &self,
         vmi: &kubevirt_api::v1::VirtualMachineInstance,
+        network: &[crate::network::PlumbedInterface],
         timeout: Duration,
     ) -> Result<Synced, LauncherError> {
         let command = Command::Sync {
             vmi: Box::new(vmi.clone()),
+            network: network.to_vec(),
         };
         self.request(command, timeout).await
     }

@@ -10,9 +10,10 @@
 
 mod client;
 mod message;
+pub mod network;
 mod state;
 
-pub use client::{Launcher, LauncherError};
+pub use client::{Launcher, LauncherError, Peer};
 pub use message::{
     AccessCredentials, Command, DomainInfo, Event, EventLine, GuestInfo, GuestOsInfo, Hello, QemuStatus,
     Request, Response, Screenshot, Synced,

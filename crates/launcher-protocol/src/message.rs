@@ -29,6 +29,9 @@ pub enum Command {
     Sync {
         /// The VMI.
         vmi: Box<kubevirt_api::v1::VirtualMachineInstance>,
+        /// What the node's network phase 1 made for its interfaces (none: no NIC gets a backend).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        network: Vec<crate::network::PlumbedInterface>,
     },
     /// Pause the vCPUs. Reply: `"paused"`.
     Pause,
@@ -316,8 +319,38 @@ mod tests {
         let cases = vec![
             (Command::Ping, json!("Ping")),
             (
-                Command::Sync { vmi: Box::new(vmi) },
+                Command::Sync {
+                    vmi: Box::new(vmi),
+                    network: Vec::new(),
+                },
                 json!({"Sync": {"vmi": {"metadata": {"name": "testvmi"}, "spec": {"domain": {"devices": {}}}}}}),
+            ),
+            (
+                Command::Sync {
+                    vmi: Box::new(kubevirt_api::v1::VirtualMachineInstance::default()),
+                    network: vec![crate::network::PlumbedInterface {
+                        name: "default".into(),
+                        pod_interface: "eth0".into(),
+                        tap: "tap0".into(),
+                        bridge: "k6t-eth0".into(),
+                        mtu: 1450,
+                        queues: 1,
+                        mac: None,
+                        dhcp4: Some(crate::network::Dhcp4 {
+                            server: "10.0.2.1".parse().unwrap(),
+                            address: "10.0.2.2".parse().unwrap(),
+                            prefix: 24,
+                            router: Some("10.0.2.1".parse().unwrap()),
+                            routes: Vec::new(),
+                            client_mac: None,
+                        }),
+                        dhcp6: None,
+                    }],
+                },
+                json!({"Sync": {"vmi": {"metadata": {}, "spec": {"domain": {"devices": {}}}}, "network": [{
+                    "name": "default", "podInterface": "eth0", "tap": "tap0", "bridge": "k6t-eth0", "mtu": 1450,
+                    "queues": 1, "dhcp4": {"server": "10.0.2.1", "address": "10.0.2.2", "prefix": 24,
+                    "router": "10.0.2.1"}}]}}),
             ),
             (Command::Pause, json!("Pause")),
             (Command::Unpause, json!("Unpause")),

@@ -335,11 +335,21 @@ pub fn render(d: &Domain, runtime_dir: &Path, now_unix: i64) -> Result<QemuComma
         let id = esc(&nic.name);
         let mut dev = format!("{},id=ua-{id},mac={}", nic.model, nic.mac);
         if let Some(tap) = &nic.tap {
-            a.push(
-                "-netdev",
-                format!("tap,id=netua-{id},ifname={},script=no,downscript=no", esc(tap)),
-            );
-            dev.push_str(&format!(",netdev=netua-{id}"));
+            let mut netdev = format!("tap,id=hostua-{id},ifname={},script=no,downscript=no", esc(tap));
+            if nic.vhost {
+                netdev.push_str(",vhost=on");
+            }
+            if nic.queues > 1 {
+                netdev.push_str(&format!(",queues={}", nic.queues));
+            }
+            a.push("-netdev", netdev);
+            dev.push_str(&format!(",netdev=hostua-{id}"));
+            if nic.queues > 1 {
+                dev.push_str(&format!(",mq=on,vectors={}", 2 * nic.queues + 2));
+            }
+            if let Some(mtu) = nic.mtu {
+                dev.push_str(&format!(",host_mtu={mtu}"));
+            }
         }
         match nic.boot_order {
             Some(b) => dev.push_str(&format!(",bootindex={b}")),

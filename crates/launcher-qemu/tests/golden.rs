@@ -79,7 +79,7 @@ fn render(vmi: Value) -> String {
         accel: Accel::Tcg,
         ovmf: Ovmf::default(),
         runtime_dir: runtime.clone(),
-        taps: vmi
+        nics: vmi
             .spec
             .domain
             .devices
@@ -87,8 +87,14 @@ fn render(vmi: Value) -> String {
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, iface)| (iface.name.clone(), format!("tap{i}")))
+            .map(|(i, iface)| {
+                (
+                    iface.name.clone(),
+                    launcher_domain::NicBackend::tap(&format!("tap{i}")),
+                )
+            })
             .collect(),
+        vhost_net: false,
         kernel_boot_root: Some(PathBuf::from(format!("/var/lib/kvbox/kernel-boot/{name}"))),
     };
     let plan = match launcher_domain::volumes::plan(&vmi, &runtime, &sources) {

@@ -26,7 +26,8 @@ pub type Rebuild = Arc<
         + Sync,
 >;
 
-/// A VM the socket serves: the VM, what a Sync compares against, and the VMI's termination grace period.
+/// A VM the socket serves: the VM, what a Sync compares against, the VMI's termination grace period, and the DHCP
+/// servers of its interfaces.
 #[derive(Clone)]
 pub struct Running {
     /// The VM.
@@ -35,6 +36,8 @@ pub struct Running {
     pub rebuild: Rebuild,
     /// How long a graceful stop waits for the guest.
     pub grace: Duration,
+    /// The DHCP servers of its interfaces (they stop with the last clone).
+    pub dhcp: Arc<crate::network::Servers>,
 }
 
 impl std::fmt::Debug for Running {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Running {
 pub type Start = Arc<
     dyn Fn(
             kubevirt_api::v1::VirtualMachineInstance,
+            Vec<launcher_protocol::network::PlumbedInterface>,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Running, String>> + Send>>
         + Send
         + Sync,
@@ -138,13 +142,13 @@ impl Served {
         }
         match cmd {
             Command::Ping => Ok(json!("pong")),
-            Command::Sync { vmi } => {
+            Command::Sync { vmi, network } => {
                 let _one = self.starting.lock().await;
                 if let Some(r) = self.current() {
-                    return handle(&r.vm, &r.rebuild, Command::Sync { vmi }).await;
+                    return handle(&r.vm, &r.rebuild, Command::Sync { vmi, network }).await;
                 }
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
-                match start(*vmi).await {
+                match start(*vmi, network).await {
                     Ok(running) => {
                         self.state.send_replace(Serving::Running(running));
                         Ok(synced("started"))
@@ -189,7 +193,7 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
     let ack = |r: Result<(), qmp::QmpError>, said: &str| r.map(|()| json!(said)).map_err(|e| e.to_string());
     match cmd {
         Command::Ping => Ok(json!("pong")),
-        Command::Sync { vmi } => sync(vm, rebuild, &vmi),
+        Command::Sync { vmi, .. } => sync(vm, rebuild, &vmi),
         Command::Pause => ack(q.stop().await, "paused"),
         Command::Unpause => ack(q.cont().await, "running"),
         Command::Reset => ack(q.system_reset().await, "reset"),

@@ -3,5 +3,7 @@
 
 pub mod api;
 pub mod credentials;
+pub mod dhcp;
+pub mod network;
 pub mod prepare;
 pub mod vm;

@@ -25,7 +25,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use kubevirt_api::v1::VirtualMachineInstance;
-use launcher_domain::{Accel, NodeFacts, Ovmf, ResolvedVolume};
+use launcher_domain::{Accel, NicBackend, NodeFacts, Ovmf, ResolvedVolume};
+use launcher_protocol::network::PlumbedInterface;
 
 /// Runs one VMI under QEMU.
 #[derive(Debug, Parser)]
@@ -189,7 +190,11 @@ fn facts_of(args: &Args, runtime: &Path) -> anyhow::Result<(NodeFacts, Sources)>
         accel,
         ovmf: Ovmf::default(),
         runtime_dir: runtime.to_path_buf(),
-        taps: pairs(&args.taps, "--tap")?,
+        nics: pairs(&args.taps, "--tap")?
+            .into_iter()
+            .map(|(iface, tap)| (iface, NicBackend::tap(&tap)))
+            .collect(),
+        vhost_net: launcher::network::vhost_net_opens(),
         kernel_boot_root: args.kernel_boot_root.clone(),
     };
     Ok((
@@ -233,12 +238,17 @@ fn print(
     Ok(())
 }
 
-/// Plans, prepares and starts `vmi`; on failure removes what it made.
+/// Plans, prepares and starts `vmi` on the network the node plumbed (its DHCP servers first); on failure removes
+/// what it made.
 async fn start_vm(
     vmi: &VirtualMachineInstance,
+    network: &[PlumbedInterface],
     facts: &NodeFacts,
     sources: &Sources,
 ) -> anyhow::Result<api::Running> {
+    let mut facts = facts.clone();
+    facts.nics.extend(launcher::network::backends(network));
+    let facts = &facts;
     let runtime = &facts.runtime_dir;
     let all_sources = sources.for_vmi(vmi);
     let plan = launcher_domain::volumes::plan(vmi, runtime, &all_sources)?;
@@ -256,6 +266,8 @@ async fn start_vm(
             volumes.insert(p.name.clone(), prepare::prepare(p)?);
         }
         let domain = launcher_domain::build(vmi, facts, &volumes)?;
+        let resolv = launcher::network::resolv_conf(sources.mount_root.as_deref());
+        let dhcp = launcher::network::start_dhcp(vmi, network, &resolv).map_err(anyhow::Error::msg)?;
         let vm = vm::Vm::start(domain, runtime, now_unix(), credentials).await?;
         let rebuild: api::Rebuild = {
             let (facts, volumes) = (facts.clone(), volumes.clone());
@@ -267,6 +279,7 @@ async fn start_vm(
             vm,
             rebuild,
             grace: grace_of(vmi),
+            dhcp: Arc::new(dhcp),
         })
     }
     .await;
@@ -306,17 +319,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let served = match &vmi {
-        Some(vmi) => api::Served::running(start_vm(vmi, &facts, &sources).await?),
+        Some(vmi) => api::Served::running(start_vm(vmi, &[], &facts, &sources).await?),
         None => {
             std::fs::create_dir_all(&runtime).with_context(|| format!("creating {}", runtime.display()))?;
-            let start: api::Start = Arc::new(move |vmi: VirtualMachineInstance| {
-                let (facts, sources) = (facts.clone(), sources.clone());
-                Box::pin(async move {
-                    start_vm(&vmi, &facts, &sources)
-                        .await
-                        .map_err(|e| format!("{e:#}"))
-                })
-            });
+            let start: api::Start = Arc::new(
+                move |vmi: VirtualMachineInstance, network: Vec<PlumbedInterface>| {
+                    let (facts, sources) = (facts.clone(), sources.clone());
+                    Box::pin(async move {
+                        start_vm(&vmi, &network, &facts, &sources)
+                            .await
+                            .map_err(|e| format!("{e:#}"))
+                    })
+                },
+            );
             api::Served::waiting(start)
         }
     };

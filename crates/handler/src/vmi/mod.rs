@@ -23,6 +23,7 @@ use kubevirt_api::state::{self, ConditionType, VmiPhase};
 use kubevirt_api::v1::VirtualMachineInstanceStatus;
 use launcher_protocol::{Command, DomainState, Launcher, LauncherError};
 
+pub mod network;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -307,7 +308,17 @@ async fn start(
         // This handler wrote Running already; the cache is just behind.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    match conn.launcher.sync(vmi, Duration::from_secs(120)).await {
+    // Network phase 1 in the launcher's pod, before the launcher's phase 2 and QEMU.
+    let dir = ctx.launchers_dir.join(uid);
+    let plumbed = match network::prepare(vmi, conn.launcher.peer, &dir).await {
+        Ok(p) => p,
+        Err(msg) => {
+            tracing::warn!(error = %msg, "network phase 1");
+            patch_status(api, vmi, status::network_failed(vmi, &msg, &now())).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    match conn.launcher.sync(vmi, &plumbed, Duration::from_secs(120)).await {
         Ok(synced) => {
             // The launcher knows its pod's IP (downward API); only an older launcher makes us look it up.
             let ip = match synced.pod_ip {

@@ -118,6 +118,22 @@ pub fn refused(
     changed(vmi, st)
 }
 
+/// The pod's network could not be plumbed (a critical error upstream too): Synchronized=False with why, and Failed.
+#[must_use]
+pub fn network_failed(
+    vmi: &VirtualMachineInstance,
+    message: &str,
+    now: &Time,
+) -> Option<VirtualMachineInstanceStatus> {
+    let mut with = vmi.clone();
+    with.status = Some(refused(vmi, message, now).unwrap_or_else(|| current(vmi)));
+    let failed = ended(&with, &DomainState::Crashed(String::new()), now).or(with.status)?;
+    Some(VirtualMachineInstanceStatus {
+        reason: None,
+        ..failed
+    })
+}
+
 /// The domain ended: Succeeded when the guest shut down, Failed (with the cause as reason) when it crashed.
 #[must_use]
 pub fn ended(

@@ -6,7 +6,7 @@ use kubevirt_api::v1::{VirtualMachineInstance, VirtualMachineInstanceStatus};
 use launcher_protocol::{AccessCredentials, DomainState, GuestInfo};
 use serde_json::{Value, json};
 
-use super::status::{Agent, credentials, ended, following, refused, started};
+use super::status::{Agent, credentials, ended, following, network_failed, refused, started};
 
 fn at(s: i64) -> Time {
     Time(jiff::Timestamp::from_second(s).unwrap())
@@ -133,6 +133,32 @@ fn a_refused_start_is_synchronized_false_once() {
         None,
         "nothing new to say"
     );
+}
+
+#[test]
+fn a_network_that_cannot_be_plumbed_fails_the_vmi_and_says_why() {
+    let v = vmi("Scheduled", &[]);
+    let st = network_failed(
+        &v,
+        "failed to configure vmi network default: no gateway",
+        &at(100),
+    )
+    .unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    let sync = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.r#type == "Synchronized")
+        .unwrap();
+    assert_eq!(
+        (sync.status.as_str(), sync.message.as_deref()),
+        (
+            "False",
+            Some("failed to configure vmi network default: no gateway")
+        )
+    );
+    assert_eq!(st.reason, None);
 }
 
 #[test]
