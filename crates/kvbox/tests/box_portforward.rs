@@ -1,9 +1,8 @@
-//! `virtctl port-forward`, `ssh` and `scp` against box mode, as a user types them: virt-api dials the VMI's
-//! interface address (the pod IP in `status.interfaces`) and tunnels TCP and UDP over websockets; ssh and scp run
-//! the local OpenSSH client through `port-forward --stdio`. Until guests have pod networking the far end is a
-//! server started in the VMI pod's network namespace (an echo server; dropbear for ssh and scp) — the virt-api,
-//! API server and virtctl path is the one a guest's own sshd will be reached by. Services made by `virtctl expose`
-//! reach the same server through box mode's endpoints controller and service proxy (ClusterIP and NodePort).
+//! `virtctl port-forward`, `ssh` and `scp`, and Services from `virtctl expose`, against box mode as a user types
+//! them, reaching the **guest**: a VM on the pod network with the masquerade binding and `ports: [80, 22]`, whose
+//! guest serves HTTP on 80 and SSH on 22 (dropbear, the key from cloud-init). virt-api dials the VMI's address (the
+//! pod IP) and the pod's NAT carries 80 and 22 to the guest; every other port stays the pod's own, which an echo
+//! server in the pod's network namespace shows (TCP and UDP port-forwarding, and that 23 is not forwarded).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -110,15 +109,49 @@ fn forward(b: &NodeBox, args: &[&str], count: usize) -> (Killed, Vec<u16>) {
     (Killed(child), ports)
 }
 
-#[test]
-fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
-    let b = NodeBox::start(31, &[]);
+/// The test VM on the masquerade binding forwarding 80 and 22, its guest holding `key` for root.
+fn masquerade_vm(key: &str) -> String {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vm-testguest.yaml"),
     )
     .unwrap()
+    .replace(
+        "hostname: testvm-guest",
+        &format!("hostname: pf-guest\n            ssh_authorized_keys:\n            - {key}"),
+    )
     .replace("name: testvm", "name: pf");
-    b.kubectl_in(&["apply", "-f", "-"], Some(&text));
+    let mut vm: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let spec = &mut vm["spec"]["template"]["spec"];
+    spec["domain"]["devices"]["interfaces"] = serde_json::json!([{"name": "default", "masquerade": {},
+        "ports": [{"name": "http", "port": 80}, {"port": 22, "protocol": "TCP"}]}]);
+    spec["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
+    vm.to_string()
+}
+
+/// An HTTP GET of `/` at `addr`: the body, if one came.
+fn http_get(addr: &str) -> Option<String> {
+    let mut c = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+#[test]
+fn port_forward_services_ssh_and_scp_reach_the_guest() {
+    let b = NodeBox::start(31, &[]);
+    let keys = b.dir().join("sshkeys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let id = keys.join("id");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let public = std::fs::read_to_string(id.with_extension("pub")).unwrap();
+    b.kubectl_in(&["apply", "-f", "-"], Some(&masquerade_vm(public.trim())));
     eventually("the VMI running with an address", 120, || {
         !b.get("vmi pf", "{.status.interfaces[0].ipAddress}").is_empty()
             && b.get("vmi pf", "{.status.phase}") == "Running"
@@ -129,9 +162,24 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
         &format!("pods -l kubevirt.io/created-by={vmi_uid}"),
         "{.items[0].metadata.uid}",
     );
+    // The guest sits behind the pod's NAT: 10.0.2.2 by DHCP, and its HTTP server answers on the pod IP's port 80.
+    eventually("the guest's DHCP address", 120, || {
+        b.serial(&vmi_uid).contains("eth0: 10.0.2.2")
+    });
+    eventually("the guest's HTTP server through the NAT", 60, || {
+        http_get(&format!("{ip}:80")).is_some_and(|body| body.trim() == "hello from pf-guest")
+    });
     let _echo = in_pod(&pod_uid, &["python3", "-c", ECHO]);
     eventually("the echo server listening", 30, || {
         listening(&format!("{ip}:7777"))
+    });
+    // Port 23 is not in `ports`: not forwarded, and nothing in the pod listens there.
+    assert!(!listening(&format!("{ip}:23")));
+
+    // The guest's port 80 through a local port.
+    let (_web, web) = forward(&b, &["vmi/pf", "0:80"], 1);
+    eventually("the guest's page through port-forward", 60, || {
+        http_get(&format!("127.0.0.1:{}", web[0])).is_some_and(|body| body.trim() == "hello from pf-guest")
     });
 
     // TCP through a local port (0: any free one), for a VMI and a VM.
@@ -236,52 +284,44 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
             "vmi",
             "pf",
             "--name",
-            "pf-echo",
+            "pf-web",
             "--port",
             "8080",
             "--target-port",
-            "7777",
+            "80",
         ],
     );
     assert_eq!(
         (code, out.trim()),
-        (0, "Service pf-echo successfully created for vmi pf"),
+        (0, "Service pf-web successfully created for vmi pf"),
         "{err}"
     );
     let (code, _, err) = virtctl(
         &b,
         "kubeconfig.yaml",
         &[
-            "expose", "vmi", "pf", "--name", "pf-np", "--type", "NodePort", "--port", "7777",
+            "expose", "vmi", "pf", "--name", "pf-np", "--type", "NodePort", "--port", "80",
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let cluster_ip = b.get("service pf-echo", "{.spec.clusterIP}");
+    let cluster_ip = b.get("service pf-web", "{.spec.clusterIP}");
     assert!(
         cluster_ip.starts_with("10.252.31."),
         "a cluster IP from the box's range: {cluster_ip}"
     );
-    eventually("the endpoints of pf-echo", 30, || {
+    eventually("the endpoints of pf-web", 30, || {
         b.get(
-            "endpoints pf-echo",
+            "endpoints pf-web",
             "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
-        ) == format!("{ip}:7777")
+        ) == format!("{ip}:80")
     });
-    let echo_through = |addr: String| -> bool {
-        let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
-        else {
-            return false;
-        };
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut got = [0u8; 8];
-        c.write_all(b"svc").is_ok() && c.read_exact(&mut got).is_ok() && &got == b"echo:svc"
-    };
-    eventually("the cluster IP reaching the pod", 30, || {
-        echo_through(format!("{cluster_ip}:8080"))
+    let guest_page = |addr: String| http_get(&addr).is_some_and(|body| body.trim() == "hello from pf-guest");
+    eventually("the cluster IP reaching the guest", 30, || {
+        guest_page(format!("{cluster_ip}:8080"))
     });
     let node_port = b.get("service pf-np", "{.spec.ports[0].nodePort}");
-    eventually("the node port reaching the pod", 30, || {
-        echo_through(format!("127.0.0.1:{node_port}"))
+    eventually("the node port reaching the guest", 30, || {
+        guest_page(format!("127.0.0.1:{node_port}"))
     });
     // A Service that selects nothing refuses connections at once (kube-proxy's reject).
     b.kubectl_in(
@@ -303,15 +343,15 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
     // kubectl's columns.
     let table = b.kubectl(&["get", "service", "pf-np"]);
     assert!(
-        table.contains("PORT(S)") && table.contains(&format!("7777:{node_port}/TCP")),
+        table.contains("PORT(S)") && table.contains(&format!("80:{node_port}/TCP")),
         "{table}"
     );
-    let table = b.kubectl(&["get", "endpoints", "pf-echo"]);
+    let table = b.kubectl(&["get", "endpoints", "pf-web"]);
     assert!(
-        table.contains("ENDPOINTS") && table.contains(&format!("{ip}:7777")),
+        table.contains("ENDPOINTS") && table.contains(&format!("{ip}:80")),
         "{table}"
     );
-    b.kubectl(&["delete", "service", "pf-echo", "pf-np"]);
+    b.kubectl(&["delete", "service", "pf-web", "pf-np"]);
     eventually("the rules and the listener gone", 30, || {
         let rules = Command::new("nft")
             .args(["list", "table", "ip", "kvbox-svc-kvbt31"])
@@ -321,39 +361,11 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
             && std::net::TcpStream::connect(("127.0.0.1", node_port.parse::<u16>().unwrap())).is_err()
     });
 
-    // ssh and scp: the local OpenSSH client with virtctl as its ProxyCommand. dropbear runs in the pod's network
-    // namespace with a private /root holding the authorized key.
-    let keys = b.dir().join("sshkeys");
-    let root = b.dir().join("pod-root");
-    std::fs::create_dir_all(root.join(".ssh")).unwrap();
-    std::fs::create_dir_all(&keys).unwrap();
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let id = keys.join("id");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&id));
-    run(Command::new("dropbearkey")
-        .args(["-t", "ed25519", "-f"])
-        .arg(keys.join("host")));
-    std::fs::copy(id.with_extension("pub"), root.join(".ssh/authorized_keys")).unwrap();
-    let script = format!(
-        "mount --bind {} /root && exec dropbear -F -E -s -p 22 -r {} -P {}",
-        root.display(),
-        keys.join("host").display(),
-        keys.join("dropbear.pid").display()
-    );
-    let _sshd = in_pod(
-        &pod_uid,
-        &["unshare", "-m", "--propagation", "private", "sh", "-c", &script],
-    );
-    eventually("dropbear listening", 30, || listening(&format!("{ip}:22")));
+    // ssh and scp: the local OpenSSH client with virtctl as its ProxyCommand, to the guest's dropbear (port 22 is
+    // forwarded), root's key from cloud-init.
+    eventually("the guest's sshd through the NAT", 60, || {
+        listening(&format!("{ip}:22"))
+    });
     let id_s = id.display().to_string();
     let quiet = [
         "-t",
@@ -365,28 +377,25 @@ fn port_forward_services_ssh_and_scp_reach_the_vmis_address() {
     ];
     let mut ssh: Vec<&str> = vec!["ssh", "root@vmi/pf", "-i", &id_s];
     ssh.extend(quiet);
-    ssh.extend([
-        "-c",
-        "echo ssh-$((6*7)) $(cat /root/.ssh/authorized_keys | wc -l)",
-    ]);
+    ssh.extend(["-c", "echo ssh-$((6*7)) $(hostname)"]);
     let (code, out, err) = virtctl(&b, "kubeconfig.yaml", &ssh);
     assert_eq!(code, 0, "virtctl ssh: {err}");
-    assert_eq!(out.trim(), "ssh-42 1");
+    assert_eq!(out.trim(), "ssh-42 pf-guest", "the guest answered, not the pod");
 
     let local = b.dir().join("upload.txt");
     std::fs::write(&local, "copied through the tunnel\n").unwrap();
-    let remote = b.dir().join("remote.txt");
-    let dest = format!("root@vm/pf/default:{}", remote.display());
+    let dest = "root@vm/pf/default:/tmp/remote.txt".to_string();
     let local_s = local.display().to_string();
     let mut scp: Vec<&str> = vec!["scp", "-i", &id_s];
     scp.extend(quiet);
     scp.extend(["-t", "-O", &local_s, &dest]);
     let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &scp);
     assert_eq!(code, 0, "virtctl scp: {err}");
-    assert_eq!(
-        std::fs::read_to_string(&remote).unwrap(),
-        "copied through the tunnel\n"
-    );
+    let mut cat: Vec<&str> = vec!["ssh", "root@vmi/pf", "-i", &id_s];
+    cat.extend(quiet);
+    cat.extend(["-c", "cat /tmp/remote.txt"]);
+    let (code, out, err) = virtctl(&b, "kubeconfig.yaml", &cat);
+    assert_eq!((code, out.as_str()), (0, "copied through the tunnel\n"), "{err}");
     let (code, _, err) = virtctl(&b, "kubeconfig.yaml", &["scp", "a", "b"]);
     assert_eq!(code, 1);
     assert!(

@@ -15,8 +15,8 @@ mod state;
 
 pub use client::{Launcher, LauncherError, Peer};
 pub use message::{
-    AccessCredentials, Command, DomainInfo, Event, EventLine, GuestInfo, GuestOsInfo, Hello, QemuStatus,
-    Request, Response, Screenshot, Synced,
+    AccessCredentials, Command, DomainInfo, DomainInterface, Event, EventLine, GuestInfo, GuestOsInfo, Hello,
+    QemuStatus, Request, Response, Screenshot, Synced,
 };
 pub use state::{DomainState, final_state, write_final_state};
 

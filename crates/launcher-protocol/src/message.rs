@@ -182,6 +182,23 @@ pub struct Synced {
     /// The pod's IP, when the launcher was given it (the downward API's `POD_IP`).
     #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
+    /// The domain's network cards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<DomainInterface>,
+}
+
+/// One network card of the domain, as `status.interfaces` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainInterface {
+    /// The VMI's interface name.
+    pub name: String,
+    /// The guest's MAC.
+    pub mac: String,
+    /// Its queues.
+    pub queue_count: u32,
+    /// `up` or `down`.
+    pub link_state: String,
 }
 
 /// QEMU's run state (`query-status`).
@@ -410,13 +427,21 @@ mod tests {
             &Synced {
                 sync: "started".into(),
                 pod_ip: Some("10.0.0.5".into()),
+                interfaces: vec![DomainInterface {
+                    name: "default".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                    queue_count: 1,
+                    link_state: "up".into(),
+                }],
             },
-            &json!({"sync": "started", "podIP": "10.0.0.5"}),
+            &json!({"sync": "started", "podIP": "10.0.0.5", "interfaces": [{"name": "default",
+                "mac": "02:00:00:00:00:01", "queueCount": 1, "linkState": "up"}]}),
         );
         round_trip(
             &Synced {
                 sync: "in sync".into(),
                 pod_ip: None,
+                interfaces: Vec::new(),
             },
             &json!({"sync": "in sync"}),
         );

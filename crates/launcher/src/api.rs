@@ -150,8 +150,9 @@ impl Served {
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
                 match start(*vmi, network).await {
                     Ok(running) => {
+                        let reply = synced("started", &running.vm.domain);
                         self.state.send_replace(Serving::Running(running));
-                        Ok(synced("started"))
+                        Ok(reply)
                     }
                     Err(why) => {
                         self.state.send_replace(Serving::Failed(why.clone()));
@@ -164,12 +165,23 @@ impl Served {
     }
 }
 
-/// A Sync's answer: what happened, and the pod's IP when the pod was given it (the downward API's `POD_IP`), so the
-/// handler need not look the pod up.
-fn synced(what: &str) -> Value {
+/// A Sync's answer: what happened, the pod's IP when the pod was given it (the downward API's `POD_IP`), so the
+/// handler need not look the pod up, and the domain's network cards.
+fn synced(what: &str, domain: &launcher_domain::Domain) -> Value {
+    let interfaces = domain
+        .nics
+        .iter()
+        .map(|n| launcher_protocol::DomainInterface {
+            name: n.name.clone(),
+            mac: n.mac.clone(),
+            queue_count: n.queues,
+            link_state: "up".into(),
+        })
+        .collect();
     let reply = Synced {
         sync: what.to_string(),
         pod_ip: std::env::var("POD_IP").ok().filter(|ip| !ip.is_empty()),
+        interfaces,
     };
     reply_value(&reply)
 }
@@ -231,7 +243,7 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
 fn sync(vm: &Vm, rebuild: &Rebuild, vmi: &kubevirt_api::v1::VirtualMachineInstance) -> Result<Value, String> {
     let want = rebuild(vmi)?;
     if want == vm.domain {
-        return Ok(synced("in sync"));
+        return Ok(synced("in sync", &vm.domain));
     }
     let (a, b) = (reply_value(&vm.domain), reply_value(&want));
     let changed: Vec<String> = a

@@ -325,7 +325,8 @@ async fn start(
                 Some(ip) => Some(ip),
                 None => pod_ip(&ctx.client, ns, uid).await,
             };
-            patch_status(api, vmi, Some(status::started(vmi, ip.as_deref(), &now()))).await?;
+            let started = status::started(vmi, ip.as_deref(), &synced.interfaces, &now());
+            patch_status(api, vmi, Some(started)).await?;
             conn.running_reported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(ip = ?ip, "VMI running");

@@ -9,7 +9,7 @@ use kubevirt_api::v1::{
     Machine, VirtualMachineInstance, VirtualMachineInstanceCondition, VirtualMachineInstanceGuestOSInfo,
     VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceStatus,
 };
-use launcher_protocol::{AccessCredentials, DomainState, GuestInfo};
+use launcher_protocol::{AccessCredentials, DomainInterface, DomainState, GuestInfo};
 
 /// What the guest agent said when asked.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,11 +43,12 @@ fn changed(
 pub fn started(
     vmi: &VirtualMachineInstance,
     pod_ip: Option<&str>,
+    nics: &[DomainInterface],
     now: &Time,
 ) -> VirtualMachineInstanceStatus {
     let mut st = current(vmi);
     state::enter_phase(&mut st, VmiPhase::Running, now);
-    st.interfaces = Some(interfaces(vmi, pod_ip));
+    st.interfaces = Some(interfaces(vmi, pod_ip, nics));
     let mut conditions = conditions_of(&mut st);
     state::set(
         &mut conditions,
@@ -65,9 +66,14 @@ pub fn started(
     st
 }
 
-/// `status.interfaces`: the pod IP on the first pod-network interface (as upstream reports masquerade/bridge
-/// interfaces before the guest agent says more).
-fn interfaces(vmi: &VirtualMachineInstance, ip: Option<&str>) -> Vec<VirtualMachineInstanceNetworkInterface> {
+/// `status.interfaces`: each of the domain's NICs (MAC, queues, link state; infoSource `domain`), the pod IP on the
+/// pod-network interface (as upstream reports masquerade and bridge interfaces before the guest agent says more),
+/// the pod-network interface first.
+fn interfaces(
+    vmi: &VirtualMachineInstance,
+    ip: Option<&str>,
+    nics: &[DomainInterface],
+) -> Vec<VirtualMachineInstanceNetworkInterface> {
     let pod_net = vmi
         .spec
         .networks
@@ -75,18 +81,22 @@ fn interfaces(vmi: &VirtualMachineInstance, ip: Option<&str>) -> Vec<VirtualMach
         .flatten()
         .find(|n| n.pod.is_some())
         .map(|n| n.name.as_str());
-    vmi.spec
+    let mut out: Vec<VirtualMachineInstanceNetworkInterface> = vmi
+        .spec
         .domain
         .devices
         .interfaces
         .iter()
         .flatten()
+        .filter(|i| i.state.as_deref() != Some("absent"))
         .map(|i| {
+            let nic = nics.iter().find(|n| n.name == i.name);
             let mut out = VirtualMachineInstanceNetworkInterface {
                 name: Some(i.name.clone()),
                 info_source: Some("domain".into()),
-                queue_count: Some(1),
-                mac: i.mac_address.clone(),
+                queue_count: Some(nic.map_or(1, |n| i32::try_from(n.queue_count).unwrap_or(1))),
+                mac: nic.map(|n| n.mac.clone()).or_else(|| i.mac_address.clone()),
+                link_state: nic.map(|n| n.link_state.clone()),
                 ..Default::default()
             };
             if Some(i.name.as_str()) == pod_net
@@ -98,7 +108,10 @@ fn interfaces(vmi: &VirtualMachineInstance, ip: Option<&str>) -> Vec<VirtualMach
             }
             out
         })
-        .collect()
+        .collect();
+    // The `IP` column is the first entry's: the pod network's goes first.
+    out.sort_by_key(|i| i.name.as_deref() != pod_net);
+    out
 }
 
 /// The launcher could not start the VMI: Synchronized=False with its words.

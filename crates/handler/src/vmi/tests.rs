@@ -69,7 +69,21 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
         "Scheduled",
         &[("Synchronized", "False", "Synchronizing with the Domain failed.")],
     );
-    let st = started(&v, Some("10.244.0.7"), &at(100));
+    let nics = [
+        launcher_protocol::DomainInterface {
+            name: "second".into(),
+            mac: "02:aa:00:00:00:02".into(),
+            queue_count: 2,
+            link_state: "up".into(),
+        },
+        launcher_protocol::DomainInterface {
+            name: "default".into(),
+            mac: "02:00:00:00:00:01".into(),
+            queue_count: 1,
+            link_state: "up".into(),
+        },
+    ];
+    let st = started(&v, Some("10.244.0.7"), &nics, &at(100));
     assert_eq!(st.phase.as_deref(), Some("Running"));
     let last = st.phase_transition_timestamps.as_ref().unwrap().last().unwrap();
     assert_eq!(
@@ -87,6 +101,15 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
         "only the pod network's interface has the pod IP"
     );
     assert_eq!(ifaces[1].info_source.as_deref(), Some("domain"));
+    assert_eq!(
+        (
+            ifaces[1].mac.as_deref(),
+            ifaces[1].queue_count,
+            ifaces[1].link_state.as_deref()
+        ),
+        (Some("02:aa:00:00:00:02"), Some(2), Some("up")),
+        "the domain's MAC and queues"
+    );
     assert_eq!(st.machine.unwrap().r#type.as_deref(), Some("q35"));
     assert_eq!(st.migration_method.as_deref(), Some("BlockMigration"));
     assert_eq!(
@@ -100,7 +123,7 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
 fn a_started_domain_without_an_ip_or_machine_type() {
     let mut v = vmi("Scheduled", &[]);
     v.spec.domain.machine = None;
-    let st = started(&v, None, &at(100));
+    let st = started(&v, None, &[], &at(100));
     assert!(st.interfaces.unwrap().iter().all(|i| i.ip_address.is_none()));
     assert_eq!(
         st.machine.unwrap().r#type.as_deref(),

@@ -156,6 +156,17 @@ impl NodeBox {
         std::fs::read_to_string(self.dir().join("launchers").join(uid).join("serial.log")).unwrap_or_default()
     }
 
+    /// Types `line` into the guest's serial console (its shell) of the VMI with `uid`; what it prints lands in
+    /// [`NodeBox::serial`]. Keep the connection until the answer is there: QEMU drops what the UART has not taken
+    /// yet when the client goes.
+    pub(crate) fn type_in_guest(&self, uid: &str, line: &str) -> std::os::unix::net::UnixStream {
+        use std::io::Write as _;
+        let sock = self.dir().join("launchers").join(uid).join("serial.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        s
+    }
+
     /// Whether the network namespace of the pod with `uid` exists.
     pub(crate) fn netns_exists(pod_uid: &str) -> bool {
         Path::new("/run/netns").join(format!("kvbox-{pod_uid}")).exists()

@@ -1,0 +1,172 @@
+//! Guest networking in box mode, with real guests: the bridge binding hands the guest the pod's IP and MAC by
+//! DHCP, masquerade puts it behind the pod's NAT on 10.0.2.2; guests reach each other over the pod network and the
+//! node through the NAT; `status.interfaces` says what upstream says; bad interfaces are refused at admission.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/node.rs"]
+mod node;
+
+use node::{NodeBox, eventually};
+
+/// The test guest as a VMI named `name` on the pod network with `binding` (`bridge` or `masquerade`).
+fn vmi(name: &str, binding: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/vm-testguest.yaml"
+    ))
+    .unwrap();
+    let vm: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let mut spec = vm["spec"]["template"]["spec"].clone();
+    spec["volumes"][1]["cloudInitNoCloud"]["userData"] =
+        serde_json::json!(format!("#cloud-config\nhostname: {name}-guest\n"));
+    spec["domain"]["devices"]["interfaces"] = serde_json::json!([{"name": "default", binding: {}}]);
+    spec["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
+    serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name}, "spec": spec})
+    .to_string()
+}
+
+/// The VMI's uid, its pod's uid and IP, once its guest has a DHCP lease.
+fn running(b: &NodeBox, name: &str) -> (String, String, String) {
+    eventually(&format!("{name} Running"), 120, || {
+        b.get(&format!("vmi {name}"), "{.status.phase}") == "Running"
+    });
+    let uid = b.get(&format!("vmi {name}"), "{.metadata.uid}");
+    let sel = format!("pods -l kubevirt.io/created-by={uid}");
+    let pod_uid = b.get(&sel, "{.items[0].metadata.uid}");
+    let pod_ip = b.get(&sel, "{.items[0].status.podIP}");
+    eventually(&format!("{name}'s guest ready"), 120, || {
+        b.serial(&uid).contains("test guest ready")
+    });
+    (uid, pod_uid, pod_ip)
+}
+
+/// Runs `cmd` in the guest's shell and waits for `want` on its console (which a failure prints).
+fn in_guest(b: &NodeBox, uid: &str, cmd: &str, want: &str, secs: u64) {
+    let _console = b.type_in_guest(uid, cmd);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !b.serial(uid).contains(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} never appeared on the console after {cmd:?}:\n{}",
+            b.serial(uid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn bridge_and_masquerade_guests_are_addressed_and_reach_each_other_and_the_node() {
+    let b = NodeBox::start(36, &[]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("br", "bridge")));
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("masq", "masquerade")));
+    let (br, br_pod, br_ip) = running(&b, "br");
+    let (masq, _, masq_ip) = running(&b, "masq");
+
+    // Bridge: the guest has the pod's IP and MAC; the pod keeps both on a placeholder `eth0`.
+    assert!(
+        b.serial(&br).contains(&format!("eth0: {br_ip}")),
+        "{}",
+        b.serial(&br)
+    );
+    let link = std::process::Command::new("ip")
+        .args(["-n", &format!("kvbox-{br_pod}"), "-j", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&link.stdout).unwrap();
+    let pod_mac = link[0]["address"].as_str().unwrap().to_string();
+    assert_eq!(b.get("vmi br", "{.status.interfaces[0].mac}"), pod_mac);
+    assert_eq!(b.get("vmi br", "{.status.interfaces[0].ipAddress}"), br_ip);
+    // Masquerade: 10.0.2.2 behind the NAT, while the status reports the pod IP (never 10.0.2.2).
+    assert!(b.serial(&masq).contains("eth0: 10.0.2.2"), "{}", b.serial(&masq));
+    assert_eq!(b.get("vmi masq", "{.status.interfaces[0].ipAddress}"), masq_ip);
+    assert_eq!(b.get("vmi masq", "{.status.interfaces[0].infoSource}"), "domain");
+    assert_eq!(b.get("vmi masq", "{.status.interfaces[0].queueCount}"), "1");
+
+    // Guest to guest over the pod network, both ways (the masquerade pod forwards every port to its guest).
+    in_guest(
+        &b,
+        &masq,
+        &format!("wget -qO- http://{br_ip}/ | sed 's/^/GOT: /'"),
+        "GOT: hello from br-guest",
+        60,
+    );
+    in_guest(
+        &b,
+        &br,
+        &format!("wget -qO- http://{masq_ip}/ | sed 's/^/GOT: /'"),
+        "GOT: hello from masq-guest",
+        60,
+    );
+    in_guest(
+        &b,
+        &br,
+        &format!("ping -c 1 -W 5 {masq_ip} >/dev/null && echo PING-OK"),
+        "PING-OK",
+        60,
+    );
+    // The masquerade guest reaches a server on the node (the bridge's gateway address) through the NAT.
+    let gateway = b.cidr.replace(".0/24", ".1");
+    let server = std::net::TcpListener::bind((gateway.as_str(), 0)).unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for conn in server.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\nnode saw {peer}\n");
+        }
+    });
+    in_guest(
+        &b,
+        &masq,
+        &format!("wget -qO- http://{gateway}:{port}/ | sed 's/^/NODE: /'"),
+        &format!("NODE: node saw {masq_ip}"),
+        60,
+    );
+
+    // Deleting them leaves no pod namespace (taps, bridges and rulesets lived there) and no lease.
+    b.kubectl(&["delete", "vmi", "br", "masq", "--wait=true", "--timeout=90s"]);
+    assert!(!NodeBox::netns_exists(&br_pod));
+    eventually("no leases", 30, || b.leases().is_empty());
+}
+
+#[test]
+fn bad_interfaces_are_refused_at_admission_naming_the_field() {
+    let b = NodeBox::start(37, &[]);
+    let refused = |patch: serde_json::Value, want: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&vmi("bad", "masquerade")).unwrap();
+        json_merge(&mut v["spec"], &patch);
+        let (ok, _, err) = b.try_kubectl(&["apply", "-f", "-"], Some(&v.to_string()));
+        assert!(!ok && err.contains(want), "{patch}: {err}");
+    };
+    refused(
+        serde_json::json!({"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:00"}]}}}),
+        "The requested MAC address is reserved for the in-pod bridge. Please choose another one.",
+    );
+    refused(
+        serde_json::json!({"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}, "ports": [{"port": 70000}]}]}}}),
+        "spec.domain.devices.interfaces[0].ports[0].port",
+    );
+    refused(
+        serde_json::json!({"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}, {"name": "two", "masquerade": {}}]}},
+            "networks": [{"name": "default", "pod": {}}, {"name": "two", "pod": {}}]}),
+        "more than one interface is connected to a pod network",
+    );
+    assert_eq!(b.kubectl(&["get", "vmis", "-o", "name"]), "");
+}
+
+/// `patch` merged into `v` (objects by key, everything else replaced).
+fn json_merge(v: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (v, patch) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(p)) => {
+            for (k, pv) in p {
+                json_merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), pv);
+            }
+        }
+        (v, p) => *v = p.clone(),
+    }
+}
