@@ -5,88 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/agent.rs"]
+mod agent;
 #[path = "common/node.rs"]
 mod node;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use node::{NodeBox, Watch, cleanup_node, eventually, import_test_guest};
-
-struct Agent {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    bridge: String,
-}
-
-impl Agent {
-    /// Starts `kvbox agent` as node `name` of `server`, on bridge `kvbt<idx>` and subnet `10.251.<idx>.0/24`.
-    fn start(server: &NodeBox, name: &str, idx: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        import_test_guest(dir.path());
-        let mut a = Self {
-            child: None,
-            dir,
-            bridge: format!("kvbt{idx}"),
-        };
-        a.run(server, name, idx);
-        a
-    }
-
-    /// (Re)starts the agent process on the same data dir.
-    fn run(&mut self, server: &NodeBox, name: &str, idx: u8) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kvbox"))
-            .args(["agent", "--server", &server_url(server.dir()), "--emulation"])
-            .args(["--node-name", name])
-            .arg("--token-file")
-            .arg(server.dir().join("admin.token"))
-            .arg("--ca-file")
-            .arg(server.dir().join("ca.crt"))
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(["--cni-bridge", &self.bridge])
-            .args(["--pod-cidr", &format!("10.251.{idx}.0/24")])
-            .args(["--heartbeat-interval", "1s"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The pid of the QEMU running the VMI with `uid` on this node.
-    fn qemu_pid(&self, uid: &str) -> Option<u32> {
-        node::qemu_pid_in(self.dir.path(), uid)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-        cleanup_node(self.dir.path(), &self.bridge);
-    }
-}
-
-fn server_url(dir: &Path) -> String {
-    let kubeconfig = std::fs::read_to_string(dir.join("kubeconfig.yaml")).unwrap();
-    kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string()
-}
+use agent::Agent;
+use node::{NodeBox, Watch, eventually};
 
 /// The test guest VM's template as a standalone VMI named `name`.
 fn test_vmi(name: &str) -> String {

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/agent.rs"]
+mod agent;
 #[path = "common/node.rs"]
 mod node;
 
@@ -106,6 +108,25 @@ fn bridge_and_masquerade_guests_are_addressed_and_reach_each_other_and_the_node(
         "PING-OK",
         60,
     );
+    // A third guest on a second node (`kvbox agent`, its own bridge and subnet) reaches both across nodes.
+    let _agent = agent::Agent::start(&b, "net-agent", 38);
+    let mut third: serde_json::Value = serde_json::from_str(&vmi("far", "bridge")).unwrap();
+    third["spec"]["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": "net-agent"});
+    b.kubectl_in(&["apply", "-f", "-"], Some(&third.to_string()));
+    eventually("far Running", 120, || b.get("vmi far", "{.status.phase}") == "Running");
+    assert_eq!(b.get("vmi far", "{.status.nodeName}"), "net-agent");
+    let far = b.get("vmi far", "{.metadata.uid}");
+    let far_serial = || {
+        std::fs::read_to_string(_agent.dir.path().join("launchers").join(&far).join("serial.log")).unwrap_or_default()
+    };
+    eventually("far's guest ready", 120, || far_serial().contains("test guest ready"));
+    let far_ip = b.get("vmi far", "{.status.interfaces[0].ipAddress}");
+    assert!(far_ip.starts_with("10.251.38."), "{far_ip}");
+    assert!(far_serial().contains(&format!("eth0: {far_ip}")), "{}", far_serial());
+    in_guest(&b, &masq, &format!("wget -qO- http://{far_ip}/ | sed 's/^/FAR: /'"), "FAR: hello from far-guest", 60);
+    in_guest(&b, &br, &format!("wget -qO- http://{far_ip}/ | sed 's/^/FAR: /'"), "FAR: hello from far-guest", 60);
+    b.kubectl(&["delete", "vmi", "far", "--wait=true", "--timeout=90s"]);
+
     // The masquerade guest reaches a server on the node (the bridge's gateway address) through the NAT.
     let gateway = b.cidr.replace(".0/24", ".1");
     let server = std::net::TcpListener::bind((gateway.as_str(), 0)).unwrap();
