@@ -237,6 +237,9 @@ pub struct GuestInfo {
     pub agent: Option<Value>,
     /// `guest-get-timezone`.
     pub timezone: Option<Value>,
+    /// `guest-network-get-interfaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Value>,
 }
 
 /// The fields of qemu-ga's `guest-get-osinfo` a VMI's `status.guestOSInfo` reports.
@@ -464,6 +467,7 @@ mod tests {
             os: Some(json!({"id": "alpine", "pretty-name": "Alpine Linux v3.20", "kernel-release": "6.6"})),
             agent: Some(json!({"version": "7.2.0", "supported_commands": []})),
             timezone: None,
+            interfaces: None,
         };
         round_trip(
             &info,

@@ -302,6 +302,7 @@ async fn guest_info(vm: &Vm) -> Result<Value, String> {
         os: qga.execute("guest-get-osinfo", None).await.ok(),
         agent: qga.execute("guest-info", None).await.ok(),
         timezone: qga.execute("guest-get-timezone", None).await.ok(),
+        interfaces: qga.execute("guest-network-get-interfaces", None).await.ok(),
     };
     Ok(reply_value(&info))
 }

@@ -23,6 +23,7 @@ use kubevirt_api::state::{self, ConditionType, VmiPhase};
 use kubevirt_api::v1::VirtualMachineInstanceStatus;
 use launcher_protocol::{Command, DomainState, Launcher, LauncherError};
 
+pub mod interfaces;
 pub mod network;
 pub mod status;
 #[cfg(test)]

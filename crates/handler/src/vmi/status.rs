@@ -211,6 +211,12 @@ pub fn following(
         }
         _ => {}
     }
+    if let Agent::Present(info) = agent {
+        let domain = st.interfaces.clone().unwrap_or_default();
+        if let Some(merged) = super::interfaces::merge(vmi, &domain, info.interfaces.as_ref()) {
+            st.interfaces = Some(merged);
+        }
+    }
     let had = vmi.status.as_ref().is_some_and(|s| s.conditions.is_some());
     st.conditions = (had || !conditions.is_empty()).then_some(conditions);
     changed(vmi, st)

@@ -60,6 +60,7 @@ fn agent() -> Agent {
         ),
         agent: Some(json!({"version": "9.0.2"})),
         timezone: None,
+        interfaces: None,
     }))
 }
 

@@ -82,4 +82,3 @@ pub(crate) fn server_url(dir: &Path) -> String {
         .unwrap()
         .to_string()
 }
-
