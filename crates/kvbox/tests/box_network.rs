@@ -263,3 +263,23 @@ fn upstreams_masquerade_example_boots_with_a_working_nic() {
     );
     assert!(get(22).is_none(), "port 22 is not forwarded");
 }
+
+/// `state: down`: QEMU starts the NIC's link down, the guest sees no carrier (and gets no lease), and the status
+/// says `linkState: down`.
+#[test]
+fn a_link_declared_down_has_no_carrier_in_the_guest() {
+    let b = NodeBox::start(40, &[]);
+    let mut v: serde_json::Value = serde_json::from_str(&vmi("down", "masquerade")).unwrap();
+    v["spec"]["domain"]["devices"]["interfaces"][0]["state"] = serde_json::json!("down");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&v.to_string()));
+    let (uid, _, _) = running(&b, "down");
+    assert_eq!(b.get("vmi down", "{.status.interfaces[0].linkState}"), "down");
+    assert!(b.serial(&uid).contains("eth0: no lease"), "{}", b.serial(&uid));
+    in_guest(
+        &b,
+        &uid,
+        "ip link show eth0 | grep -q NO-CARRIER && echo CARRIER-LOST",
+        "CARRIER-LOST",
+        30,
+    );
+}

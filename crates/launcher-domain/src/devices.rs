@@ -136,15 +136,8 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
         if iface.pci_address.is_some() {
             return Err(DomainError::unsupported(at(".pciAddress"), "fixed PCI addresses"));
         }
-        match iface.state.as_deref() {
-            Some("absent") => continue,
-            Some("down") => {
-                return Err(DomainError::unsupported(
-                    at(".state"),
-                    "starting with the link down",
-                ));
-            }
-            _ => {}
+        if iface.state.as_deref() == Some("absent") {
+            continue;
         }
         let model = match iface.model.as_deref().unwrap_or("virtio") {
             "virtio" => "virtio-net-pci",
@@ -184,6 +177,7 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
             mtu: backend.and_then(|b| b.mtu).filter(|_| virtio),
             queues: backend.map_or(1, |b| b.queues.max(1)),
             vhost: backend.is_some() && virtio && i.facts.vhost_net,
+            link_up: iface.state.as_deref() != Some("down"),
         });
     }
     Ok(())
@@ -326,6 +320,37 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_gives_the_nic_its_tap_mtu_queues_mac_and_vhost() {
+        let mut spec = base();
+        spec["domain"]["devices"]["interfaces"] =
+            json!([{"name": "default", "bridge": {}}, {"name": "e", "bridge": {}, "model": "e1000"}]);
+        let vmi = crate::testing::vmi(spec);
+        let mut facts = crate::testing::facts(Accel::Tcg);
+        let backend = crate::NicBackend {
+            tap: "tap0".into(),
+            mtu: Some(1450),
+            queues: 4,
+            mac: Some("7e:1b:2c:3d:4e:5f".into()),
+        };
+        facts.nics = std::collections::BTreeMap::from([
+            ("default".to_string(), backend.clone()),
+            ("e".to_string(), backend),
+        ]);
+        facts.vhost_net = true;
+        let d = crate::build(&vmi, &facts, &std::collections::BTreeMap::new()).unwrap();
+        let n = &d.nics[0];
+        assert_eq!(
+            (n.tap.as_deref(), n.mtu, n.queues, n.mac.as_str(), n.vhost),
+            (Some("tap0"), Some(1450), 4, "7e:1b:2c:3d:4e:5f", true)
+        );
+        assert_eq!(
+            (d.nics[1].mtu, d.nics[1].vhost),
+            (None, false),
+            "host_mtu and vhost are virtio's"
+        );
+    }
+
+    #[test]
     fn nics_get_stable_macs_and_their_taps() {
         let mut spec = base();
         spec["domain"]["devices"]["interfaces"] = json!([
@@ -354,6 +379,14 @@ mod tests {
             ),
             ("de:ad:00:00:be:ef", Some(2), None)
         );
+        assert!(
+            d.nics
+                .iter()
+                .all(|n| n.link_up && n.queues == 1 && n.mtu.is_none() && !n.vhost)
+        );
+        spec["domain"]["devices"]["interfaces"] =
+            json!([{"name": "default", "masquerade": {}, "state": "down"}]);
+        assert!(!build(spec.clone(), Accel::Tcg, &[]).unwrap().nics[0].link_up);
         spec["domain"]["devices"]["interfaces"] = json!([{"name": "x", "macAddress": "nope"}]);
         assert!(build(spec.clone(), Accel::Tcg, &[]).is_err());
         spec["domain"]["devices"]["interfaces"] = json!([{"name": "x", "sriov": {}}]);

@@ -302,6 +302,8 @@ pub struct Nic {
     pub queues: u32,
     /// vhost-net carries the tap's traffic.
     pub vhost: bool,
+    /// The link is up (`state: down` starts it down: QMP `set_link` once QEMU answers).
+    pub link_up: bool,
 }
 
 /// Graphics.

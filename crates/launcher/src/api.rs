@@ -175,7 +175,7 @@ fn synced(what: &str, domain: &launcher_domain::Domain) -> Value {
             name: n.name.clone(),
             mac: n.mac.clone(),
             queue_count: n.queues,
-            link_state: "up".into(),
+            link_state: if n.link_up { "up" } else { "down" }.into(),
         })
         .collect();
     let reply = Synced {

@@ -150,6 +150,17 @@ impl Vm {
                 )));
             }
         };
+        // `state: down` NICs: their links go down before the guest gets far (QEMU has no option for it).
+        for nic in domain.nics.iter().filter(|n| !n.link_up) {
+            let args = serde_json::json!({"name": format!("ua-{}", nic.name), "up": false});
+            if let Err(e) = qmp.execute("set_link", Some(args)).await {
+                let _ = child.kill().await;
+                return Err(LaunchError::Qemu(format!(
+                    "setting the link of {} down: {e}",
+                    nic.name
+                )));
+            }
+        }
         let initial = if domain.start_paused {
             DomainState::Paused
         } else {
