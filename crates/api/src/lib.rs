@@ -15,6 +15,7 @@ pub mod crd;
 pub mod defaults;
 pub mod expand;
 pub mod infer;
+pub mod nad;
 pub mod network;
 pub mod quantity;
 pub mod selector;

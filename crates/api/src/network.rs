@@ -45,8 +45,59 @@ impl PodNic<'_> {
     }
 }
 
-/// The interfaces on the pod network with a bridge or masquerade binding, in spec order (absent ones left out).
-/// Secondary (Multus) networks are not plumbed here yet.
+/// The pod interface of a secondary network: `pod` + the first 11 hex digits of the SHA-256 of the network's name
+/// (upstream's hashed name scheme; 14 bytes, so `<hash>-nic` fits the kernel's 15).
+#[must_use]
+pub fn hashed_pod_iface(network: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, network.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("pod{}", &hex[..11])
+}
+
+/// Whether `n` is a secondary Multus network (not the pod network, not Multus' default).
+#[must_use]
+pub fn is_secondary(n: &Network) -> bool {
+    n.multus.as_ref().is_some_and(|m| m.default != Some(true))
+}
+
+/// The namespace and name of the NetworkAttachmentDefinition a `multus.networkName` names: `ns/name`, else the
+/// VMI's namespace.
+#[must_use]
+pub fn nad_of<'a>(namespace: &'a str, network_name: &'a str) -> (&'a str, &'a str) {
+    network_name.split_once('/').unwrap_or((namespace, network_name))
+}
+
+/// The launcher pod's `k8s.v1.cni.cncf.io/networks` annotation: one entry per secondary network, in spec order
+/// (`name`, `namespace`, `interface` and the interface's `mac` when the spec gives one), as upstream writes it.
+#[must_use]
+pub fn multus_annotation(vmi: &VirtualMachineInstance) -> Option<String> {
+    let namespace = vmi.metadata.namespace.as_deref().unwrap_or("default");
+    let ifaces = vmi.spec.domain.devices.interfaces.as_deref().unwrap_or_default();
+    let entries: Vec<serde_json::Value> = vmi
+        .spec
+        .networks
+        .iter()
+        .flatten()
+        .filter(|n| is_secondary(n))
+        .filter_map(|n| {
+            let (ns, name) = nad_of(namespace, &n.multus.as_ref()?.network_name);
+            let mut e =
+                serde_json::json!({"name": name, "namespace": ns, "interface": hashed_pod_iface(&n.name)});
+            if let Some(mac) = ifaces
+                .iter()
+                .find(|i| i.name == n.name)
+                .and_then(|i| i.mac_address.clone())
+            {
+                e["mac"] = mac.into();
+            }
+            Some(e)
+        })
+        .collect();
+    (!entries.is_empty()).then(|| serde_json::Value::from(entries).to_string())
+}
+
+/// The interfaces the node plumbs, in spec order (absent ones left out): bridge or masquerade on the pod network,
+/// and bridge on secondary (Multus) networks, whose pod interfaces have hashed names.
 #[must_use]
 pub fn pod_nics(vmi: &VirtualMachineInstance) -> Vec<PodNic<'_>> {
     let networks = vmi.spec.networks.as_deref().unwrap_or_default();
@@ -57,8 +108,6 @@ pub fn pod_nics(vmi: &VirtualMachineInstance) -> Vec<PodNic<'_>> {
         .filter(|(_, i)| i.state.as_deref() != Some("absent"))
         .filter_map(|(index, iface)| {
             let network = networks.iter().find(|n| n.name == iface.name)?;
-            let on_pod =
-                network.pod.is_some() || network.multus.as_ref().is_some_and(|m| m.default == Some(true));
             let binding = if iface.masquerade.is_some() {
                 Binding::Masquerade
             } else if iface.bridge.is_some() {
@@ -66,12 +115,22 @@ pub fn pod_nics(vmi: &VirtualMachineInstance) -> Vec<PodNic<'_>> {
             } else {
                 return None;
             };
-            on_pod.then(|| PodNic {
+            let pod_iface = if is_secondary(network) {
+                if binding != Binding::Bridge {
+                    return None;
+                }
+                hashed_pod_iface(&network.name)
+            } else if network.pod.is_some() || network.multus.is_some() {
+                "eth0".into()
+            } else {
+                return None;
+            };
+            Some(PodNic {
                 index,
                 iface,
                 network,
                 binding,
-                pod_iface: "eth0".into(),
+                pod_iface,
             })
         })
         .collect()
@@ -123,11 +182,38 @@ mod tests {
             "networks": [{"name": "a", "pod": {}}, {"name": "gone", "pod": {}}, {"name": "b", "multus": {"networkName": "x"}}],
         }));
         let nics = pod_nics(&v);
-        assert_eq!(nics.len(), 1, "the secondary network is not on the pod network");
+        assert_eq!(nics.len(), 2);
         assert_eq!(
             (nics[0].index, nics[0].binding, nics[0].bridge(), nics[0].tap()),
             (0, Binding::Masquerade, "k6t-eth0".into(), "tap0".into())
         );
+        let hashed = hashed_pod_iface("b");
+        assert_eq!(
+            (nics[1].index, nics[1].binding, nics[1].pod_iface.as_str()),
+            (2, Binding::Bridge, hashed.as_str())
+        );
+        assert_eq!(nics[1].bridge(), format!("k6t-{}", &hashed[3..]));
+        assert_eq!(nics[1].tap(), format!("tap{}", &hashed[3..]));
+    }
+
+    #[test]
+    fn secondary_networks_are_named_and_annotated_as_upstream() {
+        // upstream's annotation_test: networks "blue" and "red".
+        assert_eq!(hashed_pod_iface("blue"), "pod16477688c0e");
+        assert_eq!(hashed_pod_iface("red"), "podb1f51a511f1");
+        let v: VirtualMachineInstance = serde_json::from_value(json!({"metadata": {"name": "v", "namespace": "ns"},
+            "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}},
+                {"name": "test1", "bridge": {}, "macAddress": "de:ad:00:00:be:ef"}, {"name": "other", "bridge": {}}]}},
+            "networks": [{"name": "default", "pod": {}}, {"name": "test1", "multus": {"networkName": "nad-a"}},
+                {"name": "other", "multus": {"networkName": "elsewhere/nad-b"}}]}}))
+        .unwrap();
+        let a: serde_json::Value = serde_json::from_str(&multus_annotation(&v).unwrap()).unwrap();
+        assert_eq!(
+            a,
+            json!([{"name": "nad-a", "namespace": "ns", "interface": hashed_pod_iface("test1"), "mac": "de:ad:00:00:be:ef"},
+                {"name": "nad-b", "namespace": "elsewhere", "interface": hashed_pod_iface("other")}])
+        );
+        assert_eq!(multus_annotation(&vmi(json!({"domain": {"devices": {}}}))), None);
     }
 
     #[test]

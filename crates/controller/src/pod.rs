@@ -341,6 +341,9 @@ fn labels_and_annotations(
         String::new(),
     );
     annotations.insert("kubevirt.io/memory-overhead-bytes".into(), over.to_string());
+    if let Some(networks) = kubevirt_api::network::multus_annotation(vmi) {
+        annotations.insert(kubevirt_api::nad::NETWORKS_ANNOTATION.into(), networks);
+    }
     (labels, annotations)
 }
 

@@ -283,3 +283,138 @@ fn a_link_declared_down_has_no_carrier_in_the_guest() {
         30,
     );
 }
+
+/// A bridge (its own, `kvbm<idx>`) with host-local addresses in `192.168.<idx>.0/24`, as a NetworkAttachmentDefinition
+/// named `ptp-conf` (upstream's example's name); the bridge goes when dropped.
+struct SecondaryNetwork(String);
+
+impl SecondaryNetwork {
+    fn create(b: &NodeBox, idx: u8) -> Self {
+        let bridge = format!("kvbm{idx}");
+        let config = serde_json::json!({"cniVersion": "1.0.0", "name": format!("sec{idx}"), "type": "bridge",
+            "bridge": bridge, "ipam": {"type": "host-local", "subnet": format!("192.168.{idx}.0/24")}});
+        let nad = serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "ptp-conf"}, "spec": {"config": config.to_string()}});
+        b.kubectl_in(&["apply", "-f", "-"], Some(&nad.to_string()));
+        Self(bridge)
+    }
+}
+
+impl Drop for SecondaryNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// Upstream's `vmi-multus-multiple-net` example (its disk swapped for the test guest), twice: each guest has the pod
+/// network on eth0 (masquerade) and the `ptp-conf` secondary network on eth1 (bridge binding, the NAD's address by
+/// DHCP); the guests reach each other over the secondary bridge; the pods carry Multus' network-status and the
+/// VMIs' status says `multus-status`. A VMI naming a missing definition is told why it cannot start.
+#[test]
+fn multus_secondary_networks_connect_guests() {
+    let b = NodeBox::start(41, &[]);
+    let _net = SecondaryNetwork::create(&b, 41);
+    let example = testing::load_docs(&testing::examples().join("vmi-multus-multiple-net.yaml")).remove(0);
+    let mut uids = Vec::new();
+    let mut addrs = Vec::new();
+    for name in ["multus-a", "multus-b"] {
+        let mut v = example.clone();
+        v["metadata"]["name"] = serde_json::json!(name);
+        v["spec"]["volumes"][0]["containerDisk"]["image"] =
+            serde_json::json!("kubevirt-rs/test-guest:latest");
+        b.kubectl_in(&["apply", "-f", "-"], Some(&v.to_string()));
+    }
+    for name in ["multus-a", "multus-b"] {
+        let (uid, _, _) = running(&b, name);
+        let serial = b.serial(&uid);
+        assert!(serial.contains("eth0: 10.0.2.2"), "{serial}");
+        let eth1 = serial
+            .lines()
+            .find_map(|l| l.strip_prefix("eth1: "))
+            .unwrap_or_else(|| panic!("no eth1 lease: {serial}"))
+            .to_string();
+        assert!(eth1.starts_with("192.168.41."), "{eth1}");
+        uids.push(uid);
+        addrs.push(eth1);
+    }
+    in_guest(
+        &b,
+        &uids[0],
+        &format!("ping -c 1 -W 5 {} >/dev/null && echo SECONDARY-OK", addrs[1]),
+        "SECONDARY-OK",
+        60,
+    );
+    in_guest(
+        &b,
+        &uids[1],
+        &format!("wget -qO- http://{}/ | sed 's/^/OVER-ETH1: /'", addrs[0]),
+        "OVER-ETH1: hello from",
+        60,
+    );
+
+    let hashed = "pode31d7ce2712"; // upstream's name for network "ptp"
+    let pod = format!("pods -l kubevirt.io/created-by={}", uids[0]);
+    let wanted = b.get(
+        &pod,
+        "{.items[0].metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/networks}",
+    );
+    let wanted: serde_json::Value = serde_json::from_str(&wanted).unwrap();
+    assert_eq!(
+        wanted,
+        serde_json::json!([{"name": "ptp-conf", "namespace": "default", "interface": hashed}])
+    );
+    let status = b.get(
+        &pod,
+        "{.items[0].metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/network-status}",
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        (status[0]["interface"].as_str(), status[0]["default"].as_bool()),
+        (Some("eth0"), Some(true))
+    );
+    assert_eq!(
+        (status[1]["name"].as_str(), status[1]["interface"].as_str()),
+        (Some("default/ptp-conf"), Some(hashed))
+    );
+    assert_eq!(status[1]["ips"][0].as_str(), Some(addrs[0].as_str()));
+    assert!(
+        b.get("vmi multus-a", "{.status.interfaces[1].infoSource}")
+            .contains("multus-status")
+    );
+    assert_eq!(
+        b.get("vmi multus-a", "{.status.interfaces[1].podInterfaceName}"),
+        hashed
+    );
+    eventually("the guest's eth1 address in the status", 60, || {
+        b.get("vmi multus-a", "{.status.interfaces[1].ipAddress}") == addrs[0]
+    });
+
+    // A definition that does not exist: the VMI says so, and nothing is left half-attached.
+    let mut missing = example.clone();
+    missing["metadata"]["name"] = serde_json::json!("multus-missing");
+    missing["spec"]["networks"][1]["multus"]["networkName"] = serde_json::json!("nope");
+    missing["spec"]["volumes"][0]["containerDisk"]["image"] =
+        serde_json::json!("kubevirt-rs/test-guest:latest");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&missing.to_string()));
+    eventually("the missing definition named on the VMI", 60, || {
+        b.get(
+            "vmi multus-missing",
+            r#"{.status.conditions[?(@.type=="Synchronized")].message}"#,
+        )
+        .contains("cannot find a network-attachment-definition (nope)")
+    });
+    b.kubectl(&["delete", "vmi", "--all", "--wait=true", "--timeout=90s"]);
+    eventually("no leases on either network", 30, || {
+        b.leases().is_empty()
+            && std::fs::read_dir(b.dir().join("cni/ipam/sec41")).map_or(true, |d| {
+                d.flatten().all(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_err()
+                })
+            })
+    });
+}

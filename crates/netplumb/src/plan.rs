@@ -257,16 +257,20 @@ fn routes(link: &PodLink, subnet: (Ipv4Addr, u8)) -> Vec<Route4> {
 
 fn bridge(req: &Request, link: &PodLink) -> Result<Plan, PlumbError> {
     let (br, pod, mtu) = (&req.bridge, &req.pod_iface, link.mtu);
-    let renamed = format!("{pod}-nic");
+    // `eth0-nic`; a secondary `pod<hash>` becomes `<hash>-nic` (15 bytes, the kernel's limit).
+    let renamed = format!("{}-nic", pod.strip_prefix("pod").unwrap_or(pod));
     let mac = bridge_mac(&link.mac);
     let v4 = link.ipv4();
     let mut out = result(req, link);
     out.mac = Some(link.mac.clone());
     if let Some((address, prefix)) = v4 {
-        let router =
-            link.routes4.iter().find_map(|r| r.gateway).ok_or_else(|| {
-                PlumbError::Invalid(format!("no gateway address found in routes for {pod}"))
-            })?;
+        // Upstream: the next hop of the first IPv4 route through the interface (none on a network without a
+        // gateway, whose connected route is all there is); no route at all is an error.
+        let first = link
+            .routes4
+            .first()
+            .ok_or_else(|| PlumbError::Invalid(format!("no gateway address found in routes for {pod}")))?;
+        let router = first.gateway;
         // upstream concatenates the index: 169.254.75.1 + "0" → .10, + "12" → .112.
         let server: Ipv4Addr = format!("169.254.75.1{}", req.index)
             .parse()
@@ -275,7 +279,7 @@ fn bridge(req: &Request, link: &PodLink) -> Result<Plan, PlumbError> {
             server,
             address,
             prefix,
-            router: Some(router),
+            router,
             routes: routes(link, (address, prefix)),
             client_mac: Some(req.spec_mac.clone().unwrap_or_else(|| link.mac.clone())),
         });

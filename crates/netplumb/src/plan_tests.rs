@@ -211,6 +211,22 @@ fn bridge_moves_the_pod_nic_under_the_bridge_and_keeps_a_dummy_with_its_address(
 }
 
 #[test]
+fn a_secondary_pod_interface_keeps_names_within_the_kernels_limit() {
+    let mut r = request(Binding::Bridge, 1);
+    r.pod_iface = "pod16367aacb67".into();
+    r.bridge = "k6t-16367aacb67".into();
+    r.tap = "tap16367aacb67".into();
+    let mut l = link(false);
+    l.name = "pod16367aacb67".into();
+    let p = plan(&r, &l).unwrap();
+    assert!(
+        p.ip.contains(&"link set dev pod16367aacb67 name 16367aacb67-nic".to_string()),
+        "{:?}",
+        p.ip
+    );
+}
+
+#[test]
 fn bridge_server_addresses_concatenate_the_index_and_a_spec_mac_filters() {
     let mut r = request(Binding::Bridge, 1);
     r.index = 12;
@@ -220,6 +236,17 @@ fn bridge_server_addresses_concatenate_the_index_and_a_spec_mac_filters() {
     assert_eq!(d.client_mac.as_deref(), Some("de:ad:00:00:be:ef"));
     let mut no_gw = link(false);
     no_gw.routes4.retain(|r| r.gateway.is_none());
+    let d = plan(&request(Binding::Bridge, 1), &no_gw)
+        .unwrap()
+        .result
+        .dhcp4
+        .unwrap();
+    assert_eq!(
+        (d.router, d.routes.len()),
+        (None, 0),
+        "a network without a gateway: no router option"
+    );
+    no_gw.routes4.clear();
     let e = plan(&request(Binding::Bridge, 1), &no_gw)
         .unwrap_err()
         .to_string();

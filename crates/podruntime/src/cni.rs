@@ -1,6 +1,7 @@
 //! The standard CNI plugins, called as a container runtime calls them (CNI spec 1.0): the network configuration on
 //! stdin, `CNI_COMMAND`/`CNI_CONTAINERID`/`CNI_NETNS`/`CNI_IFNAME`/`CNI_PATH` in the environment, the result (or an
-//! error object) on stdout. The configuration is a file in the data dir (`net.d/10-kvbox.conf`): a `bridge` with
+//! error object) on stdout; configuration lists run their plugins in order (reversed for DEL), each given the previous
+//! result. The pod network's configuration is a file in the data dir (`net.d/10-kvbox.conf`): a `bridge` with
 //! `host-local` IPAM, written at first start and read on every call, so a user can change it.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct Cni {
     pub bin_dir: PathBuf,
     /// The configuration file.
     pub conf: PathBuf,
+    /// Where host-local keeps its leases (one directory per network name).
+    pub ipam_dir: PathBuf,
 }
 
 /// What ADD returned.
@@ -55,6 +58,8 @@ pub struct Attached {
     pub ip: String,
     /// The gateway, when the plugin set one.
     pub gateway: Option<String>,
+    /// The pod interface's MAC, when the plugin said.
+    pub mac: Option<String>,
 }
 
 impl Cni {
@@ -94,6 +99,7 @@ impl Cni {
         Ok(Self {
             bin_dir: bin_dir.to_path_buf(),
             conf: conf.to_path_buf(),
+            ipam_dir: ipam_dir.to_path_buf(),
         })
     }
 
@@ -117,43 +123,7 @@ impl Cni {
         netns: &Path,
         ifname: &str,
     ) -> Result<Value, CniError> {
-        let conf = self.config()?;
-        let plugin = self
-            .bin_dir
-            .join(conf.get("type").and_then(Value::as_str).unwrap_or_default());
-        let mut child = tokio::process::Command::new(&plugin)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", &self.bin_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CniError::Exec {
-                plugin: plugin.clone(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(conf.to_string().as_bytes()).await;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| CniError::Exec { plugin, source })?;
-        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if !out.status.success() {
-            let message = stdout
-                .get("msg")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
-            return Err(CniError::Plugin { command, message });
-        }
-        Ok(stdout)
+        run(&self.bin_dir, command, &self.config()?, id, netns, ifname).await
     }
 
     /// ADD: wires `ifname` into `netns` and returns its address.
@@ -177,6 +147,7 @@ impl Cni {
                 .and_then(|i| i.get("gateway"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            mac: sandbox_mac(&result, ifname),
         })
     }
 
@@ -187,4 +158,101 @@ impl Cni {
     pub async fn del(&self, id: &str, netns: &Path, ifname: &str) -> Result<(), CniError> {
         self.call("DEL", id, netns, ifname).await.map(|_| ())
     }
+}
+
+/// The MAC of interface `ifname` inside the sandbox, from an ADD result.
+#[must_use]
+pub fn sandbox_mac(result: &Value, ifname: &str) -> Option<String> {
+    result
+        .get("interfaces")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("name").and_then(Value::as_str) == Some(ifname) && i.get("sandbox").is_some())
+        .and_then(|i| i.get("mac"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Runs the network configuration `conf` for `command` (CNI spec 1.0): one plugin, or a configuration list whose
+/// plugins run in order for ADD (each given the previous result) and in reverse for DEL.
+///
+/// # Errors
+/// [`CniError`]: a plugin that cannot run or reports an error.
+pub async fn run(
+    bin_dir: &Path,
+    command: &'static str,
+    conf: &Value,
+    id: &str,
+    netns: &Path,
+    ifname: &str,
+) -> Result<Value, CniError> {
+    let Some(plugins) = conf.get("plugins").and_then(Value::as_array) else {
+        return exec(bin_dir, command, conf, id, netns, ifname).await;
+    };
+    let mut order: Vec<&Value> = plugins.iter().collect();
+    if command == "DEL" {
+        order.reverse();
+    }
+    let mut prev = Value::Null;
+    for plugin in order {
+        let mut one = plugin.clone();
+        for key in ["cniVersion", "name"] {
+            if let Some(v) = conf.get(key) {
+                one[key] = v.clone();
+            }
+        }
+        if !prev.is_null() {
+            one["prevResult"] = prev.clone();
+        }
+        let result = exec(bin_dir, command, &one, id, netns, ifname).await?;
+        if command == "ADD" {
+            prev = result;
+        }
+    }
+    Ok(prev)
+}
+
+/// Runs one plugin.
+async fn exec(
+    bin_dir: &Path,
+    command: &'static str,
+    conf: &Value,
+    id: &str,
+    netns: &Path,
+    ifname: &str,
+) -> Result<Value, CniError> {
+    let plugin = bin_dir.join(conf.get("type").and_then(Value::as_str).unwrap_or_default());
+    let mut child = tokio::process::Command::new(&plugin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", bin_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CniError::Exec {
+            plugin: plugin.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(conf.to_string().as_bytes()).await;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| CniError::Exec { plugin, source })?;
+    let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if !out.status.success() {
+        let message = stdout
+            .get("msg")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(CniError::Plugin { command, message });
+    }
+    Ok(stdout)
 }

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod cni;
+pub mod multus;
 pub mod netns;
 mod pod;
 pub mod process;

@@ -144,6 +144,7 @@ fn netns_name(uid: &str) -> String {
 /// Removes the sandbox of a pod: CNI DEL, the namespace, the record.
 async fn teardown(rt: &Runtime, uid: &str, dir: &Path) {
     let ns = netns_name(uid);
+    crate::multus::detach(&rt.cfg.cni.bin_dir, dir, &crate::netns::path(&ns), uid).await;
     if crate::netns::exists(&ns)
         && let Err(e) = rt.cfg.cni.del(uid, &crate::netns::path(&ns), "eth0").await
     {
@@ -446,12 +447,32 @@ async fn start(
     let attached = retrying(ctx, pod, rx, &start_time, &mut backoff, || async {
         let made = async {
             crate::netns::create(&ns).await.map_err(|e| e.to_string())?;
-            ctx.rt
-                .cfg
-                .cni
-                .add(&ctx.uid, &crate::netns::path(&ns), "eth0")
+            let cni = &ctx.rt.cfg.cni;
+            let path = crate::netns::path(&ns);
+            let primary = cni
+                .add(&ctx.uid, &path, "eth0")
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let client = &ctx.rt.client;
+            let others = crate::multus::attach(
+                client,
+                &cni.bin_dir,
+                &cni.ipam_dir,
+                pod,
+                &ctx.dir,
+                &path,
+                &ctx.uid,
+            )
+            .await?;
+            let pods: Api<Pod> = Api::namespaced(
+                client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            crate::multus::publish(&pods, name, "kvbox", &primary, others)
+                .await
+                .map_err(|e| format!("writing the network-status annotation: {e}"))?;
+            Ok::<_, String>(primary)
         }
         .await;
         if let Err(e) = &made {

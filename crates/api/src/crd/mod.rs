@@ -9,6 +9,7 @@ mod schema;
 use serde_json::{Value, json};
 
 use crate::cdi::{DataVolume, StorageProfile};
+use crate::nad::NetworkAttachmentDefinition;
 use crate::{v1, v1alpha1, v1beta1};
 
 pub use schema::structural_schema_for;
@@ -130,6 +131,11 @@ const ALPHA1_AND_BETA1: &[Version] = &[
         deprecation_warning: None,
     },
 ];
+const V1_ONLY: &[Version] = &[Version {
+    name: "v1",
+    storage: true,
+    deprecation_warning: None,
+}];
 const V1ALPHA1: &[Version] = &[Version {
     name: "v1alpha1",
     storage: true,
@@ -493,6 +499,20 @@ pub const CRDS: &[CrdInfo] = &[
         scale: None,
         columns: &[],
         schema: structural_schema_for::<StorageProfile>,
+    },
+    CrdInfo {
+        group: "k8s.cni.cncf.io",
+        kind: "NetworkAttachmentDefinition",
+        plural: "network-attachment-definitions",
+        singular: "network-attachment-definition",
+        short_names: &["net-attach-def"],
+        categories: &[],
+        scope: Scope::Namespaced,
+        versions: V1_ONLY,
+        status: false,
+        scale: None,
+        columns: &[],
+        schema: structural_schema_for::<NetworkAttachmentDefinition>,
     },
 ];
 

@@ -198,7 +198,10 @@ fn pod_finished(pod: &Pod) -> bool {
     state::is_final_phase(pod.status.as_ref().and_then(|s| s.phase.as_deref()))
 }
 
-/// A container of the pod that cannot get its image: `(ErrImagePull | ImagePullBackOff, message)`.
+/// Why the pod's containers cannot start, when that is a failure worth the VMI's Synchronized condition: an image
+/// that cannot be pulled (`ErrImagePull | ImagePullBackOff`, as upstream), or a sandbox that cannot be made — a
+/// missing NetworkAttachmentDefinition, a CNI plugin error — as `FailedCreatePodSandBox` (the kubelet's event
+/// reason; upstream leaves it to the pod's events).
 fn pull_error(pod: &Pod) -> Option<(String, String)> {
     pod.status
         .as_ref()?
@@ -208,8 +211,14 @@ fn pull_error(pod: &Pod) -> Option<(String, String)> {
         .find_map(|c| {
             let w = c.state.as_ref()?.waiting.as_ref()?;
             let reason = w.reason.clone()?;
-            matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
-                .then(|| (reason, w.message.clone().unwrap_or_default()))
+            let message = w.message.clone().unwrap_or_default();
+            match reason.as_str() {
+                "ErrImagePull" | "ImagePullBackOff" => Some((reason, message)),
+                "ContainerCreating" if message.starts_with("Failed to create pod sandbox") => {
+                    Some(("FailedCreatePodSandBox".into(), message))
+                }
+                _ => None,
+            }
         })
 }
 

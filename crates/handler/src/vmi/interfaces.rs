@@ -49,7 +49,6 @@ pub fn merge(vmi: &VirtualMachineInstance, ifaces: &[Iface], agent: Option<&Valu
                 .iter()
                 .find(|a| !mac.is_empty() && a.mac.eq_ignore_ascii_case(&mac))
             else {
-                i.info_source = Some("domain".into());
                 return i;
             };
             let from_agent = a
@@ -71,7 +70,16 @@ pub fn merge(vmi: &VirtualMachineInstance, ifaces: &[Iface], agent: Option<&Valu
             i.ip_address = ips.first().cloned();
             i.ip_addresses = (!ips.is_empty()).then_some(ips);
             i.interface_name = Some(a.name.clone());
-            i.info_source = Some("domain, guest-agent".into());
+            let multus = i
+                .info_source
+                .as_deref()
+                .is_some_and(|s| s.contains("multus-status"));
+            let source = if multus {
+                "domain, guest-agent, multus-status"
+            } else {
+                "domain, guest-agent"
+            };
+            i.info_source = Some(source.into());
             i
         })
         .collect();

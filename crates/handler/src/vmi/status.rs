@@ -74,13 +74,8 @@ fn interfaces(
     ip: Option<&str>,
     nics: &[DomainInterface],
 ) -> Vec<VirtualMachineInstanceNetworkInterface> {
-    let pod_net = vmi
-        .spec
-        .networks
-        .iter()
-        .flatten()
-        .find(|n| n.pod.is_some())
-        .map(|n| n.name.as_str());
+    let networks = vmi.spec.networks.as_deref().unwrap_or_default();
+    let pod_net = networks.iter().find(|n| n.pod.is_some()).map(|n| n.name.as_str());
     let mut out: Vec<VirtualMachineInstanceNetworkInterface> = vmi
         .spec
         .domain
@@ -91,9 +86,21 @@ fn interfaces(
         .filter(|i| i.state.as_deref() != Some("absent"))
         .map(|i| {
             let nic = nics.iter().find(|n| n.name == i.name);
+            let secondary = networks
+                .iter()
+                .find(|n| n.name == i.name)
+                .filter(|n| kubevirt_api::network::is_secondary(n));
             let mut out = VirtualMachineInstanceNetworkInterface {
                 name: Some(i.name.clone()),
-                info_source: Some("domain".into()),
+                info_source: Some(
+                    if secondary.is_some() {
+                        "domain, multus-status"
+                    } else {
+                        "domain"
+                    }
+                    .into(),
+                ),
+                pod_interface_name: secondary.map(|n| kubevirt_api::network::hashed_pod_iface(&n.name)),
                 queue_count: Some(nic.map_or(1, |n| i32::try_from(n.queue_count).unwrap_or(1))),
                 mac: nic.map(|n| n.mac.clone()).or_else(|| i.mac_address.clone()),
                 link_state: nic.map(|n| n.link_state.clone()),

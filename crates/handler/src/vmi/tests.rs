@@ -101,7 +101,17 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
         ifaces[1].ip_address, None,
         "only the pod network's interface has the pod IP"
     );
-    assert_eq!(ifaces[1].info_source.as_deref(), Some("domain"));
+    assert_eq!(
+        (
+            ifaces[1].info_source.as_deref(),
+            ifaces[1].pod_interface_name.clone()
+        ),
+        (
+            Some("domain, multus-status"),
+            Some(kubevirt_api::network::hashed_pod_iface("second"))
+        ),
+        "a secondary network's NIC names its pod interface"
+    );
     assert_eq!(
         (
             ifaces[1].mac.as_deref(),
