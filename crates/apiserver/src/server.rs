@@ -112,7 +112,7 @@ pub fn bootstrap(store: &Store, registry: &Registry) -> Result<(), ServerError> 
         seed(store, &Resource::core("namespaces").key(None, ns), &obj)?;
         crate::system::namespace_contents(store, ns, "")?;
     }
-    for crd in kubevirt_api::crd::all() {
+    for crd in kubevirt_api::crd::served_in_box() {
         let name = crd
             .pointer("/metadata/name")
             .and_then(Value::as_str)

@@ -9,6 +9,7 @@ mod nodelifecycle;
 mod oci;
 mod services;
 mod virtapi;
+mod vmaddress;
 
 /// The install namespace: the KubeVirt CR, the CA and the handler certificates live there.
 pub(crate) const KUBEVIRT_NAMESPACE: &str = "kubevirt";

@@ -142,6 +142,10 @@ impl Node {
             .map_err(|e| e.to_string())
         });
         let launchers_dir = data_dir.join("launchers");
+        let reservations = Arc::new(podruntime::identity::Reservations::new(
+            cni_dir.join("reservations.json"),
+            cni_dir.join("ipam").join(cni.network_name()?),
+        ));
         let cfg = podruntime::Config {
             node_name: name.clone(),
             node_ip: args.node_ip.clone(),
@@ -152,6 +156,10 @@ impl Node {
             resolve_image: resolve,
             cni,
             kvm,
+            identity: Some((
+                crate::vmaddress::identity_of(client.clone()),
+                reservations.clone(),
+            )),
         };
         let listen = format!("{}:{}", args.node_ip, args.handler_port);
         let tcp = tokio::net::TcpListener::bind(&listen)
@@ -165,6 +173,7 @@ impl Node {
         let tasks = vec![
             tokio::spawn(handler::node::run(client.clone(), spec, stop.clone())),
             tokio::spawn(podruntime::run(client.clone(), cfg, stop.clone())),
+            tokio::spawn(crate::vmaddress::release_deleted(client.clone(), reservations)),
             tokio::spawn(handler::vmi::run(ctx, kicks)),
             tokio::spawn(handler::server::run(
                 tcp,

@@ -418,3 +418,57 @@ fn multus_secondary_networks_connect_guests() {
             })
     });
 }
+
+/// Beyond upstream: a VM keeps its pod IP and MAC when it is stopped and started and when the node agent restarts
+/// (its guest gets the same lease again); deleting the VM frees the address.
+#[test]
+fn a_vm_keeps_its_ip_and_mac_across_stop_start_and_node_restarts() {
+    let mut b = NodeBox::start(42, &[]);
+    let vm = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/vm-testguest.yaml"
+    ))
+    .unwrap();
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm));
+    let (uid, _, ip) = running(&b, "testvm");
+    let mac = b.get("vmi testvm", "{.status.interfaces[0].mac}");
+    assert!(b.serial(&uid).contains(&format!("eth0: {ip}")));
+    let strategy = |s: &str| {
+        let patch = format!(r#"{{"spec":{{"runStrategy":"{s}"}}}}"#);
+        b.kubectl(&["patch", "vm", "testvm", "--type=merge", "-p", &patch]);
+    };
+    strategy("Halted");
+    eventually("stopped", 90, || {
+        b.get("vmi testvm", "{.metadata.name}").is_empty()
+    });
+    // Another pod meanwhile does not get the held address.
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("other", "bridge")));
+    let (_, _, other_ip) = running(&b, "other");
+    assert_ne!(other_ip, ip, "the stopped VM's address went to another pod");
+    strategy("Always");
+    eventually("a new VMI", 60, || {
+        let u = b.get("vmi testvm", "{.metadata.uid}");
+        !u.is_empty() && u != uid
+    });
+    let (again, _, again_ip) = running(&b, "testvm");
+    assert_eq!(
+        (
+            again_ip.as_str(),
+            b.get("vmi testvm", "{.status.interfaces[0].mac}")
+        ),
+        (ip.as_str(), mac.clone())
+    );
+    eventually("the guest's lease", 60, || {
+        b.serial(&again).contains(&format!("eth0: {ip}"))
+    });
+    // The node agent restarts (kill -9 of the box server): the VM runs on, same address.
+    b.kill9();
+    b.run();
+    eventually("the node Ready again", 60, || {
+        b.get("node box0", r#"{.status.conditions[?(@.type=="Ready")].status}"#) == "True"
+    });
+    assert_eq!(b.get("vmi testvm", "{.status.interfaces[0].ipAddress}"), ip);
+    b.kubectl(&["delete", "vm", "testvm", "--wait=true", "--timeout=90s"]);
+    b.kubectl(&["delete", "vmi", "other", "--wait=true", "--timeout=90s"]);
+    eventually("the addresses released", 30, || b.leases().is_empty());
+}

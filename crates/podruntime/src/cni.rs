@@ -122,8 +122,26 @@ impl Cni {
         id: &str,
         netns: &Path,
         ifname: &str,
+        runtime_config: Option<&Value>,
     ) -> Result<Value, CniError> {
-        run(&self.bin_dir, command, &self.config()?, id, netns, ifname).await
+        let mut conf = self.config()?;
+        if let Some(rc) = runtime_config {
+            conf["runtimeConfig"] = rc.clone();
+        }
+        run(&self.bin_dir, command, &conf, id, netns, ifname).await
+    }
+
+    /// The network's name (host-local keeps its leases under `ipam_dir/<name>`).
+    ///
+    /// # Errors
+    /// The configuration cannot be read.
+    pub fn network_name(&self) -> Result<String, CniError> {
+        let conf = self.config()?;
+        Ok(conf
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// ADD: wires `ifname` into `netns` and returns its address.
@@ -131,7 +149,22 @@ impl Cni {
     /// # Errors
     /// [`CniError`]; a plugin result without an IP is an error too.
     pub async fn add(&self, id: &str, netns: &Path, ifname: &str) -> Result<Attached, CniError> {
-        let result = self.call("ADD", id, netns, ifname).await?;
+        self.add_with(id, netns, ifname, None).await
+    }
+
+    /// ADD with a runtime configuration (`{"ips": [...], "mac": ...}`: the capabilities host-local and bridge
+    /// honour).
+    ///
+    /// # Errors
+    /// As [`Cni::add`].
+    pub async fn add_with(
+        &self,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        runtime_config: Option<&Value>,
+    ) -> Result<Attached, CniError> {
+        let result = self.call("ADD", id, netns, ifname, runtime_config).await?;
         let first = result.pointer("/ips/0");
         let ip = first
             .and_then(|i| i.get("address"))
@@ -156,7 +189,7 @@ impl Cni {
     /// # Errors
     /// [`CniError`].
     pub async fn del(&self, id: &str, netns: &Path, ifname: &str) -> Result<(), CniError> {
-        self.call("DEL", id, netns, ifname).await.map(|_| ())
+        self.call("DEL", id, netns, ifname, None).await.map(|_| ())
     }
 }
 

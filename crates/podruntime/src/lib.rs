@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod cni;
+pub mod identity;
 pub mod multus;
 pub mod netns;
 mod pod;
@@ -56,6 +57,8 @@ pub struct Config {
     pub cni: cni::Cni,
     /// KVM works here (pods that request `devices.kubevirt.io/kvm` get it).
     pub kvm: bool,
+    /// Stable addresses: which pods share an identity, and the node's reservations ([`identity`]).
+    pub identity: Option<(identity::IdentityOf, Arc<identity::Reservations>)>,
 }
 
 impl std::fmt::Debug for Config {

@@ -137,6 +137,41 @@ impl Pctx {
     }
 }
 
+/// The pod's identity key, in its directory (for teardown).
+const IDENTITY: &str = "identity";
+
+/// The pod network on `eth0`: with the pod's identity, the address and MAC it had before (the reserved address is
+/// asked for, and given up for any other if someone holds it after all).
+async fn attach_primary(ctx: &Pctx, pod: &Pod, netns: &Path) -> Result<crate::cni::Attached, String> {
+    let cni = &ctx.rt.cfg.cni;
+    let Some((identity_of, reservations)) = &ctx.rt.cfg.identity else {
+        return cni.add(&ctx.uid, netns, "eth0").await.map_err(|e| e.to_string());
+    };
+    let Some(key) = identity_of(pod).await else {
+        return cni.add(&ctx.uid, netns, "eth0").await.map_err(|e| e.to_string());
+    };
+    let mut rc = serde_json::json!({"mac": crate::identity::mac_of(&key)});
+    let reserved = reservations.take(&key);
+    if let Some(ip) = &reserved {
+        rc["ips"] = serde_json::json!([ip]);
+    }
+    let attached = match cni.add_with(&ctx.uid, netns, "eth0", Some(&rc)).await {
+        Err(e) if reserved.is_some() => {
+            tracing::warn!(%key, error = %e, "the reserved address is not free: another one");
+            let _ = cni.del(&ctx.uid, netns, "eth0").await;
+            if let Some(o) = rc.as_object_mut() {
+                o.remove("ips");
+            }
+            cni.add_with(&ctx.uid, netns, "eth0", Some(&rc)).await
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
+    reservations.record(&key, &attached.ip);
+    std::fs::write(ctx.dir.join(IDENTITY), &key).map_err(|e| format!("recording the pod's identity: {e}"))?;
+    Ok(attached)
+}
+
 fn netns_name(uid: &str) -> String {
     format!("kvbox-{uid}")
 }
@@ -149,6 +184,12 @@ async fn teardown(rt: &Runtime, uid: &str, dir: &Path) {
         && let Err(e) = rt.cfg.cni.del(uid, &crate::netns::path(&ns), "eth0").await
     {
         tracing::warn!(pod_uid = uid, error = %e, "CNI DEL");
+    }
+    // A pod with an identity leaves its address held for the next pod of the same identity.
+    if let (Some((_, reservations)), Ok(key)) =
+        (&rt.cfg.identity, std::fs::read_to_string(dir.join(IDENTITY)))
+    {
+        reservations.hold(key.trim());
     }
     if let Err(e) = crate::netns::delete(&ns).await {
         tracing::warn!(pod_uid = uid, error = %e, "removing the network namespace");
@@ -449,10 +490,7 @@ async fn start(
             crate::netns::create(&ns).await.map_err(|e| e.to_string())?;
             let cni = &ctx.rt.cfg.cni;
             let path = crate::netns::path(&ns);
-            let primary = cni
-                .add(&ctx.uid, &path, "eth0")
-                .await
-                .map_err(|e| e.to_string())?;
+            let primary = attach_primary(ctx, pod, &path).await?;
             let client = &ctx.rt.client;
             let others = crate::multus::attach(
                 client,

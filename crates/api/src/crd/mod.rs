@@ -500,21 +500,24 @@ pub const CRDS: &[CrdInfo] = &[
         columns: &[],
         schema: structural_schema_for::<StorageProfile>,
     },
-    CrdInfo {
-        group: "k8s.cni.cncf.io",
-        kind: "NetworkAttachmentDefinition",
-        plural: "network-attachment-definitions",
-        singular: "network-attachment-definition",
-        short_names: &["net-attach-def"],
-        categories: &[],
-        scope: Scope::Namespaced,
-        versions: V1_ONLY,
-        status: false,
-        scale: None,
-        columns: &[],
-        schema: structural_schema_for::<NetworkAttachmentDefinition>,
-    },
 ];
+
+/// The Network Plumbing WG's NetworkAttachmentDefinition CRD, which box mode serves in Multus' place (on a cluster
+/// Multus installs its own, so it is not among [`all`]).
+pub const MULTUS: CrdInfo = CrdInfo {
+    group: "k8s.cni.cncf.io",
+    kind: "NetworkAttachmentDefinition",
+    plural: "network-attachment-definitions",
+    singular: "network-attachment-definition",
+    short_names: &["net-attach-def"],
+    categories: &[],
+    scope: Scope::Namespaced,
+    versions: V1_ONLY,
+    status: false,
+    scale: None,
+    columns: &[],
+    schema: structural_schema_for::<NetworkAttachmentDefinition>,
+};
 
 /// Upstream bounds these VMI spec lists in its CRD schema (`maxItems`), so the API server refuses longer ones.
 const BOUNDED_LISTS: &[&[&str]] = &[
@@ -642,4 +645,12 @@ pub fn render(info: &CrdInfo) -> Value {
 #[must_use]
 pub fn all() -> Vec<Value> {
     CRDS.iter().map(render).collect()
+}
+
+/// Every CRD box mode's API server serves: [`all`], then [`MULTUS`].
+#[must_use]
+pub fn served_in_box() -> Vec<Value> {
+    let mut out = all();
+    out.push(render(&MULTUS));
+    out
 }
