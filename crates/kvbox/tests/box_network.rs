@@ -461,6 +461,7 @@ fn a_vm_keeps_its_ip_and_mac_across_stop_start_and_node_restarts() {
     eventually("the guest's lease", 60, || {
         b.serial(&again).contains(&format!("eth0: {ip}"))
     });
+    b.kubectl(&["delete", "vmi", "other", "--wait=true", "--timeout=90s"]);
     // The node agent restarts (kill -9 of the box server): the VM runs on, same address.
     b.kill9();
     b.run();
@@ -469,6 +470,5 @@ fn a_vm_keeps_its_ip_and_mac_across_stop_start_and_node_restarts() {
     });
     assert_eq!(b.get("vmi testvm", "{.status.interfaces[0].ipAddress}"), ip);
     b.kubectl(&["delete", "vm", "testvm", "--wait=true", "--timeout=90s"]);
-    b.kubectl(&["delete", "vmi", "other", "--wait=true", "--timeout=90s"]);
     eventually("the addresses released", 30, || b.leases().is_empty());
 }

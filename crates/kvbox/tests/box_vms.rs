@@ -186,7 +186,11 @@ fn a_vm_is_restarted_when_qemu_dies_and_stopped_by_halted() {
     }
     assert_eq!(want.next(), None, "printableStatus went {seen:?}");
     // Stopped, the VM's address stays held for it; deleting the VM frees it.
-    assert_eq!(b.leases(), vec![first_ip.clone()], "the stopped VM's address is held");
+    assert_eq!(
+        b.leases(),
+        vec![first_ip.clone()],
+        "the stopped VM's address is held"
+    );
     // `kubectl describe vm` tells the story with upstream's events.
     let events = |reason: &str| {
         b.kubectl(&[

@@ -1,7 +1,7 @@
 //! Secondary networks as Multus attaches them: the pod's `k8s.v1.cni.cncf.io/networks` annotation names
 //! NetworkAttachmentDefinitions (`k8s.cni.cncf.io/v1`); each one's CNI configuration is run for the pod in order,
 //! on the interface the annotation asks for (else `net1`, `net2`, …), and `k8s.v1.cni.cncf.io/network-status`
-//! says what was attached (the primary network first). What was attached is kept in the pod's directory, so it is
+//! says what was attached (the primary network first; written only for pods that ask for networks). What was attached is kept in the pod's directory, so it is
 //! detached with the configuration it was attached with even when the definition has changed or gone since.
 //! host-local IPAM without a `dataDir` keeps its leases under the node's data directory, like the primary network's.
 

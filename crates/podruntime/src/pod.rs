@@ -130,8 +130,10 @@ impl Pctx {
             ..DeleteParams::default()
         };
         match self.api.delete(&self.name, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => {}
+            Ok(_) => tracing::debug!("final delete"),
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => {
+                tracing::debug!(code = e.code, "final delete: already gone or replaced");
+            }
             Err(e) => tracing::warn!(pod = %self.name, error = %e, "final delete"),
         }
     }
@@ -507,9 +509,12 @@ async fn start(
                 pod.metadata.namespace.as_deref().unwrap_or("default"),
             );
             let name = pod.metadata.name.as_deref().unwrap_or_default();
-            crate::multus::publish(&pods, name, "kvbox", &primary, others)
-                .await
-                .map_err(|e| format!("writing the network-status annotation: {e}"))?;
+            // Only pods that ask for networks get network-status (one write less for every other pod).
+            if !others.is_empty() {
+                crate::multus::publish(&pods, name, "kvbox", &primary, others)
+                    .await
+                    .map_err(|e| format!("writing the network-status annotation: {e}"))?;
+            }
             Ok::<_, String>(primary)
         }
         .await;

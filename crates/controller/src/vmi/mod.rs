@@ -102,7 +102,11 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         return match decide::teardown(&vmi, &owned) {
             Teardown::DeletePods(names) => {
                 for n in names {
-                    let _ = pods.delete(&n, &DeleteParams::default()).await;
+                    match pods.delete(&n, &DeleteParams::default()).await {
+                        Ok(_) => tracing::info!(pod = %n, "deleting the launcher pod"),
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => tracing::warn!(pod = %n, error = %e, "deleting the launcher pod"),
+                    }
                 }
                 Ok(Action::requeue(Duration::from_secs(1)))
             }
