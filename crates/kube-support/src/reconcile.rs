@@ -217,5 +217,19 @@ pub async fn run_controller<K: Watched, C, E, F, Fut>(
         }
         retry.action()
     };
-    controller.run(run, policy, ctx).for_each(|_| async {}).await;
+    // What kube-rs reports besides reconcile results: a trigger for an object no longer in the cache (normal after a
+    // deletion, said at info so a post-mortem shows it) and the runner's own failures.
+    controller
+        .run(run, policy, ctx)
+        .for_each(|r| async move {
+            match r {
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::info!(controller = name, object = %o, "triggered for an object not in the cache");
+                }
+                // Reconcile failures were told by the error policy already.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(e) => tracing::warn!(controller = name, error = %e, "controller"),
+            }
+        })
+        .await;
 }
