@@ -83,6 +83,9 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
+/// How often a VMI in a final phase is looked at again.
+const FINAL_RECHECK: Duration = Duration::from_secs(300);
+
 async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // The pod cache must hold the initial list before "no pod" can mean no pod.
     if ctx.pods.wait_until_ready().await.is_err() {
@@ -124,7 +127,11 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
     let now = jiff::Timestamp::now();
     let finished = pod.and_then(|p| decide::finished_for(p, now));
     match decide::decide(&vmi, pod, finished, &Time(now)) {
-        Decision::Wait if VmiPhase::of(&vmi).is_final() => return Ok(Action::await_change()),
+        // Nothing will change by itself, but a trigger lost around a restart must not leave a VMI unseen for ever
+        // (its deletion above is the work that waits): look again now and then, from the cache only.
+        Decision::Wait if VmiPhase::of(&vmi).is_final() => {
+            return Ok(Action::requeue(FINAL_RECHECK));
+        }
         Decision::Wait => {}
         Decision::RecheckSoon => return Ok(Action::requeue(Duration::from_secs(2))),
         Decision::CreatePod => {
