@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr as _;
 
-use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable as _, Encodable as _, Name};
 use kubevirt_api::v1::{DHCPOptions, VirtualMachineInstance};
 use launcher_protocol::network::{Dhcp4, PlumbedInterface};
@@ -260,12 +260,6 @@ pub fn serve(device: &str, service: Service) -> std::io::Result<tokio::task::Joi
             }
         }
     }))
-}
-
-/// The message type of a DHCP packet (tests and logs).
-#[must_use]
-pub fn message_type(bytes: &[u8]) -> Option<MessageType> {
-    v4::Message::from_bytes(bytes).ok()?.opts().msg_type()
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ fn request(kind: MessageType, mac: [u8; 6]) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
+fn message_type(bytes: &[u8]) -> Option<MessageType> {
+    Message::from_bytes(bytes).ok()?.opts().msg_type()
+}
+
 const MAC: [u8; 6] = [0x7e, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f];
 
 #[test]

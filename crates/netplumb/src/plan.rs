@@ -166,11 +166,10 @@ fn masquerade(
     let mut sysctls = Vec::new();
     let mut nft = String::new();
     let mut out = result(req, link);
-    if link.ipv4().is_some() {
-        let (gw, guest, len) = gateway_and_guest(vm_cidr, "vmNetworkCIDR")?;
+    // One family: the gateway on the bridge and the family's NAT table; the gateway and guest addresses back.
+    let mut family = |cidr: &str, field: &str| -> Result<(IpAddr, IpAddr, u8), PlumbError> {
+        let (gw, guest, len) = gateway_and_guest(cidr, field)?;
         ip.push(format!("addr add {gw}/{len} dev {br}"));
-        sysctls.push(format!("net.ipv4.conf.{br}.route_localnet=1"));
-        sysctls.push("net.ipv4.ip_forward=1".into());
         nft.push_str(&nft::ruleset(&nft::Masquerade {
             pod_iface: &req.pod_iface,
             bridge: br,
@@ -178,6 +177,12 @@ fn masquerade(
             guest,
             forward,
         }));
+        Ok((gw, guest, len))
+    };
+    if link.ipv4().is_some() {
+        let (gw, guest, len) = family(vm_cidr, "vmNetworkCIDR")?;
+        sysctls.push(format!("net.ipv4.conf.{br}.route_localnet=1"));
+        sysctls.push("net.ipv4.ip_forward=1".into());
         if let (IpAddr::V4(server), IpAddr::V4(address)) = (gw, guest) {
             out.dhcp4 = Some(Dhcp4 {
                 server,
@@ -190,16 +195,8 @@ fn masquerade(
         }
     }
     if link.has_ipv6() {
-        let (gw, guest, len) = gateway_and_guest(vm_cidr6, "vmIPv6NetworkCIDR")?;
-        ip.push(format!("addr add {gw}/{len} dev {br}"));
+        let (_, guest, _) = family(vm_cidr6, "vmIPv6NetworkCIDR")?;
         sysctls.push("net.ipv6.conf.all.forwarding=1".into());
-        nft.push_str(&nft::ruleset(&nft::Masquerade {
-            pod_iface: &req.pod_iface,
-            bridge: br,
-            gateway: gw,
-            guest,
-            forward,
-        }));
         if let IpAddr::V6(address) = guest {
             out.dhcp6 = Some(Dhcp6 {
                 address,
