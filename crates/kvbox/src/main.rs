@@ -2,6 +2,7 @@
 
 mod certs;
 mod cmd;
+mod dns;
 mod images;
 mod manifest;
 mod node;

@@ -1,5 +1,6 @@
 //! The node side of box mode, shared by `kvbox server` (its local node) and `kvbox agent` (extra nodes): the node
-//! registration and heartbeat, the handler's VMI loop, the pod runtime and the service proxy, all in this process.
+//! registration and heartbeat, the handler's VMI loop, the pod runtime, the service proxy and the cluster DNS, all
+//! in this process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,35 @@ pub(crate) struct NodeArgs {
     /// lifecycle calls); 0 picks a free one. The node's `handler.kubevirt-rs.io/endpoint` annotation says where.
     #[arg(long, default_value_t = 0)]
     handler_port: u16,
+    /// The cluster domain the node's DNS server answers for (`SVC.NS.svc.DOMAIN`), as the kubelet's
+    /// `clusterDomain`.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Where the node's DNS server sends names outside the cluster domain (comma-separated `IP` or `IP:PORT`;
+    /// default: the name servers of the host's /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
+}
+
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?}: expected an IP address or IP:PORT"))
+}
+
+/// The first address of `cidr` (`10.244.0.0/24` → `10.244.0.1`): the CNI bridge's gateway, where the node's DNS
+/// server listens.
+fn gateway(cidr: &str) -> anyhow::Result<std::net::Ipv4Addr> {
+    let net: std::net::Ipv4Addr = cidr
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("--pod-cidr {cidr:?}: expected an IPv4 CIDR"))?;
+    Ok(std::net::Ipv4Addr::from(u32::from(net) + 1))
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -141,6 +171,17 @@ impl Node {
             }
             .map_err(|e| e.to_string())
         });
+        let domain = args.cluster_domain.trim_matches('.').to_lowercase();
+        let dns_addr = gateway(&args.pod_cidr)?;
+        let dns = crate::dns::Settings {
+            addr: dns_addr,
+            domain,
+            upstream: if args.dns_upstream.is_empty() {
+                crate::dns::host_resolvers(dns_addr)
+            } else {
+                args.dns_upstream.clone()
+            },
+        };
         let launchers_dir = data_dir.join("launchers");
         let reservations = Arc::new(podruntime::identity::Reservations::new(
             cni_dir.join("reservations.json"),
@@ -160,6 +201,10 @@ impl Node {
                 crate::vmaddress::identity_of(client.clone()),
                 reservations.clone(),
             )),
+            dns: Some(podruntime::dns::ClusterDns {
+                servers: vec![dns.addr.to_string()],
+                domain: dns.domain.clone(),
+            }),
         };
         let listen = format!("{}:{}", args.node_ip, args.handler_port);
         let tcp = tokio::net::TcpListener::bind(&listen)
@@ -170,7 +215,8 @@ impl Node {
         spec.pod_cidr = Some(args.pod_cidr.clone());
         let (ctx, kicks) = handler::vmi::Ctx::new(client.clone(), name, launchers_dir);
         let endpoint = handler::server::Endpoint::new(ctx.clone(), Duration::from_secs(20));
-        let tasks = vec![
+        let (caches, mirrors) = crate::services::Caches::start(client);
+        let mut tasks = vec![
             tokio::spawn(handler::node::run(client.clone(), spec, stop.clone())),
             tokio::spawn(podruntime::run(client.clone(), cfg, stop.clone())),
             tokio::spawn(crate::vmaddress::release_deleted(client.clone(), reservations)),
@@ -181,12 +227,18 @@ impl Node {
                 crate::KUBEVIRT_NAMESPACE.into(),
             )),
             tokio::spawn(crate::services::proxy(
-                client.clone(),
+                caches.clone(),
                 table.clone(),
                 args.node_ip.clone(),
                 stop.clone(),
             )),
         ];
+        tasks.extend(mirrors);
+        // Without it pods still run (names outside the cluster do not resolve in them): say so, go on.
+        match crate::dns::serve(dns.clone(), caches.services, caches.endpoints).await {
+            Ok(t) => tasks.push(t),
+            Err(e) => eprintln!("kvbox: no cluster DNS on {}:53: {e}", dns.addr),
+        }
         Ok(Self { tasks, stop, table })
     }
 

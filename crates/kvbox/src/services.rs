@@ -80,8 +80,15 @@ fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Value {
             })
             .collect();
         let Some(ports) = ports else { continue };
-        let address = json!({"ip": ip, "nodeName": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        let mut address = json!({"ip": ip, "nodeName": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.metadata.name, "uid": pod.metadata.uid}});
+        // A pod's DNS name under the Service its `subdomain` names (`hostname.subdomain.ns.svc.zone`).
+        if let Some(ps) = pod.spec.as_ref()
+            && let Some(h) = ps.hostname.as_deref().filter(|h| !h.is_empty())
+            && ps.subdomain.as_deref() == svc.metadata.name.as_deref()
+        {
+            address["hostname"] = json!(h);
+        }
         let key = serde_json::to_string(&ports).unwrap_or_default();
         groups
             .entry(key)
@@ -192,6 +199,9 @@ fn slices_for(svc: &Service, subsets: &Value) -> Vec<Value> {
                         "targetRef": a["targetRef"]});
                     if let Some(n) = a["nodeName"].as_str() {
                         e["nodeName"] = json!(n);
+                    }
+                    if let Some(h) = a["hostname"].as_str() {
+                        e["hostname"] = json!(h);
                     }
                     e
                 })
@@ -416,16 +426,39 @@ async fn relay(listener: tokio::net::TcpListener, backends: Arc<std::sync::Mutex
     }
 }
 
+/// A node's caches of every Service and Endpoints (the service proxy's and the cluster DNS's), and the signal of
+/// their changes.
+#[derive(Clone)]
+pub(crate) struct Caches {
+    pub(crate) services: Store<Service>,
+    pub(crate) endpoints: Store<Endpoints>,
+    dirty: Arc<tokio::sync::Notify>,
+}
+
+impl Caches {
+    /// Starts mirroring; the tasks run until aborted.
+    pub(crate) fn start(client: &kube::Client) -> (Self, [tokio::task::JoinHandle<()>; 2]) {
+        let dirty = Arc::new(tokio::sync::Notify::new());
+        let (services, t1) = mirror(Api::<Service>::all(client.clone()), dirty.clone());
+        let (endpoints, t2) = mirror(Api::<Endpoints>::all(client.clone()), dirty.clone());
+        (
+            Self {
+                services,
+                endpoints,
+                dirty,
+            },
+            [t1, t2],
+        )
+    }
+}
+
 /// The service proxy of one node: its nftables table `table` and node port listeners on `node_ip`, until `stop`.
-pub(crate) async fn proxy(
-    client: kube::Client,
-    table: String,
-    node_ip: String,
-    stop: Arc<tokio::sync::Notify>,
-) {
-    let dirty = Arc::new(tokio::sync::Notify::new());
-    let (services, t1) = mirror(Api::<Service>::all(client.clone()), dirty.clone());
-    let (endpoints, t2) = mirror(Api::<Endpoints>::all(client.clone()), dirty.clone());
+pub(crate) async fn proxy(caches: Caches, table: String, node_ip: String, stop: Arc<tokio::sync::Notify>) {
+    let Caches {
+        services,
+        endpoints,
+        dirty,
+    } = caches;
     let mut applied = String::new();
     let mut node_ports: HashMap<u16, NodePort> = HashMap::new();
     loop {
@@ -482,14 +515,36 @@ pub(crate) async fn proxy(
     for np in node_ports.into_values() {
         np.task.abort();
     }
-    for t in [t1, t2] {
-        t.abort();
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_name_a_pod_under_the_service_its_subdomain_names() {
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "virt-launcher-a", "namespace": "ns",
+                "labels": {"app": "a"}},
+            "spec": {"containers": [], "hostname": "db1", "subdomain": "grp"},
+            "status": {"phase": "Running", "podIP": "10.244.0.7"}}))
+            .unwrap();
+        let svc = |name: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"clusterIP": "None", "selector": {"app": "a"}}}))
+            .unwrap()
+        };
+        let pods = [Arc::new(pod)];
+        let grp = subsets(&svc("grp"), &pods);
+        assert_eq!(grp[0]["addresses"][0]["hostname"], "db1");
+        assert_eq!(grp[0]["ports"], json!([]));
+        assert_eq!(
+            slices_for(&svc("grp"), &grp)[0]["endpoints"][0]["hostname"],
+            "db1"
+        );
+        let other = subsets(&svc("other"), &pods);
+        assert!(other[0]["addresses"][0].get("hostname").is_none());
+    }
 
     #[test]
     fn the_ruleset_is_valid_nftables() {

@@ -46,6 +46,11 @@ fn running(b: &NodeBox, name: &str) -> (String, String, String) {
 
 /// Runs `cmd` in the guest's shell and waits for `want` on its console (which a failure prints).
 fn in_guest(b: &NodeBox, uid: &str, cmd: &str, want: &str, secs: u64) {
+    // The console echoes the command: what it waits for must be output only (quote inside the marker).
+    assert!(
+        !cmd.contains(want),
+        "{cmd:?} contains {want:?}: its echo would match"
+    );
     let _console = b.type_in_guest(uid, cmd);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !b.serial(uid).contains(want) {
@@ -113,7 +118,7 @@ fn bridge_and_masquerade_guests_are_addressed_and_reach_each_other_and_the_node(
     in_guest(
         &b,
         &br,
-        &format!("ping -c 1 -W 5 {masq_ip} >/dev/null && echo PING-OK"),
+        &format!("ping -c 1 -W 5 {masq_ip} >/dev/null && echo PING''-OK"),
         "PING-OK",
         60,
     );
@@ -257,7 +262,7 @@ fn upstreams_masquerade_example_boots_with_a_working_nic() {
     in_guest(
         &b,
         &uid,
-        "netstat -ltn | grep -q ':22 ' && echo SSHD-UP",
+        "netstat -ltn | grep -q ':22 ' && echo SSHD''-UP",
         "SSHD-UP",
         30,
     );
@@ -278,7 +283,7 @@ fn a_link_declared_down_has_no_carrier_in_the_guest() {
     in_guest(
         &b,
         &uid,
-        "ip link show eth0 | grep -q NO-CARRIER && echo CARRIER-LOST",
+        "ip link show eth0 | grep -q NO-CARRIER && echo CARRIER''-LOST",
         "CARRIER-LOST",
         30,
     );
@@ -342,7 +347,7 @@ fn multus_secondary_networks_connect_guests() {
     in_guest(
         &b,
         &uids[0],
-        &format!("ping -c 1 -W 5 {} >/dev/null && echo SECONDARY-OK", addrs[1]),
+        &format!("ping -c 1 -W 5 {} >/dev/null && echo SECONDARY''-OK", addrs[1]),
         "SECONDARY-OK",
         60,
     );
@@ -471,4 +476,112 @@ fn a_vm_keeps_its_ip_and_mac_across_stop_start_and_node_restarts() {
     assert_eq!(b.get("vmi testvm", "{.status.interfaces[0].ipAddress}"), ip);
     b.kubectl(&["delete", "vm", "testvm", "--wait=true", "--timeout=90s"]);
     eventually("the addresses released", 30, || b.leases().is_empty());
+}
+
+/// A resolver on loopback standing for the host's: `outside.example` is 192.0.2.80, every other name NXDOMAIN.
+fn fake_upstream() -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{RData, Record, rdata::A};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = q.clone();
+            r.set_message_type(MessageType::Response);
+            let Some(query) = q.queries().first() else {
+                continue;
+            };
+            if query.name().to_ascii().eq_ignore_ascii_case("outside.example.") {
+                if query.query_type() == hickory_proto::rr::RecordType::A {
+                    r.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        RData::A(A([192, 0, 2, 80].into())),
+                    ));
+                }
+            } else {
+                r.set_response_code(ResponseCode::NXDomain);
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
+/// Cluster DNS: a guest finds a Service by its short name (the search list its DHCP lease carried), another VMI by
+/// `hostname.subdomain` (a headless Service named like the subdomain), and names outside the cluster through the
+/// node's upstream resolver — and connects to what it found.
+#[test]
+fn guests_resolve_services_and_each_other_by_name() {
+    let upstream = fake_upstream().to_string();
+    let b = NodeBox::start(43, &["--dns-upstream", &upstream]);
+    let mut web: serde_json::Value = serde_json::from_str(&vmi("dns-web", "bridge")).unwrap();
+    web["metadata"]["labels"] = serde_json::json!({"app": "dns-web"});
+    web["spec"]["hostname"] = serde_json::json!("web");
+    web["spec"]["subdomain"] = serde_json::json!("grp");
+    b.kubectl_in(&["apply", "-f", "-"], Some(&web.to_string()));
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("dns-client", "masquerade")));
+    let services = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: grp}
+spec: {clusterIP: None, selector: {app: dns-web}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: websvc}
+spec: {selector: {app: dns-web}, ports: [{port: 8080, targetPort: 80}]}
+"#;
+    b.kubectl_in(&["apply", "-f", "-"], Some(services));
+    let (_, web_pod, web_ip) = running(&b, "dns-web");
+    let (client, client_pod, _) = running(&b, "dns-client");
+
+    // The pods' resolv.conf, as the kubelet writes it: the node's DNS server and the namespace's search list.
+    let resolv =
+        std::fs::read_to_string(b.dir().join(format!("pods/{client_pod}/rootfs/etc/resolv.conf"))).unwrap();
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.251.43.1\noptions ndots:5\n"
+    );
+    assert!(
+        std::fs::read_to_string(b.dir().join(format!("pods/{web_pod}/rootfs/etc/resolv.conf")))
+            .unwrap()
+            .contains("nameserver 10.251.43.1")
+    );
+    eventually("the headless Service names the VMI", 60, || {
+        b.get("endpoints grp", "{.subsets[0].addresses[0].hostname}") == "web"
+    });
+    in_guest(
+        &b,
+        &client,
+        "wget -qO- http://websvc:8080/ | sed 's/^/BY-SERVICE: /'",
+        "BY-SERVICE: hello from dns-web-guest",
+        60,
+    );
+    in_guest(
+        &b,
+        &client,
+        "wget -qO- http://web.grp/ | sed 's/^/BY-HOSTNAME: /'",
+        "BY-HOSTNAME: hello from dns-web-guest",
+        60,
+    );
+    in_guest(
+        &b,
+        &client,
+        &format!("nslookup web.grp.default.svc.cluster.local | grep -q '{web_ip}' && echo FQDN''-OK"),
+        "FQDN-OK",
+        60,
+    );
+    in_guest(
+        &b,
+        &client,
+        "nslookup outside.example | grep -q 192.0.2.80 && echo UPSTREAM''-OK",
+        "UPSTREAM-OK",
+        60,
+    );
+    b.kubectl(&["delete", "vmi", "--all", "--wait=true", "--timeout=90s"]);
 }

@@ -1,11 +1,13 @@
 //! Box mode's pod runtime — a minimal kubelet for launcher pods. It watches the pods bound to its node and, for
 //! each, creates a network namespace wired by the standard CNI plugins ([`cni`], [`netns`]), resolves containerDisk
-//! images in the box image store, sets up its Secret/ConfigMap/downward-API volumes ([`volumes`]), starts `virt-launcher` inside the namespace ([`process`]), reports the pod's
+//! images in the box image store, sets up its Secret/ConfigMap/downward-API volumes ([`volumes`]) and its
+//! `/etc/resolv.conf` ([`dns`]), starts `virt-launcher` inside the namespace ([`process`]), reports the pod's
 //! status the way a kubelet does ([`status`]), stops it gracefully when the pod is deleted and removes everything
 //! it made. Launchers run in process groups of their own, so they outlive a runtime restart and are adopted again.
 
 pub mod cgroup;
 pub mod cni;
+pub mod dns;
 pub mod identity;
 pub mod multus;
 pub mod netns;
@@ -59,6 +61,8 @@ pub struct Config {
     pub kvm: bool,
     /// Stable addresses: which pods share an identity, and the node's reservations ([`identity`]).
     pub identity: Option<(identity::IdentityOf, Arc<identity::Reservations>)>,
+    /// The cluster DNS pods ask (their `/etc/resolv.conf`, [`dns`]); `None`: the host's resolvers.
+    pub dns: Option<dns::ClusterDns>,
 }
 
 impl std::fmt::Debug for Config {

@@ -485,6 +485,7 @@ async fn start(
             })
     })
     .await?;
+    write_resolv_conf(ctx, pod, &mount_root);
     // The sandbox.
     let ns = netns_name(&ctx.uid);
     let attached = retrying(ctx, pod, rx, &start_time, &mut backoff, || async {
@@ -559,6 +560,20 @@ async fn start(
     let cgroups = crate::cgroup::place(&ctx.uid, rec.pid);
     tracing::info!(pid = rec.pid, ip = %rec.ip, accel, cgroups = cgroups.len(), "launcher started");
     Some((Proc::Child(child), rec))
+}
+
+/// The container's `/etc/resolv.conf` under `mount_root`, as the kubelet writes it (the launcher hands its name
+/// servers and search list to the guest by DHCP).
+fn write_resolv_conf(ctx: &Pctx, pod: &Pod, mount_root: &Path) {
+    let host =
+        crate::dns::ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let conf = crate::dns::for_pod(pod, ctx.rt.cfg.dns.as_ref(), &host);
+    let etc = mount_root.join("etc");
+    if let Err(e) =
+        std::fs::create_dir_all(&etc).and_then(|()| std::fs::write(etc.join("resolv.conf"), conf.render()))
+    {
+        tracing::warn!(error = %e, "writing the pod's resolv.conf");
+    }
 }
 
 /// The launcher's command line in the pod's network namespace (`ip netns exec`), its output to `compute.log`, and

@@ -47,6 +47,8 @@ impl Agent {
             .args(["--cni-bridge", &self.bridge])
             .args(["--pod-cidr", &format!("10.251.{idx}.0/24")])
             .args(["--heartbeat-interval", "1s"])
+            // Names outside the cluster go nowhere (a closed port on loopback), never to the host's resolvers.
+            .args(["--dns-upstream", "127.0.0.1:9"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

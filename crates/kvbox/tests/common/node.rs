@@ -84,6 +84,13 @@ impl NodeBox {
             .args(["--cni-bridge", &self.bridge, "--pod-cidr", &self.cidr])
             .args(["--service-cidr", &self.cidr.replace("10.251.", "10.252.")])
             .args(&self.extra)
+            // Names outside the cluster go nowhere (a closed port on loopback), never to the host's resolvers,
+            // unless the test says where.
+            .args(if self.extra.iter().any(|a| a == "--dns-upstream") {
+                &[][..]
+            } else {
+                &["--dns-upstream", "127.0.0.1:9"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
