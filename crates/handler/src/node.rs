@@ -134,7 +134,11 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<(), kube
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now();
     let node_spec = match &spec.pod_cidr {
-        Some(c) => json!({"podCIDR": c, "podCIDRs": [c]}),
+        // A dual-stack node's `v4,v6`: podCIDR is the first.
+        Some(c) => {
+            let all: Vec<&str> = c.split(',').map(str::trim).collect();
+            json!({"podCIDR": all[0], "podCIDRs": all})
+        }
         None => json!({}),
     };
     if nodes.get_opt(&spec.name).await?.is_none() {

@@ -22,7 +22,8 @@ pub(crate) struct NodeArgs {
     /// The node's address, reported as its InternalIP and its pods' hostIP.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: String,
-    /// The pods' subnet (CNI host-local range); each node of a box needs its own.
+    /// The pods' subnet (CNI host-local range); each node of a box needs its own. `IPv4,IPv6` (e.g.
+    /// `10.244.0.0/24,fd00:10:244::/64`) makes pods dual-stack.
     #[arg(long, default_value = "10.244.0.0/24")]
     pod_cidr: String,
     /// The Linux bridge the CNI bridge plugin attaches pods to.
@@ -62,13 +63,20 @@ fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
 
 /// The first address of `cidr` (`10.244.0.0/24` → `10.244.0.1`): the CNI bridge's gateway, where the node's DNS
 /// server listens.
-fn gateway(cidr: &str) -> anyhow::Result<std::net::Ipv4Addr> {
-    let net: std::net::Ipv4Addr = cidr
+fn gateway(cidrs: &str) -> anyhow::Result<std::net::Ipv4Addr> {
+    let v4 = cidrs
+        .split(',')
+        .map(str::trim)
+        .find(|c| !c.contains(':'))
+        .unwrap_or_default();
+    let net: std::net::Ipv4Addr = v4
         .split('/')
         .next()
         .unwrap_or_default()
         .parse()
-        .with_context(|| format!("--pod-cidr {cidr:?}: expected an IPv4 CIDR"))?;
+        .with_context(|| {
+            format!("--pod-cidr {cidrs:?}: expected an IPv4 CIDR (then an optional IPv6 one)")
+        })?;
     Ok(std::net::Ipv4Addr::from(u32::from(net) + 1))
 }
 

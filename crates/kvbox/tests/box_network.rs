@@ -585,3 +585,77 @@ spec: {selector: {app: dns-web}, ports: [{port: 8080, targetPort: 80}]}
     );
     b.kubectl(&["delete", "vmi", "--all", "--wait=true", "--timeout=90s"]);
 }
+
+/// Masquerade on a dual-stack pod: the guest gets fd10:0:2::2 by DHCPv6 (no router advertisements, as upstream:
+/// the default route via fd10:0:2::1 is the guest's own configuration, as upstream's tests give it by cloud-init),
+/// reaches the node over IPv6 behind the pod's address, and the pod's IPv6 address reaches the guest.
+#[test]
+fn masquerade_on_a_dual_stack_pod_gives_the_guest_ipv6() {
+    let b = NodeBox::start(44, &["--pod-cidr", "10.251.44.0/24,fd00:10:251:44::/64"]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("v6", "masquerade")));
+    let (uid, pod_uid, pod_ip) = running(&b, "v6");
+    let pod_ips = b.get(
+        &format!("pods -l kubevirt.io/created-by={uid}"),
+        "{.items[0].status.podIPs[*].ip}",
+    );
+    let pod_ip6 = pod_ips.split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert!(pod_ip6.starts_with("fd00:10:251:44::"), "{pod_ips}");
+    assert_eq!(
+        b.get("vmi v6", "{.status.interfaces[0].ipAddresses}"),
+        format!("[\"{pod_ip}\",\"{pod_ip6}\"]"),
+        "both of the pod's addresses, never the guest's"
+    );
+    eventually("the guest's DHCPv6 lease", 60, || {
+        b.serial(&uid).contains("eth0: fd10:0:2::2")
+    });
+    in_guest(
+        &b,
+        &uid,
+        "ip -6 route add fd10:0:2::1 dev eth0 && ip -6 route add default via fd10:0:2::1 dev eth0 && echo ROUTE''-SET",
+        "ROUTE-SET",
+        30,
+    );
+
+    // Guest to node over IPv6: the node sees the pod's IPv6 address (the NAT), not fd10:0:2::2.
+    let server = std::net::TcpListener::bind("[fd00:10:251:44::1]:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for conn in server.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\nnode saw {peer}\n");
+        }
+    });
+    in_guest(
+        &b,
+        &uid,
+        &format!("wget -qO- 'http://[fd00:10:251:44::1]:{port}/' | sed 's/^/NODE6: /'"),
+        &format!("NODE6: node saw {pod_ip6}"),
+        60,
+    );
+    // Node to guest: the pod's IPv6 address forwards to the guest's HTTP server.
+    let answer = (|| {
+        use std::io::{Read as _, Write as _};
+        let addr: std::net::SocketAddr = format!("[{pod_ip6}]:80").parse().ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })();
+    assert!(
+        answer
+            .as_deref()
+            .unwrap_or_default()
+            .contains("hello from v6-guest"),
+        "{answer:?}"
+    );
+    b.kubectl(&["delete", "vmi", "v6", "--wait=true", "--timeout=90s"]);
+    assert!(!NodeBox::netns_exists(&pod_uid));
+    eventually("both leases released", 30, || b.leases().is_empty());
+}

@@ -2,7 +2,7 @@
 //! the MTU and queues it was made with, the MAC the guest must take, and the DHCP service to run on the in-pod
 //! bridge (the pod interface's addresses are gone by then for the bridge binding, so they travel here).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,10 @@ pub struct PlumbedInterface {
     /// The DHCPv6 service, when the guest gets an IPv6 address (masquerade only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp6: Option<Dhcp6>,
+    /// The pod interface's own addresses as phase 1 found them (upstream's pod-interface cache): the IPs
+    /// `status.interfaces` reports for the pod network, IPv4 first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<IpAddr>,
 }
 
 /// A DHCPv4 service for one guest interface.

@@ -60,7 +60,8 @@ impl Drop for Servers {
     }
 }
 
-/// Starts a DHCPv4 server on the bridge of every interface that hands out an address.
+/// Starts a DHCPv4 server on the bridge of every interface that hands out an address (and a DHCPv6 server where
+/// it hands out an IPv6 one).
 ///
 /// # Errors
 /// A server could not listen (naming the interface and bridge).
@@ -71,6 +72,15 @@ pub fn start_dhcp(
 ) -> Result<Servers, String> {
     let mut servers = Servers::default();
     for nic in network {
+        if let Some(service) = crate::dhcp6::service(nic, resolv) {
+            let task = crate::dhcp6::serve(&nic.bridge, service).map_err(|e| {
+                format!(
+                    "starting the DHCPv6 server of interface {} on {}: {e}",
+                    nic.name, nic.bridge
+                )
+            })?;
+            servers.0.push(task);
+        }
         let Some(service) = dhcp::service(vmi, nic, resolv) else {
             continue;
         };

@@ -113,6 +113,11 @@ fn result(req: &Request, link: &PodLink) -> PlumbedInterface {
         mac: None,
         dhcp4: None,
         dhcp6: None,
+        pod_ips: {
+            let mut ips: Vec<IpAddr> = link.addrs.iter().filter(|a| a.global).map(|a| a.ip).collect();
+            ips.sort_by_key(IpAddr::is_ipv6);
+            ips
+        },
     }
 }
 

@@ -54,8 +54,10 @@ pub struct Cni {
 /// What ADD returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
-    /// The pod's IP (without prefix length).
+    /// The pod's IP (without prefix length): the first the plugin gave.
     pub ip: String,
+    /// Every IP it gave (a dual-stack pod has two), in its order.
+    pub ips: Vec<String>,
     /// The gateway, when the plugin set one.
     pub gateway: Option<String>,
     /// The pod interface's MAC, when the plugin said.
@@ -79,6 +81,20 @@ impl Cni {
             message,
         };
         if !conf.exists() {
+            // Dual stack as a cluster's `--cluster-cidr`: `v4,v6`, a range set each.
+            let subnets: Vec<&str> = subnet
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let ranges: Vec<Value> = subnets.iter().map(|s| json!([{"subnet": s}])).collect();
+            let mut routes = Vec::new();
+            if subnets.iter().any(|s| !s.contains(':')) {
+                routes.push(json!({"dst": "0.0.0.0/0"}));
+            }
+            if subnets.iter().any(|s| s.contains(':')) {
+                routes.push(json!({"dst": "::/0"}));
+            }
             let value = json!({
                 "cniVersion": "1.0.0",
                 "name": "kvbox",
@@ -87,8 +103,7 @@ impl Cni {
                 "isGateway": true,
                 "ipMasq": false,
                 "hairpinMode": true,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir},
+                "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": ipam_dir},
             });
             if let Some(dir) = conf.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
@@ -174,8 +189,18 @@ impl Cni {
                 command: "ADD",
                 message: format!("no IP in the result {result}"),
             })?;
+        let ips = result
+            .get("ips")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("address").and_then(Value::as_str))
+            .filter_map(|a| a.split('/').next())
+            .map(str::to_string)
+            .collect();
         Ok(Attached {
             ip: ip.to_string(),
+            ips,
             gateway: first
                 .and_then(|i| i.get("gateway"))
                 .and_then(Value::as_str)

@@ -234,7 +234,7 @@ pub async fn publish(
     others: Vec<Value>,
 ) -> Result<(), kube::Error> {
     let mut first =
-        json!({"name": network, "interface": "eth0", "ips": [primary.ip], "default": true, "dns": {}});
+        json!({"name": network, "interface": "eth0", "ips": primary.ips, "default": true, "dns": {}});
     if let Some(mac) = &primary.mac {
         first["mac"] = json!(mac);
     }

@@ -22,6 +22,9 @@ struct Record {
     pid: u32,
     netns: String,
     ip: String,
+    /// Every address of a dual-stack pod (older records: `ip` alone).
+    #[serde(default)]
+    ips: Vec<String>,
     runtime_dir: PathBuf,
     started: String,
     start_time: String,
@@ -30,6 +33,15 @@ struct Record {
 impl Record {
     fn path(dir: &Path) -> PathBuf {
         dir.join("record.json")
+    }
+
+    /// The pod's IPs, the primary first.
+    fn pod_ips(&self) -> Vec<String> {
+        if self.ips.is_empty() {
+            vec![self.ip.clone()]
+        } else {
+            self.ips.clone()
+        }
     }
 
     fn load(dir: &Path) -> Option<Self> {
@@ -107,13 +119,13 @@ impl Pctx {
         }
     }
 
-    fn view(&self, phase: &'static str, compute: Compute, ip: Option<String>, start_time: &str) -> View {
+    fn view(&self, phase: &'static str, compute: Compute, ips: Vec<String>, start_time: &str) -> View {
         View {
             phase,
             reason: None,
             message: None,
             host_ip: self.rt.cfg.node_ip.clone(),
-            pod_ip: ip,
+            pod_ips: ips,
             start_time: start_time.to_string(),
             compute,
         }
@@ -396,7 +408,7 @@ async fn ended(ctx: &Pctx, pod: &Pod, rec: &Record, code: i32) {
         finished: now(),
     };
     let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    ctx.report(pod, &ctx.view(phase, compute, None, &rec.start_time))
+    ctx.report(pod, &ctx.view(phase, compute, Vec::new(), &rec.start_time))
         .await;
 }
 
@@ -424,7 +436,12 @@ where
         match attempt().await {
             Ok(v) => return Some(v),
             Err((reason, message)) => {
-                let view = ctx.view("Pending", Compute::Waiting(reason, message), None, start_time);
+                let view = ctx.view(
+                    "Pending",
+                    Compute::Waiting(reason, message),
+                    Vec::new(),
+                    start_time,
+                );
                 ctx.report(pod, &view).await;
                 if !pause(rx, *backoff).await {
                     return None;
@@ -451,7 +468,7 @@ async fn start(
                 "ErrImagePull".into(),
                 format!("{image:?} is not a launcher image"),
             ),
-            None,
+            Vec::new(),
             &start_time,
         );
         view.reason = Some("UnsupportedPod".into());
@@ -541,7 +558,7 @@ async fn start(
             let view = ctx.view(
                 "Failed",
                 Compute::Waiting("CreateContainerError".into(), msg),
-                None,
+                Vec::new(),
                 &start_time,
             );
             ctx.report(pod, &view).await;
@@ -552,6 +569,7 @@ async fn start(
         pid: child.id().unwrap_or_default(),
         netns: ns,
         ip: attached.ip,
+        ips: attached.ips,
         runtime_dir: runtime.to_path_buf(),
         started: now(),
         start_time,
@@ -645,11 +663,8 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
                     started: rec.started.clone(),
                     ready,
                 };
-                ctx.report(
-                    p,
-                    &ctx.view("Running", compute, Some(rec.ip.clone()), &rec.start_time),
-                )
-                .await;
+                ctx.report(p, &ctx.view("Running", compute, rec.pod_ips(), &rec.start_time))
+                    .await;
             }
         }
         if deleting(pod.as_ref()) && kill_at.is_none() {

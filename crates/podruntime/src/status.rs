@@ -26,7 +26,8 @@ pub(crate) struct View {
     pub(crate) reason: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) host_ip: String,
-    pub(crate) pod_ip: Option<String>,
+    /// The pod's IPs, the primary first (none before its sandbox exists).
+    pub(crate) pod_ips: Vec<String>,
     pub(crate) start_time: String,
     pub(crate) compute: Compute,
 }
@@ -87,7 +88,7 @@ pub(crate) fn render(pod: &Pod, view: &View) -> Value {
         .flat_map(|s| s.readiness_gates.iter().flatten())
         .map(|g| cond(&g.condition_type, true))
         .collect();
-    let sandbox = view.pod_ip.is_some();
+    let sandbox = !view.pod_ips.is_empty();
     let mut conditions = vec![
         cond("PodReadyToStartContainers", sandbox),
         cond("Initialized", true),
@@ -106,9 +107,14 @@ pub(crate) fn render(pod: &Pod, view: &View) -> Value {
         "reason": view.reason,
         "message": view.message,
     });
-    if let Some(ip) = &view.pod_ip {
+    if let Some(ip) = view.pod_ips.first() {
         status["podIP"] = json!(ip);
-        status["podIPs"] = json!([{"ip": ip}]);
+        status["podIPs"] = json!(
+            view.pod_ips
+                .iter()
+                .map(|ip| json!({"ip": ip}))
+                .collect::<Vec<_>>()
+        );
     }
     status
 }

@@ -1,7 +1,8 @@
 //! `status.interfaces` with what the guest agent says (upstream's merge): a domain NIC whose MAC the agent reports
-//! gets the guest's `interfaceName` and infoSource `domain, guest-agent`; IPv6 addresses come from the agent
-//! (link-local ones dropped under masquerade, whose guest sits behind NAT), and so do all addresses of interfaces
-//! off the pod network; NICs only the guest knows are listed with infoSource `guest-agent` (at most 10, `lo` left
+//! gets the guest's `interfaceName` and infoSource `domain, guest-agent`; on the pod network each family the pod
+//! has keeps the pod's addresses (a masquerade guest's 10.0.2.2 and fd10:0:2::2 are never reported), a family it
+//! lacks takes the agent's (link-local ones dropped under masquerade, whose guest sits behind NAT); interfaces off
+//! the pod network take all of the agent's; NICs only the guest knows are listed with infoSource `guest-agent` (at most 10, `lo` left
 //! out). The pod network's IPv4 address stays the pod's: the masquerade guest's 10.0.2.2 is never reported.
 //!
 //! One difference, on purpose: upstream clears an address family the agent reports none of (a guest that has not
@@ -57,13 +58,16 @@ pub fn merge(vmi: &VirtualMachineInstance, ifaces: &[Iface], agent: Option<&Valu
                 .map(|ip| ip.ip.clone())
                 .filter(|ip| !(masquerade(&name) && ip.to_ascii_lowercase().starts_with("fe80:")));
             let ips: Vec<String> = if on_pod(&name) {
-                let v4 = i
-                    .ip_addresses
-                    .iter()
-                    .flatten()
-                    .filter(|ip| !ip.contains(':'))
-                    .cloned();
-                v4.chain(from_agent.filter(|ip| ip.contains(':'))).collect()
+                // Per family: the pod's addresses when it has that family, else the guest's.
+                let pod: Vec<String> = i.ip_addresses.clone().unwrap_or_default();
+                let v4 = pod.iter().filter(|ip| !ip.contains(':')).cloned();
+                let pod6: Vec<String> = pod.iter().filter(|ip| ip.contains(':')).cloned().collect();
+                let v6: Vec<String> = if pod6.is_empty() {
+                    from_agent.filter(|ip| ip.contains(':')).collect()
+                } else {
+                    pod6
+                };
+                v4.chain(v6).collect()
             } else {
                 from_agent.collect()
             };
@@ -172,5 +176,14 @@ mod tests {
         // Merging again gives the same (the status is written only when it changes).
         assert_eq!(merge(&vmi(), &out, Some(&agent)).unwrap(), out);
         assert_eq!(merge(&vmi(), &ifaces, None), None);
+
+        // A dual-stack pod: its IPv6 address stays too (the guest's fd10:0:2::2 is behind the NAT).
+        let mut dual = ifaces.clone();
+        dual[0].ip_addresses = Some(vec!["10.251.1.5".into(), "fd00:10:251:1::5".into()]);
+        let out = merge(&vmi(), &dual, Some(&agent)).unwrap();
+        assert_eq!(
+            out[0].ip_addresses,
+            Some(vec!["10.251.1.5".to_string(), "fd00:10:251:1::5".to_string()])
+        );
     }
 }

@@ -321,16 +321,25 @@ async fn start(
     };
     match conn.launcher.sync(vmi, &plumbed, Duration::from_secs(120)).await {
         Ok(synced) => {
-            // The launcher knows its pod's IP (downward API); only an older launcher makes us look it up.
-            let ip = match synced.pod_ip {
-                Some(ip) => Some(ip),
-                None => pod_ip(&ctx.client, ns, uid).await,
-            };
-            let started = status::started(vmi, ip.as_deref(), &synced.interfaces, &now());
+            // The pod's addresses as phase 1 found them (both families); else the launcher's (downward API), else
+            // the pod's status.
+            let mut ips: Vec<String> = plumbed
+                .iter()
+                .filter(|p| p.pod_interface == "eth0")
+                .flat_map(|p| p.pod_ips.iter().map(ToString::to_string))
+                .collect();
+            if ips.is_empty() {
+                let ip = match synced.pod_ip {
+                    Some(ip) => Some(ip),
+                    None => pod_ip(&ctx.client, ns, uid).await,
+                };
+                ips.extend(ip);
+            }
+            let started = status::started(vmi, &ips, &synced.interfaces, &now());
             patch_status(api, vmi, Some(started)).await?;
             conn.running_reported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(ip = ?ip, "VMI running");
+            tracing::info!(ips = ?ips, "VMI running");
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Err(LauncherError::Refused(msg)) => {

@@ -42,13 +42,13 @@ fn changed(
 #[must_use]
 pub fn started(
     vmi: &VirtualMachineInstance,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
     nics: &[DomainInterface],
     now: &Time,
 ) -> VirtualMachineInstanceStatus {
     let mut st = current(vmi);
     state::enter_phase(&mut st, VmiPhase::Running, now);
-    st.interfaces = Some(interfaces(vmi, pod_ip, nics));
+    st.interfaces = Some(interfaces(vmi, pod_ips, nics));
     let mut conditions = conditions_of(&mut st);
     state::set(
         &mut conditions,
@@ -71,7 +71,7 @@ pub fn started(
 /// the pod-network interface first.
 fn interfaces(
     vmi: &VirtualMachineInstance,
-    ip: Option<&str>,
+    ips: &[String],
     nics: &[DomainInterface],
 ) -> Vec<VirtualMachineInstanceNetworkInterface> {
     let networks = vmi.spec.networks.as_deref().unwrap_or_default();
@@ -107,10 +107,10 @@ fn interfaces(
                 ..Default::default()
             };
             if Some(i.name.as_str()) == pod_net
-                && let Some(ip) = ip
+                && let Some(ip) = ips.first()
             {
-                out.ip_address = Some(ip.into());
-                out.ip_addresses = Some(vec![ip.into()]);
+                out.ip_address = Some(ip.clone());
+                out.ip_addresses = Some(ips.to_vec());
                 out.interface_name = Some("eth0".into());
             }
             out

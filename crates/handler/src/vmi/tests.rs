@@ -84,7 +84,12 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
             link_state: "up".into(),
         },
     ];
-    let st = started(&v, Some("10.244.0.7"), &nics, &at(100));
+    let st = started(
+        &v,
+        &["10.244.0.7".into(), "fd00:10:244::7".into()],
+        &nics,
+        &at(100),
+    );
     assert_eq!(st.phase.as_deref(), Some("Running"));
     let last = st.phase_transition_timestamps.as_ref().unwrap().last().unwrap();
     assert_eq!(
@@ -94,7 +99,11 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
     assert_eq!(conds(&st), [c("Ready", "True", None)], "Synchronized=False goes");
     let ifaces = st.interfaces.clone().unwrap();
     assert_eq!(ifaces[0].ip_address.as_deref(), Some("10.244.0.7"));
-    assert_eq!(ifaces[0].ip_addresses, Some(vec!["10.244.0.7".to_string()]));
+    assert_eq!(
+        ifaces[0].ip_addresses,
+        Some(vec!["10.244.0.7".to_string(), "fd00:10:244::7".to_string()]),
+        "both of a dual-stack pod's addresses"
+    );
     assert_eq!(ifaces[0].mac.as_deref(), Some("02:00:00:00:00:01"));
     assert_eq!(ifaces[0].interface_name.as_deref(), Some("eth0"));
     assert_eq!(
@@ -134,7 +143,7 @@ fn a_started_domain_makes_the_vmi_running_and_ready() {
 fn a_started_domain_without_an_ip_or_machine_type() {
     let mut v = vmi("Scheduled", &[]);
     v.spec.domain.machine = None;
-    let st = started(&v, None, &[], &at(100));
+    let st = started(&v, &[], &[], &at(100));
     assert!(st.interfaces.unwrap().iter().all(|i| i.ip_address.is_none()));
     assert_eq!(
         st.machine.unwrap().r#type.as_deref(),

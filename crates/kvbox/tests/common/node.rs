@@ -81,7 +81,13 @@ impl NodeBox {
             ])
             .arg("--data-dir")
             .arg(&dir)
-            .args(["--cni-bridge", &self.bridge, "--pod-cidr", &self.cidr])
+            .args(["--cni-bridge", &self.bridge])
+            .args(
+                Some(["--pod-cidr", self.cidr.as_str()])
+                    .filter(|_| !self.extra.iter().any(|a| a == "--pod-cidr"))
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--service-cidr", &self.cidr.replace("10.251.", "10.252.")])
             .args(&self.extra)
             // Names outside the cluster go nowhere (a closed port on loopback), never to the host's resolvers,
@@ -186,7 +192,7 @@ impl NodeBox {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
             .collect()
     }
 }
