@@ -270,7 +270,7 @@ fn upstreams_masquerade_example_boots_with_a_working_nic() {
 }
 
 /// `state: down`: QEMU starts the NIC's link down, the guest sees no carrier (and gets no lease), and the status
-/// says `linkState: down`.
+/// says `linkState: down`; changed on a running VM's template, the link goes down and up live.
 #[test]
 fn a_link_declared_down_has_no_carrier_in_the_guest() {
     let b = NodeBox::start(40, &[]);
@@ -287,6 +287,56 @@ fn a_link_declared_down_has_no_carrier_in_the_guest() {
         "CARRIER-LOST",
         30,
     );
+
+    // Live, through a VM: the state set on its template reaches the VMI and the running guest's link, both ways.
+    let mut vm: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/vm-testguest.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    vm["metadata"]["name"] = serde_json::json!("flap");
+    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] =
+        serde_json::json!([{"name": "default", "masquerade": {}}]);
+    vm["spec"]["template"]["spec"]["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm.to_string()));
+    let (flap, _, _) = running(&b, "flap");
+    assert!(b.serial(&flap).contains("eth0: 10.0.2.2"), "{}", b.serial(&flap));
+    let set_state = |state: &str| {
+        let patch = format!(
+            r#"[{{"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/0/state", "value": "{state}"}}]"#
+        );
+        b.kubectl(&["patch", "vm", "flap", "--type", "json", "-p", &patch]);
+    };
+    set_state("down");
+    eventually("linkState down on the running VMI", 60, || {
+        b.get("vmi flap", "{.status.interfaces[0].linkState}") == "down"
+    });
+    assert_eq!(
+        b.get("vmi flap", "{.spec.domain.devices.interfaces[0].state}"),
+        "down"
+    );
+    in_guest(
+        &b,
+        &flap,
+        "for i in $(seq 20); do ip link show eth0 | grep -q NO-CARRIER && echo LINK''-WENT-DOWN && break; sleep 0.5; done",
+        "LINK-WENT-DOWN",
+        30,
+    );
+    set_state("up");
+    eventually("linkState up again", 60, || {
+        b.get("vmi flap", "{.status.interfaces[0].linkState}") == "up"
+    });
+    in_guest(
+        &b,
+        &flap,
+        "for i in $(seq 20); do ip link show eth0 | grep -q LOWER_UP && echo LINK''-CAME-BACK && break; sleep 0.5; done",
+        "LINK-CAME-BACK",
+        30,
+    );
+    b.kubectl(&["delete", "vm", "flap", "--wait=true", "--timeout=90s"]);
 }
 
 /// A bridge (its own, `kvbm<idx>`) with host-local addresses in `192.168.<idx>.0/24`, as a NetworkAttachmentDefinition

@@ -150,7 +150,7 @@ impl Served {
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
                 match start(*vmi, network).await {
                     Ok(running) => {
-                        let reply = synced("started", &running.vm.domain);
+                        let reply = synced("started", &running.vm);
                         self.state.send_replace(Serving::Running(running));
                         Ok(reply)
                     }
@@ -167,15 +167,16 @@ impl Served {
 
 /// A Sync's answer: what happened, the pod's IP when the pod was given it (the downward API's `POD_IP`), so the
 /// handler need not look the pod up, and the domain's network cards.
-fn synced(what: &str, domain: &launcher_domain::Domain) -> Value {
-    let interfaces = domain
+fn synced(what: &str, vm: &Vm) -> Value {
+    let interfaces = vm
+        .domain
         .nics
         .iter()
         .map(|n| launcher_protocol::DomainInterface {
             name: n.name.clone(),
             mac: n.mac.clone(),
             queue_count: n.queues,
-            link_state: if n.link_up { "up" } else { "down" }.into(),
+            link_state: if vm.link_up(&n.name) { "up" } else { "down" }.into(),
         })
         .collect();
     let reply = Synced {
@@ -205,7 +206,7 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
     let ack = |r: Result<(), qmp::QmpError>, said: &str| r.map(|()| json!(said)).map_err(|e| e.to_string());
     match cmd {
         Command::Ping => Ok(json!("pong")),
-        Command::Sync { vmi, .. } => sync(vm, rebuild, &vmi),
+        Command::Sync { vmi, .. } => sync(vm, rebuild, &vmi).await,
         Command::Pause => ack(q.stop().await, "paused"),
         Command::Unpause => ack(q.cont().await, "running"),
         Command::Reset => ack(q.system_reset().await, "reset"),
@@ -239,11 +240,28 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
     }
 }
 
-/// A later Sync: the VMI must still build the Domain that runs (a changed spec is reported, not applied).
-fn sync(vm: &Vm, rebuild: &Rebuild, vmi: &kubevirt_api::v1::VirtualMachineInstance) -> Result<Value, String> {
-    let want = rebuild(vmi)?;
+/// A later Sync: the VMI must still build the Domain that runs, but for the NICs' link states, which are applied
+/// live; any other change is reported, not applied.
+async fn sync(
+    vm: &Vm,
+    rebuild: &Rebuild,
+    vmi: &kubevirt_api::v1::VirtualMachineInstance,
+) -> Result<Value, String> {
+    let mut want = rebuild(vmi)?;
+    let wanted_links: Vec<(String, bool)> = want.nics.iter().map(|n| (n.name.clone(), n.link_up)).collect();
+    for (nic, started) in want.nics.iter_mut().zip(&vm.domain.nics) {
+        nic.link_up = started.link_up;
+    }
     if want == vm.domain {
-        return Ok(synced("in sync", &vm.domain));
+        let mut changed = false;
+        for (name, up) in wanted_links {
+            if vm.link_up(&name) != up {
+                vm.set_link(&name, up).await?;
+                tracing::info!(nic = %name, up, "link state");
+                changed = true;
+            }
+        }
+        return Ok(synced(if changed { "links updated" } else { "in sync" }, vm));
     }
     let (a, b) = (reply_value(&vm.domain), reply_value(&want));
     let changed: Vec<String> = a

@@ -55,6 +55,8 @@ pub struct Vm {
     pub events: broadcast::Sender<Event>,
     /// Credentials the guest agent propagates.
     pub credentials: Vec<AgentCredential>,
+    /// Each NIC's link, up or not (`state: down` at start, changed live by a later Sync).
+    links: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
     requests: mpsc::Sender<Request>,
     state: watch::Receiver<DomainState>,
     exited: watch::Receiver<bool>,
@@ -181,7 +183,9 @@ impl Vm {
         };
         actor.emit(&initial, "started");
         tokio::spawn(actor.run(child, inbox, exited_tx));
+        let links = std::sync::Mutex::new(domain.nics.iter().map(|n| (n.name.clone(), n.link_up)).collect());
         Ok(Arc::new(Self {
+            links,
             domain,
             paths,
             qmp,
@@ -191,6 +195,36 @@ impl Vm {
             state,
             exited,
         }))
+    }
+
+    /// Whether the link of NIC `name` is up.
+    #[must_use]
+    pub fn link_up(&self, name: &str) -> bool {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+            .unwrap_or(true)
+    }
+
+    /// Sets the link of NIC `name` up or down (QMP `set_link` on its device, as libvirt's link-state update).
+    ///
+    /// # Errors
+    /// QEMU refused.
+    pub async fn set_link(&self, name: &str, up: bool) -> Result<(), String> {
+        let args = serde_json::json!({"name": format!("ua-{name}"), "up": up});
+        self.qmp.execute("set_link", Some(args)).await.map_err(|e| {
+            format!(
+                "setting the link of {name} {}: {e}",
+                if up { "up" } else { "down" }
+            )
+        })?;
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string(), up);
+        Ok(())
     }
 
     /// The current state.

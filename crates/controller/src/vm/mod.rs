@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::instancetype::SyncError;
 
 pub mod decide;
+pub mod network;
 #[cfg(test)]
 mod tests;
 
@@ -157,6 +158,16 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 sync_error = Some(e);
             }
         },
+    }
+    // A running VMI takes the template's link states (upstream's network sync).
+    if let Some(v) = vmi.as_ref().filter(|v| v.metadata.deletion_timestamp.is_none())
+        && let Some(ifaces) = network::with_template_link_states(&vm, v)
+    {
+        let patch = json!({"metadata": {"resourceVersion": v.metadata.resource_version},
+            "spec": {"domain": {"devices": {"interfaces": ifaces}}}});
+        vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!("interface link states carried to the VMI");
     }
     let outcome = decide::Outcome {
         vmi: vmi.as_ref(),

@@ -239,6 +239,16 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         ctx.forget(&uid).await;
         return Ok(Action::await_change());
     }
+    // Link states changed in the spec reach the domain live (upstream's later SyncVMI).
+    if status::links_pending(&vmi) {
+        match conn.launcher.sync(&vmi, &[], Duration::from_secs(30)).await {
+            Ok(synced) => {
+                patch_status(&api, &vmi, status::with_links(&vmi, &synced.interfaces)).await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Err(e) => tracing::warn!(error = %e, "applying link states"),
+        }
+    }
     let agent = if domain == DomainState::Paused {
         Agent::NotAsked
     } else {

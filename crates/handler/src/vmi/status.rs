@@ -66,6 +66,51 @@ pub fn started(
     st
 }
 
+/// Whether an interface's spec `state` (`up`, `down`, or none: up) is not yet its link's state in the status (a
+/// change the VM controller carried over from the VM, applied live by a later Sync).
+#[must_use]
+pub fn links_pending(vmi: &VirtualMachineInstance) -> bool {
+    let status = vmi
+        .status
+        .as_ref()
+        .and_then(|s| s.interfaces.as_deref())
+        .unwrap_or_default();
+    vmi.spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .flatten()
+        .filter(|i| i.state.as_deref() != Some("absent"))
+        .any(|i| {
+            let want = if i.state.as_deref() == Some("down") {
+                "down"
+            } else {
+                "up"
+            };
+            status
+                .iter()
+                .find(|s| s.name.as_deref() == Some(i.name.as_str()))
+                .and_then(|s| s.link_state.as_deref())
+                .is_some_and(|have| have != want)
+        })
+}
+
+/// The status with the links of the domain's NICs as the launcher reports them.
+#[must_use]
+pub fn with_links(
+    vmi: &VirtualMachineInstance,
+    nics: &[DomainInterface],
+) -> Option<VirtualMachineInstanceStatus> {
+    let mut st = current(vmi);
+    for iface in st.interfaces.iter_mut().flatten() {
+        if let Some(n) = nics.iter().find(|n| Some(&n.name) == iface.name.as_ref()) {
+            iface.link_state = Some(n.link_state.clone());
+        }
+    }
+    changed(vmi, st)
+}
+
 /// `status.interfaces`: each of the domain's NICs (MAC, queues, link state; infoSource `domain`), the pod IP on the
 /// pod-network interface (as upstream reports masquerade and bridge interfaces before the guest agent says more),
 /// the pod-network interface first.

@@ -6,7 +6,9 @@ use kubevirt_api::v1::{VirtualMachineInstance, VirtualMachineInstanceStatus};
 use launcher_protocol::{AccessCredentials, DomainState, GuestInfo};
 use serde_json::{Value, json};
 
-use super::status::{Agent, credentials, ended, following, network_failed, refused, started};
+use super::status::{
+    Agent, credentials, ended, following, links_pending, network_failed, refused, started, with_links,
+};
 
 fn at(s: i64) -> Time {
     Time(jiff::Timestamp::from_second(s).unwrap())
@@ -410,4 +412,32 @@ fn applied_credentials_are_reported_once() {
         credentials(&v, &AccessCredentials::Nothing { none: true }, &at(100)),
         None
     );
+}
+
+#[test]
+fn a_link_state_changed_in_the_spec_is_pending_until_the_domain_has_it() {
+    let nic = |name: &str, link: &str| launcher_protocol::DomainInterface {
+        name: name.into(),
+        mac: "02:00:00:00:00:01".into(),
+        queue_count: 1,
+        link_state: link.into(),
+    };
+    let mut v = vmi("Scheduled", &[]);
+    v.status = Some(started(
+        &v,
+        &["10.244.0.7".into()],
+        &[nic("default", "up"), nic("second", "up")],
+        &at(100),
+    ));
+    assert!(!links_pending(&v), "up, as the spec says (no state: up)");
+    v.spec.domain.devices.interfaces.as_mut().unwrap()[1].state = Some("down".into());
+    assert!(links_pending(&v));
+    let st = with_links(&v, &[nic("default", "up"), nic("second", "down")]).unwrap();
+    assert_eq!(
+        st.interfaces.as_ref().unwrap()[1].link_state.as_deref(),
+        Some("down")
+    );
+    v.status = Some(st);
+    assert!(!links_pending(&v));
+    assert_eq!(with_links(&v, &[nic("second", "down")]), None, "nothing changes");
 }
