@@ -269,13 +269,15 @@ fn upstreams_masquerade_example_boots_with_a_working_nic() {
     assert!(get(22).is_none(), "port 22 is not forwarded");
 }
 
-/// `state: down`: QEMU starts the NIC's link down, the guest sees no carrier (and gets no lease), and the status
+/// `state: down` (on a NIC at a fixed `pciAddress`): QEMU starts the NIC's link down, the guest sees no carrier (and gets no lease), and the status
 /// says `linkState: down`; changed on a running VM's template, the link goes down and up live.
 #[test]
 fn a_link_declared_down_has_no_carrier_in_the_guest() {
     let b = NodeBox::start(40, &[]);
     let mut v: serde_json::Value = serde_json::from_str(&vmi("down", "masquerade")).unwrap();
     v["spec"]["domain"]["devices"]["interfaces"][0]["state"] = serde_json::json!("down");
+    // ... at a fixed PCI address, where the guest finds it.
+    v["spec"]["domain"]["devices"]["interfaces"][0]["pciAddress"] = serde_json::json!("0000:00:0a.0");
     b.kubectl_in(&["apply", "-f", "-"], Some(&v.to_string()));
     let (uid, _, _) = running(&b, "down");
     assert_eq!(b.get("vmi down", "{.status.interfaces[0].linkState}"), "down");
@@ -285,6 +287,13 @@ fn a_link_declared_down_has_no_carrier_in_the_guest() {
         &uid,
         "ip link show eth0 | grep -q NO-CARRIER && echo CARRIER''-LOST",
         "CARRIER-LOST",
+        30,
+    );
+    in_guest(
+        &b,
+        &uid,
+        "ls /sys/bus/pci/devices/0000:00:0a.0/virtio*/net | sed 's/^/AT-0A: /'",
+        "AT-0A: eth0",
         30,
     );
 

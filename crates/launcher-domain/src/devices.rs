@@ -109,6 +109,15 @@ fn valid_mac(mac: &str) -> bool {
             .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
 }
 
+/// `0000:00:SS.F` (validated by admission as `dddd:bb:ss.f`) as QEMU's `addr=0xSS.0xF`; `None` off the root bus.
+fn root_bus_addr(pci: &str) -> Option<String> {
+    let rest = pci.strip_prefix("0000:00:")?;
+    let (slot, function) = rest.split_once('.')?;
+    let slot = u8::from_str_radix(slot, 16).ok().filter(|s| *s < 32)?;
+    let function = function.parse::<u8>().ok().filter(|f| *f < 8)?;
+    Some(format!("{slot:#x}.{function:#x}"))
+}
+
 /// Network cards. The plumbing (tap, bridge, DHCP) is the caller's: a NIC is attached to the tap the node facts
 /// name for it, or to nothing.
 pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
@@ -133,9 +142,15 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
                 "network binding plugins",
             ));
         }
-        if iface.pci_address.is_some() {
-            return Err(DomainError::unsupported(at(".pciAddress"), "fixed PCI addresses"));
-        }
+        let pci_addr = iface
+            .pci_address
+            .as_deref()
+            .map(|a| {
+                root_bus_addr(a).ok_or_else(|| {
+                    DomainError::unsupported(at(".pciAddress"), "PCI addresses off the root bus (0000:00)")
+                })
+            })
+            .transpose()?;
         if iface.state.as_deref() == Some("absent") {
             continue;
         }
@@ -178,6 +193,7 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
             queues: backend.map_or(1, |b| b.queues.max(1)),
             vhost: backend.is_some() && virtio && i.facts.vhost_net,
             link_up: iface.state.as_deref() != Some("down"),
+            pci_addr,
         });
     }
     Ok(())
@@ -391,8 +407,23 @@ mod tests {
         assert!(build(spec.clone(), Accel::Tcg, &[]).is_err());
         spec["domain"]["devices"]["interfaces"] = json!([{"name": "x", "sriov": {}}]);
         assert!(matches!(
-            build(spec, Accel::Tcg, &[]),
+            build(spec.clone(), Accel::Tcg, &[]),
             Err(DomainError::Unsupported { .. })
+        ));
+        // pciAddress: a slot on the root bus; other buses are named as unsupported.
+        spec["domain"]["devices"]["interfaces"] =
+            json!([{"name": "default", "masquerade": {}, "pciAddress": "0000:00:1a.3"}]);
+        assert_eq!(
+            build(spec.clone(), Accel::Tcg, &[]).unwrap().nics[0]
+                .pci_addr
+                .as_deref(),
+            Some("0x1a.0x3")
+        );
+        spec["domain"]["devices"]["interfaces"] =
+            json!([{"name": "default", "masquerade": {}, "pciAddress": "0000:81:01.0"}]);
+        assert!(matches!(
+            build(spec, Accel::Tcg, &[]),
+            Err(DomainError::Unsupported { field, .. }) if field == "spec.domain.devices.interfaces[0].pciAddress"
         ));
     }
 

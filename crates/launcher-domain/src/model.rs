@@ -304,6 +304,9 @@ pub struct Nic {
     pub vhost: bool,
     /// The link is up (`state: down` starts it down: QMP `set_link` once QEMU answers).
     pub link_up: bool,
+    /// A fixed slot and function on the root bus (`pciAddress` `0000:00:SS.F`), as QEMU's `addr=` (`0x3.0x0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_addr: Option<String>,
 }
 
 /// Graphics.

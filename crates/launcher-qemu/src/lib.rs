@@ -283,6 +283,47 @@ fn disk(idx: usize, disk: &Disk, sata_port: &mut usize, a: &mut Args) {
     a.push("-device", d);
 }
 
+/// One NIC's netdev and device; `bus`, for a NIC with a fixed address, is the root bus (`pcie.0` on q35).
+fn nic_args(nic: &launcher_domain::Nic, bus: &str, a: &mut Args) {
+    let id = esc(&nic.name);
+    let mut dev = format!("{},id=ua-{id},mac={}", nic.model, nic.mac);
+    if let Some(addr) = &nic.pci_addr {
+        dev.push_str(&format!(",bus={bus},addr={addr}"));
+    }
+    if let Some(tap) = &nic.tap {
+        let mut netdev = format!("tap,id=hostua-{id},ifname={},script=no,downscript=no", esc(tap));
+        if nic.vhost {
+            netdev.push_str(",vhost=on");
+        }
+        if nic.queues > 1 {
+            netdev.push_str(&format!(",queues={}", nic.queues));
+        }
+        a.push("-netdev", netdev);
+        dev.push_str(&format!(",netdev=hostua-{id}"));
+        if nic.queues > 1 {
+            dev.push_str(&format!(",mq=on,vectors={}", 2 * nic.queues + 2));
+        }
+        if let Some(mtu) = nic.mtu {
+            dev.push_str(&format!(",host_mtu={mtu}"));
+        }
+    }
+    match nic.boot_order {
+        Some(b) => dev.push_str(&format!(",bootindex={b}")),
+        // No network boot: no option ROM to load.
+        None => dev.push_str(",romfile="),
+    }
+    a.push("-device", dev);
+}
+
+/// The machine's root bus: `pcie.0` on q35, `pci.0` on the i440FX `pc` machines.
+fn root_bus(d: &Domain) -> &'static str {
+    if d.machine.contains("q35") {
+        "pcie.0"
+    } else {
+        "pci.0"
+    }
+}
+
 fn next(port: &mut usize) -> usize {
     let n = *port;
     *port += 1;
@@ -316,6 +357,10 @@ pub fn render(d: &Domain, runtime_dir: &Path, now_unix: i64) -> Result<QemuComma
     clock(d, &mut a, &mut env, now_unix);
     firmware(d, &mut a);
     a.push("-boot", "strict=on");
+    // NICs at fixed addresses first, so no device placed automatically takes their slots.
+    for nic in d.nics.iter().filter(|n| n.pci_addr.is_some()) {
+        nic_args(nic, root_bus(d), &mut a);
+    }
     let usb = d.disks.iter().any(|x| x.bus == Bus::Usb) || d.inputs.iter().any(|i| i.usb);
     if usb {
         a.push("-device", "qemu-xhci,id=usb");
@@ -331,32 +376,8 @@ pub fn render(d: &Domain, runtime_dir: &Path, now_unix: i64) -> Result<QemuComma
     for (idx, x) in d.disks.iter().enumerate() {
         disk(idx, x, &mut sata_port, &mut a);
     }
-    for nic in &d.nics {
-        let id = esc(&nic.name);
-        let mut dev = format!("{},id=ua-{id},mac={}", nic.model, nic.mac);
-        if let Some(tap) = &nic.tap {
-            let mut netdev = format!("tap,id=hostua-{id},ifname={},script=no,downscript=no", esc(tap));
-            if nic.vhost {
-                netdev.push_str(",vhost=on");
-            }
-            if nic.queues > 1 {
-                netdev.push_str(&format!(",queues={}", nic.queues));
-            }
-            a.push("-netdev", netdev);
-            dev.push_str(&format!(",netdev=hostua-{id}"));
-            if nic.queues > 1 {
-                dev.push_str(&format!(",mq=on,vectors={}", 2 * nic.queues + 2));
-            }
-            if let Some(mtu) = nic.mtu {
-                dev.push_str(&format!(",host_mtu={mtu}"));
-            }
-        }
-        match nic.boot_order {
-            Some(b) => dev.push_str(&format!(",bootindex={b}")),
-            // No network boot: no option ROM to load.
-            None => dev.push_str(",romfile="),
-        }
-        a.push("-device", dev);
+    for nic in d.nics.iter().filter(|n| n.pci_addr.is_none()) {
+        nic_args(nic, root_bus(d), &mut a);
     }
     if d.serial_console {
         a.push(
