@@ -408,13 +408,19 @@ fn a_hundred_create_delete_cycles_leave_nothing_behind() {
     let b = NodeBox::start(7, &[]);
     let mut pod_uids = std::collections::BTreeSet::new();
     for round in 0..10 {
+        // Every one on the pod network: the default bridge binding, or (odd ones) masquerade with its NAT table.
         let list: Vec<String> = (0..10)
             .map(|i| {
-                format!(
-                    r#"{{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {{"name": "c{i}", "labels": {{"cycle": "yes"}}}},
- "spec": {{"terminationGracePeriodSeconds": 0, "domain": {{"devices": {{}}, "memory": {{"guest": "32Mi"}},
-  "resources": {{"requests": {{"cpu": "10m"}}}}}}}}}}"#
-                )
+                let mut v = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                    "metadata": {"name": format!("c{i}"), "labels": {"cycle": "yes"}},
+                    "spec": {"terminationGracePeriodSeconds": 0, "domain": {"devices": {},
+                        "memory": {"guest": "32Mi"}, "resources": {"requests": {"cpu": "10m"}}}}});
+                if i % 2 == 1 {
+                    v["spec"]["domain"]["devices"]["interfaces"] =
+                        serde_json::json!([{"name": "default", "masquerade": {}}]);
+                    v["spec"]["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
+                }
+                v.to_string()
             })
             .collect();
         let items = list.join("\n");
@@ -454,6 +460,13 @@ fn a_hundred_create_delete_cycles_leave_nothing_behind() {
     eventually("every lease released", 30, || b.leases().is_empty());
     let left: Vec<&String> = pod_uids.iter().filter(|u| NodeBox::netns_exists(u)).collect();
     assert!(left.is_empty(), "network namespaces left: {left:?}");
+    // The pods' host ends (veths on the node bridge) went with their namespaces.
+    let ports = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", "kvbt7"])
+        .output()
+        .unwrap();
+    let ports = String::from_utf8_lossy(&ports.stdout).to_string();
+    assert!(ports.trim().is_empty(), "bridge ports left: {ports}");
     let cgroups: Vec<_> = pod_uids.iter().flat_map(|u| node::pod_cgroups(u)).collect();
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     assert_eq!(
