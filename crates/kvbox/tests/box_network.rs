@@ -647,11 +647,16 @@ spec: {selector: {app: dns-web}, ports: [{port: 8080, targetPort: 80}]}
 
 /// Masquerade on a dual-stack pod: the guest gets fd10:0:2::2 by DHCPv6 (no router advertisements, as upstream:
 /// the default route via fd10:0:2::1 is the guest's own configuration, as upstream's tests give it by cloud-init),
-/// reaches the node over IPv6 behind the pod's address, and the pod's IPv6 address reaches the guest.
+/// reaches the node over IPv6 behind the pod's address, and the pod's IPv6 address reaches the guest; the VM keeps
+/// both addresses across a restart.
 #[test]
 fn masquerade_on_a_dual_stack_pod_gives_the_guest_ipv6() {
     let b = NodeBox::start(44, &["--pod-cidr", "10.251.44.0/24,fd00:10:251:44::/64"]);
-    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("v6", "masquerade")));
+    // A VM of it, so its addresses can be seen to stay across a restart.
+    let v: serde_json::Value = serde_json::from_str(&vmi("v6", "masquerade")).unwrap();
+    let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "v6"}, "spec": {"runStrategy": "Always", "template": {"spec": v["spec"]}}});
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm.to_string()));
     let (uid, pod_uid, pod_ip) = running(&b, "v6");
     let pod_ips = b.get(
         &format!("pods -l kubevirt.io/created-by={uid}"),
@@ -714,7 +719,26 @@ fn masquerade_on_a_dual_stack_pod_gives_the_guest_ipv6() {
             .contains("hello from v6-guest"),
         "{answer:?}"
     );
-    b.kubectl(&["delete", "vmi", "v6", "--wait=true", "--timeout=90s"]);
+    // Stopped and started, the VM's new pod has both addresses again; deleted, it frees them.
+    let run = |strategy: &str| {
+        let patch = format!(r#"{{"spec": {{"runStrategy": "{strategy}"}}}}"#);
+        b.kubectl(&["patch", "vm", "v6", "--type", "merge", "-p", &patch]);
+    };
+    run("Halted");
+    eventually("the VMI gone", 90, || {
+        b.get("vmi v6", "{.metadata.uid}").is_empty()
+    });
     assert!(!NodeBox::netns_exists(&pod_uid));
-    eventually("both leases released", 30, || b.leases().is_empty());
+    run("Always");
+    eventually("Running again", 120, || {
+        b.get("vmi v6", "{.status.phase}") == "Running"
+    });
+    let again = b.get("vmi v6", "{.status.interfaces[0].ipAddresses}");
+    assert_eq!(
+        again,
+        format!("[\"{pod_ip}\",\"{pod_ip6}\"]"),
+        "the same addresses"
+    );
+    b.kubectl(&["delete", "vm", "v6", "--wait=true", "--timeout=90s"]);
+    eventually("both addresses released", 60, || b.leases().is_empty());
 }

@@ -1,9 +1,10 @@
 //! Stable pod addresses — box mode's answer to the VM whose IP and MAC change at every restart (upstream leaves that
 //! to the CNI, kubevirt#18636/#8550/#7967): pods that carry the same identity key (kvbox gives a launcher pod its
 //! VM's uid) get the same IP and MAC on the pod network whenever they run on this node. The reservation is asked of
-//! the standard plugins through their runtime configuration (host-local's `ips`, bridge's `mac`); between two runs
-//! the address stays taken by a placeholder lease in host-local's own directory, so no other pod gets it; a key
-//! nobody holds any more (the VM was deleted) is released with [`Reservations::retain`].
+//! the standard plugins through their runtime configuration (host-local's `ips` — both families on a dual-stack
+//! node —, bridge's `mac`); between two runs the addresses stay taken by placeholder leases in host-local's own
+//! directory, so no other pod gets them; a key nobody holds any more (the VM was deleted) is released with
+//! [`Reservations::retain`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,25 @@ pub type IdentityOf = Arc<dyn Fn(&Pod) -> BoxFuture<'static, Option<String>> + S
 /// What a placeholder lease says, after which comes the key.
 const PLACEHOLDER: &str = "kvbox-reserved:";
 
-/// The node's reservations: key → IP, in `reservations.json`, and the placeholders in host-local's lease directory.
+/// The addresses of one key: one per family (older files hold a single string).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Held {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Held {
+    fn ips(&self) -> Vec<String> {
+        match self {
+            Self::One(ip) => vec![ip.clone()],
+            Self::Many(ips) => ips.clone(),
+        }
+    }
+}
+
+/// The node's reservations: key → IPs, in `reservations.json`, and the placeholders in host-local's lease
+/// directory.
 #[derive(Debug)]
 pub struct Reservations {
     file: PathBuf,
@@ -37,14 +56,14 @@ impl Reservations {
         }
     }
 
-    fn load(&self) -> BTreeMap<String, String> {
+    fn load(&self) -> BTreeMap<String, Held> {
         std::fs::read(&self.file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
-    fn save(&self, all: &BTreeMap<String, String>) {
+    fn save(&self, all: &BTreeMap<String, Held>) {
         let tmp = self.file.with_extension("tmp");
         let written = serde_json::to_vec(all)
             .map_err(std::io::Error::other)
@@ -64,37 +83,42 @@ impl Reservations {
         std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(PLACEHOLDER))
     }
 
-    /// The address reserved for `key`, its placeholder removed so the plugin can hand it out again.
+    /// The addresses reserved for `key` (one per family; none: nothing reserved), their placeholders removed so
+    /// the plugin can hand them out again.
     #[must_use]
-    pub fn take(&self, key: &str) -> Option<String> {
+    pub fn take(&self, key: &str) -> Vec<String> {
         let _one = self.lock.lock();
-        let ip = self.load().get(key).cloned()?;
-        let p = self.placeholder(&ip);
-        if Self::is_placeholder(&p) {
-            let _ = std::fs::remove_file(p);
+        let ips = self.load().get(key).map(Held::ips).unwrap_or_default();
+        for ip in &ips {
+            let p = self.placeholder(ip);
+            if Self::is_placeholder(&p) {
+                let _ = std::fs::remove_file(p);
+            }
         }
-        Some(ip)
+        ips
     }
 
-    /// Records that `key` got `ip`.
-    pub fn record(&self, key: &str, ip: &str) {
+    /// Records that `key` got `ips`.
+    pub fn record(&self, key: &str, ips: &[String]) {
         let _one = self.lock.lock();
         let mut all = self.load();
-        if all.get(key).map(String::as_str) != Some(ip) {
-            all.insert(key.to_string(), ip.to_string());
+        if all.get(key).map(Held::ips).as_deref() != Some(ips) {
+            all.insert(key.to_string(), Held::Many(ips.to_vec()));
             self.save(&all);
         }
     }
 
-    /// Holds `key`'s address after its pod released it.
+    /// Holds `key`'s addresses after its pod released them.
     pub fn hold(&self, key: &str) {
         let _one = self.lock.lock();
-        let Some(ip) = self.load().get(key).cloned() else {
+        let Some(held) = self.load().get(key).cloned() else {
             return;
         };
-        let p = self.placeholder(&ip);
-        if !p.exists() && std::fs::create_dir_all(&self.leases).is_ok() {
-            let _ = std::fs::write(p, format!("{PLACEHOLDER}{key}\neth0"));
+        for ip in held.ips() {
+            let p = self.placeholder(&ip);
+            if !p.exists() && std::fs::create_dir_all(&self.leases).is_ok() {
+                let _ = std::fs::write(p, format!("{PLACEHOLDER}{key}\neth0"));
+            }
         }
     }
 
@@ -102,21 +126,23 @@ impl Reservations {
     pub fn retain(&self, keep: &HashSet<String>) {
         let _one = self.lock.lock();
         let mut all = self.load();
-        let gone: Vec<(String, String)> = all
+        let gone: Vec<(String, Vec<String>)> = all
             .iter()
             .filter(|(k, _)| !keep.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.ips()))
             .collect();
         if gone.is_empty() {
             return;
         }
-        for (key, ip) in gone {
-            let p = self.placeholder(&ip);
-            if Self::is_placeholder(&p) {
-                let _ = std::fs::remove_file(p);
+        for (key, ips) in gone {
+            for ip in &ips {
+                let p = self.placeholder(ip);
+                if Self::is_placeholder(&p) {
+                    let _ = std::fs::remove_file(p);
+                }
             }
             all.remove(&key);
-            tracing::info!(%key, %ip, "address reservation released");
+            tracing::info!(%key, ips = ?ips, "address reservation released");
         }
         self.save(&all);
     }
@@ -150,14 +176,14 @@ mod tests {
         let leases = dir.join("ipam/kvbox");
         std::fs::create_dir_all(&leases).unwrap();
         let r = Reservations::new(dir.join("reservations.json"), leases.clone());
-        assert_eq!(r.take("vm-a"), None, "nothing reserved yet");
-        r.record("vm-a", "10.251.1.7");
+        assert!(r.take("vm-a").is_empty(), "nothing reserved yet");
+        r.record("vm-a", &["10.251.1.7".into()]);
         r.hold("vm-a");
         assert!(
             Reservations::is_placeholder(&leases.join("10.251.1.7")),
             "held while the VM is stopped"
         );
-        assert_eq!(r.take("vm-a").as_deref(), Some("10.251.1.7"));
+        assert_eq!(r.take("vm-a"), ["10.251.1.7"]);
         assert!(
             !leases.join("10.251.1.7").exists(),
             "free for the plugin to hand back"
@@ -167,10 +193,17 @@ mod tests {
         r.retain(&HashSet::new());
         assert!(leases.join("10.251.1.7").exists());
         assert!(r.keys().is_empty());
-        r.record("vm-b", "10.251.1.8");
+        // Both addresses of a dual-stack pod are held and released together.
+        r.record("vm-b", &["10.251.1.8".into(), "fd00::8".into()]);
         r.hold("vm-b");
+        assert!(Reservations::is_placeholder(&leases.join("fd00::8")));
         r.retain(&HashSet::from(["vm-c".to_string()]));
-        assert!(!leases.join("10.251.1.8").exists() && r.keys().is_empty());
+        assert!(
+            !leases.join("10.251.1.8").exists() && !leases.join("fd00::8").exists() && r.keys().is_empty()
+        );
+        // A file from before dual stack (key → one address) still reads.
+        std::fs::write(dir.join("reservations.json"), r#"{"vm-d": "10.251.1.9"}"#).unwrap();
+        assert_eq!(r.take("vm-d"), ["10.251.1.9"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

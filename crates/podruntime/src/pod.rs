@@ -166,11 +166,11 @@ async fn attach_primary(ctx: &Pctx, pod: &Pod, netns: &Path) -> Result<crate::cn
     };
     let mut rc = serde_json::json!({"mac": crate::identity::mac_of(&key)});
     let reserved = reservations.take(&key);
-    if let Some(ip) = &reserved {
-        rc["ips"] = serde_json::json!([ip]);
+    if !reserved.is_empty() {
+        rc["ips"] = serde_json::json!(reserved);
     }
     let attached = match cni.add_with(&ctx.uid, netns, "eth0", Some(&rc)).await {
-        Err(e) if reserved.is_some() => {
+        Err(e) if !reserved.is_empty() => {
             tracing::warn!(%key, error = %e, "the reserved address is not free: another one");
             let _ = cni.del(&ctx.uid, netns, "eth0").await;
             if let Some(o) = rc.as_object_mut() {
@@ -181,7 +181,7 @@ async fn attach_primary(ctx: &Pctx, pod: &Pod, netns: &Path) -> Result<crate::cn
         other => other,
     }
     .map_err(|e| e.to_string())?;
-    reservations.record(&key, &attached.ip);
+    reservations.record(&key, &attached.ips);
     std::fs::write(ctx.dir.join(IDENTITY), &key).map_err(|e| format!("recording the pod's identity: {e}"))?;
     Ok(attached)
 }
