@@ -67,7 +67,8 @@ pub fn nad_of<'a>(namespace: &'a str, network_name: &'a str) -> (&'a str, &'a st
     network_name.split_once('/').unwrap_or((namespace, network_name))
 }
 
-/// The launcher pod's `k8s.v1.cni.cncf.io/networks` annotation: one entry per secondary network, in spec order
+/// The launcher pod's `k8s.v1.cni.cncf.io/networks` annotation: one entry per secondary network (but for those of
+/// `absent` interfaces), in spec order
 /// (`name`, `namespace`, `interface` and the interface's `mac` when the spec gives one), as upstream writes it.
 #[must_use]
 pub fn multus_annotation(vmi: &VirtualMachineInstance) -> Option<String> {
@@ -79,6 +80,12 @@ pub fn multus_annotation(vmi: &VirtualMachineInstance) -> Option<String> {
         .iter()
         .flatten()
         .filter(|n| is_secondary(n))
+        // An unplugged (`absent`) interface's network leaves the pod too.
+        .filter(|n| {
+            !ifaces
+                .iter()
+                .any(|i| i.name == n.name && i.state.as_deref() == Some("absent"))
+        })
         .filter_map(|n| {
             let (ns, name) = nad_of(namespace, &n.multus.as_ref()?.network_name);
             let mut e =

@@ -742,3 +742,99 @@ fn masquerade_on_a_dual_stack_pod_gives_the_guest_ipv6() {
     b.kubectl(&["delete", "vm", "v6", "--wait=true", "--timeout=90s"]);
     eventually("both addresses released", 60, || b.leases().is_empty());
 }
+
+/// Interface hot-plug as upstream declares it: a bridge interface on a Multus network added to a running VM's
+/// template reaches the VMI, the pod (the network attached live) and the guest (a new NIC with the network's
+/// address by DHCP); set `absent`, it leaves the guest, the pod, the VMI and finally the template.
+#[test]
+fn interfaces_are_hot_plugged_into_and_out_of_a_running_vm() {
+    let b = NodeBox::start(45, &[]);
+    let _net = SecondaryNetwork::create(&b, 45);
+    let v: serde_json::Value = serde_json::from_str(&vmi("hot", "masquerade")).unwrap();
+    let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "hot"}, "spec": {"runStrategy": "Always", "template": {"spec": v["spec"]}}});
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm.to_string()));
+    let (uid, pod_uid, _) = running(&b, "hot");
+    let plug = r#"[{"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/-", "value": {"name": "sec", "bridge": {}}},
+        {"op": "add", "path": "/spec/template/spec/networks/-", "value": {"name": "sec", "multus": {"networkName": "ptp-conf"}}}]"#;
+    b.kubectl(&["patch", "vm", "hot", "--type", "json", "-p", plug]);
+    eventually("the plugged interface in the VMI's status", 90, || {
+        b.get("vmi hot", r#"{.status.interfaces[?(@.name=="sec")].mac}"#)
+            .len()
+            == 17
+    });
+    let pod = format!("pods -l kubevirt.io/created-by={uid}");
+    let status = b.get(
+        &pod,
+        "{.items[0].metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/network-status}",
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status[1]["name"].as_str(), Some("default/ptp-conf"), "{status}");
+    let addr = status[1]["ips"][0].as_str().unwrap().to_string();
+    assert_eq!(
+        b.get(
+            "vmi hot",
+            r#"{.status.interfaces[?(@.name=="sec")].podInterfaceName}"#
+        ),
+        status[1]["interface"].as_str().unwrap()
+    );
+    in_guest(
+        &b,
+        &uid,
+        "for i in $(seq 40); do [ -e /sys/class/net/eth1 ] && break; sleep 0.5; done; ip link set eth1 up; udhcpc -i eth1 -n -q -t 5 -T 1 -s /tmp/udhcpc.sh >/dev/null 2>&1",
+        &format!("eth1: {addr}"),
+        60,
+    );
+
+    // Unplugged: out of the guest, the pod, the VMI and the template; its address is free again.
+    let unplug = r#"[{"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/1/state", "value": "absent"}]"#;
+    b.kubectl(&["patch", "vm", "hot", "--type", "json", "-p", unplug]);
+    in_guest(
+        &b,
+        &uid,
+        "for i in $(seq 80); do [ -e /sys/class/net/eth1 ] || break; sleep 0.5; done; [ -e /sys/class/net/eth1 ] || echo ETH1''-GONE",
+        "ETH1-GONE",
+        60,
+    );
+    eventually("gone from the VMI and the template", 60, || {
+        b.get("vmi hot", "{.spec.domain.devices.interfaces[*].name}") == "default"
+            && b.get(
+                "vm hot",
+                "{.spec.template.spec.domain.devices.interfaces[*].name}",
+            ) == "default"
+            && b.get("vmi hot", "{.status.interfaces[*].name}") == "default"
+    });
+    eventually("the pod's network detached", 30, || {
+        let s = b.get(
+            &pod,
+            "{.items[0].metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/network-status}",
+        );
+        serde_json::from_str::<serde_json::Value>(&s)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 1))
+    });
+    let leases = std::fs::read_dir(b.dir().join("cni/ipam/sec45"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok()
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leases, 0, "the secondary address is released");
+    let links = std::process::Command::new("ip")
+        .args(["-n", &format!("kvbox-{pod_uid}"), "-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["lo", "eth0", "k6t-eth0", "tap0"], "phase 1 of the unplugged interface undone");
+    b.kubectl(&["delete", "vm", "hot", "--wait=true", "--timeout=90s"]);
+}

@@ -196,6 +196,10 @@ pub(crate) fn nics(i: &Ctx<'_>, d: &mut Domain) -> Result<(), DomainError> {
             pci_addr,
         });
     }
+    // Room to hot-plug interfaces: q35's root bus cannot take them, root ports can (the pc machines' bus can).
+    if d.machine.contains("q35") {
+        d.hotplug_ports = 4u32.saturating_sub(u32::try_from(ifaces.len()).unwrap_or(u32::MAX));
+    }
     Ok(())
 }
 

@@ -212,6 +212,7 @@ pub fn build(
         },
         disks: Vec::new(),
         nics: Vec::new(),
+        hotplug_ports: 0,
         serial_console: true,
         graphics: None,
         inputs: Vec::new(),

@@ -45,6 +45,10 @@ pub struct Domain {
     pub disks: Vec<Disk>,
     /// Network cards, in spec order.
     pub nics: Vec<Nic>,
+    /// Empty hot-plug-capable PCIe root ports for NICs plugged later (q35's root bus takes none; upstream reserves
+    /// room for four interfaces).
+    #[serde(default)]
+    pub hotplug_ports: u32,
     /// A serial console on ttyS0.
     pub serial_console: bool,
     /// VNC and the video card behind it.

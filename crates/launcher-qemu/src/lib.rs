@@ -315,6 +315,12 @@ fn nic_args(nic: &launcher_domain::Nic, bus: &str, a: &mut Args) {
     a.push("-device", dev);
 }
 
+/// The empty root port `n` a NIC is hot-plugged into (`hotplug.N`).
+#[must_use]
+pub fn hotplug_port(n: u32) -> String {
+    format!("pcie-root-port,id=hotplug.{n},bus=pcie.0,chassis={}", n + 1)
+}
+
 /// The machine's root bus: `pcie.0` on q35, `pci.0` on the i440FX `pc` machines.
 fn root_bus(d: &Domain) -> &'static str {
     if d.machine.contains("q35") {
@@ -360,6 +366,9 @@ pub fn render(d: &Domain, runtime_dir: &Path, now_unix: i64) -> Result<QemuComma
     // NICs at fixed addresses first, so no device placed automatically takes their slots.
     for nic in d.nics.iter().filter(|n| n.pci_addr.is_some()) {
         nic_args(nic, root_bus(d), &mut a);
+    }
+    for n in 0..d.hotplug_ports {
+        a.push("-device", hotplug_port(n));
     }
     let usb = d.disks.iter().any(|x| x.bus == Bus::Usb) || d.inputs.iter().any(|i| i.usb);
     if usb {

@@ -19,9 +19,12 @@ use crate::vm::Vm;
 
 pub use launcher_protocol::{Command, PROTOCOL};
 
-/// What a Sync compares against: the Domain a VMI would build.
+/// What a Sync compares against: the Domain a VMI would build on the network the node plumbed for it.
 pub type Rebuild = Arc<
-    dyn Fn(&kubevirt_api::v1::VirtualMachineInstance) -> Result<launcher_domain::Domain, String>
+    dyn Fn(
+            &kubevirt_api::v1::VirtualMachineInstance,
+            &[launcher_protocol::network::PlumbedInterface],
+        ) -> Result<launcher_domain::Domain, String>
         + Send
         + Sync,
 >;
@@ -38,6 +41,10 @@ pub struct Running {
     pub grace: Duration,
     /// The DHCP servers of its interfaces (they stop with the last clone).
     pub dhcp: Arc<crate::network::Servers>,
+    /// The DHCP servers of interfaces plugged since, by interface.
+    pub plugged_dhcp: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::network::Servers>>>,
+    /// The pod's resolver configuration (what DHCP hands out).
+    pub resolv: Arc<String>,
 }
 
 impl std::fmt::Debug for Running {
@@ -138,14 +145,17 @@ impl Served {
 
     async fn dispatch(&self, cmd: Command) -> Result<Value, String> {
         if let Some(r) = self.current() {
-            return handle(&r.vm, &r.rebuild, cmd).await;
+            return match cmd {
+                Command::Sync { vmi, network } => sync(&r, &vmi, &network).await,
+                other => handle(&r.vm, other).await,
+            };
         }
         match cmd {
             Command::Ping => Ok(json!("pong")),
             Command::Sync { vmi, network } => {
                 let _one = self.starting.lock().await;
                 if let Some(r) = self.current() {
-                    return handle(&r.vm, &r.rebuild, Command::Sync { vmi, network }).await;
+                    return sync(&r, &vmi, &network).await;
                 }
                 let start = self.start.clone().ok_or("this launcher cannot start a VM")?;
                 match start(*vmi, network).await {
@@ -169,8 +179,7 @@ impl Served {
 /// handler need not look the pod up, and the domain's network cards.
 fn synced(what: &str, vm: &Vm) -> Value {
     let interfaces = vm
-        .domain
-        .nics
+        .current_nics()
         .iter()
         .map(|n| launcher_protocol::DomainInterface {
             name: n.name.clone(),
@@ -201,12 +210,12 @@ async fn agent_call(vm: &Vm, cmd: &str) -> Result<Value, String> {
 }
 
 /// Runs one command against the running VM.
-async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, String> {
+async fn handle(vm: &Arc<Vm>, cmd: Command) -> Result<Value, String> {
     let q = &vm.qmp;
     let ack = |r: Result<(), qmp::QmpError>, said: &str| r.map(|()| json!(said)).map_err(|e| e.to_string());
     match cmd {
         Command::Ping => Ok(json!("pong")),
-        Command::Sync { vmi, .. } => sync(vm, rebuild, &vmi).await,
+        Command::Sync { .. } => Err("Sync needs the VM's rebuild (dispatch answers it)".into()),
         Command::Pause => ack(q.stop().await, "paused"),
         Command::Unpause => ack(q.cont().await, "running"),
         Command::Reset => ack(q.system_reset().await, "reset"),
@@ -240,41 +249,85 @@ async fn handle(vm: &Arc<Vm>, rebuild: &Rebuild, cmd: Command) -> Result<Value, 
     }
 }
 
-/// A later Sync: the VMI must still build the Domain that runs, but for the NICs' link states, which are applied
-/// live; any other change is reported, not applied.
+/// A later Sync: the VMI must still build the Domain that runs but for its NICs — interfaces added are plugged
+/// into the guest (their DHCP servers started), those gone unplugged, link states applied; any other change is
+/// reported, not applied.
 async fn sync(
-    vm: &Vm,
-    rebuild: &Rebuild,
+    r: &Running,
     vmi: &kubevirt_api::v1::VirtualMachineInstance,
+    network: &[launcher_protocol::network::PlumbedInterface],
 ) -> Result<Value, String> {
-    let mut want = rebuild(vmi)?;
-    let wanted_links: Vec<(String, bool)> = want.nics.iter().map(|n| (n.name.clone(), n.link_up)).collect();
-    for (nic, started) in want.nics.iter_mut().zip(&vm.domain.nics) {
-        nic.link_up = started.link_up;
+    let vm = &r.vm;
+    let want = (r.rebuild)(vmi, network)?;
+    let rest = |d: &launcher_domain::Domain| {
+        let mut d = d.clone();
+        d.nics.clear();
+        d.hotplug_ports = 0;
+        d
+    };
+    if rest(&want) != rest(&vm.domain) {
+        let (a, b) = (reply_value(&vm.domain), reply_value(&want));
+        let changed: Vec<String> = a
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| !matches!(k.as_str(), "nics" | "hotplugPorts") && b.get(k.as_str()) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        return Err(format!(
+            "cannot be changed while running (restart the VM): {}",
+            changed.join(", ")
+        ));
     }
-    if want == vm.domain {
-        let mut changed = false;
-        for (name, up) in wanted_links {
-            if vm.link_up(&name) != up {
-                vm.set_link(&name, up).await?;
-                tracing::info!(nic = %name, up, "link state");
-                changed = true;
-            }
+    let same = |a: &launcher_domain::Nic, b: &launcher_domain::Nic| {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        a.link_up = true;
+        b.link_up = true;
+        a == b
+    };
+    let current = vm.current_nics();
+    if let Some(n) = want
+        .nics
+        .iter()
+        .find(|n| current.iter().any(|c| c.name == n.name && !same(c, n)))
+    {
+        return Err(format!(
+            "cannot be changed while running (restart the VM): interface {}",
+            n.name
+        ));
+    }
+    let mut what = "in sync";
+    for gone in current
+        .iter()
+        .filter(|c| !want.nics.iter().any(|n| n.name == c.name))
+    {
+        vm.unplug(&gone.name).await?;
+        lock(&r.plugged_dhcp).remove(&gone.name);
+        what = "interfaces changed";
+    }
+    for new in want
+        .nics
+        .iter()
+        .filter(|n| !current.iter().any(|c| c.name == n.name))
+    {
+        let plumbed: Vec<_> = network.iter().filter(|p| p.name == new.name).cloned().collect();
+        let servers = crate::network::start_dhcp(vmi, &plumbed, &r.resolv)?;
+        vm.plug(new).await?;
+        lock(&r.plugged_dhcp).insert(new.name.clone(), servers);
+        what = "interfaces changed";
+    }
+    for n in &want.nics {
+        if vm.link_up(&n.name) != n.link_up {
+            vm.set_link(&n.name, n.link_up).await?;
+            tracing::info!(nic = %n.name, up = n.link_up, "link state");
+            what = "links updated";
         }
-        return Ok(synced(if changed { "links updated" } else { "in sync" }, vm));
     }
-    let (a, b) = (reply_value(&vm.domain), reply_value(&want));
-    let changed: Vec<String> = a
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    Err(format!(
-        "cannot be changed while running (restart the VM): {}",
-        changed.join(", ")
-    ))
+    Ok(synced(what, vm))
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Through the guest agent when it can; otherwise (no agent, or the guest cannot reboot itself) over ACPI.

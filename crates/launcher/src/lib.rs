@@ -5,6 +5,7 @@ pub mod api;
 pub mod credentials;
 pub mod dhcp;
 pub mod dhcp6;
+pub mod hotplug;
 pub mod network;
 pub mod prepare;
 pub mod vm;

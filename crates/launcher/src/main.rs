@@ -271,7 +271,9 @@ async fn start_vm(
         let vm = vm::Vm::start(domain, runtime, now_unix(), credentials).await?;
         let rebuild: api::Rebuild = {
             let (facts, volumes) = (facts.clone(), volumes.clone());
-            Arc::new(move |v: &VirtualMachineInstance| {
+            Arc::new(move |v: &VirtualMachineInstance, network: &[PlumbedInterface]| {
+                let mut facts = facts.clone();
+                facts.nics.extend(launcher::network::backends(network));
                 launcher_domain::build(v, &facts, &volumes).map_err(|e| e.to_string())
             })
         };
@@ -280,6 +282,8 @@ async fn start_vm(
             rebuild,
             grace: grace_of(vmi),
             dhcp: Arc::new(dhcp),
+            plugged_dhcp: Arc::default(),
+            resolv: Arc::new(resolv),
         })
     }
     .await;

@@ -57,6 +57,10 @@ pub struct Vm {
     pub credentials: Vec<AgentCredential>,
     /// Each NIC's link, up or not (`state: down` at start, changed live by a later Sync).
     links: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+    /// The NICs the guest has now (the domain's, then those plugged and unplugged since).
+    nics: std::sync::Mutex<Vec<launcher_domain::Nic>>,
+    /// Hot-plug ports taken, by NIC.
+    ports: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
     requests: mpsc::Sender<Request>,
     state: watch::Receiver<DomainState>,
     exited: watch::Receiver<bool>,
@@ -186,6 +190,8 @@ impl Vm {
         let links = std::sync::Mutex::new(domain.nics.iter().map(|n| (n.name.clone(), n.link_up)).collect());
         Ok(Arc::new(Self {
             links,
+            nics: std::sync::Mutex::new(domain.nics.clone()),
+            ports: std::sync::Mutex::default(),
             domain,
             paths,
             qmp,
@@ -195,6 +201,51 @@ impl Vm {
             state,
             exited,
         }))
+    }
+
+    /// The NICs the guest has now.
+    #[must_use]
+    pub fn current_nics(&self) -> Vec<launcher_domain::Nic> {
+        self.nics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn add_nic(&self, nic: launcher_domain::Nic) {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(nic.name.clone(), true);
+        self.nics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(nic);
+    }
+
+    pub(crate) fn remove_nic(&self, name: &str) {
+        self.nics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|n| n.name != name);
+    }
+
+    /// A free hot-plug port for NIC `name`, now taken.
+    pub(crate) fn take_port(&self, name: &str) -> Option<u32> {
+        let mut ports = self
+            .ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let free = (0..self.domain.hotplug_ports).find(|p| !ports.values().any(|t| t == p))?;
+        ports.insert(name.to_string(), free);
+        Some(free)
+    }
+
+    pub(crate) fn free_port(&self, name: &str) {
+        self.ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
     }
 
     /// Whether the link of NIC `name` is up.

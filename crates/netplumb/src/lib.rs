@@ -94,6 +94,33 @@ pub async fn discover(netns: &Path, name: &str) -> Result<PodLink, PlumbError> {
     facts::parse(name, &addrs, &routes)
 }
 
+/// Undoes phase 1 of an unplugged bridge-bound interface: its in-pod bridge, its tap, and the renamed pod
+/// interface (whose removal takes the veth's other end with it). What is already gone is skipped.
+///
+/// # Errors
+/// `ip` could not be run.
+pub async fn unplumb(
+    netns: &Path,
+    iface: &launcher_protocol::network::PlumbedInterface,
+) -> Result<(), PlumbError> {
+    let renamed = format!(
+        "{}-nic",
+        iface
+            .pod_interface
+            .strip_prefix("pod")
+            .unwrap_or(&iface.pod_interface)
+    );
+    let batch = format!(
+        "link del {}\nlink del {}\nlink del {renamed}\n",
+        iface.bridge, iface.tap
+    );
+    match run(netns, "ip", &["-force", "-batch", "-"], Some(&batch)).await {
+        // `-force` goes on past links that are gone, and still says so.
+        Err(e) if !e.to_string().contains("Cannot find device") => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Applies `plan` in the namespace at `netns`: links in order, then sysctls, then the ruleset.
 ///
 /// # Errors

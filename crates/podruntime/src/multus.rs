@@ -1,7 +1,9 @@
 //! Secondary networks as Multus attaches them: the pod's `k8s.v1.cni.cncf.io/networks` annotation names
 //! NetworkAttachmentDefinitions (`k8s.cni.cncf.io/v1`); each one's CNI configuration is run for the pod in order,
 //! on the interface the annotation asks for (else `net1`, `net2`, …), and `k8s.v1.cni.cncf.io/network-status`
-//! says what was attached (the primary network first; written only for pods that ask for networks). What was attached is kept in the pod's directory, so it is
+//! says what was attached (the primary network first; written only for pods that ask for networks). A running pod
+//! whose annotation changes gets networks attached and detached ([`update`], Multus' dynamic networks controller).
+//! What was attached is kept in the pod's directory, so it is
 //! detached with the configuration it was attached with even when the definition has changed or gone since.
 //! host-local IPAM without a `dataDir` keeps its leases under the node's data directory, like the primary network's.
 
@@ -37,6 +39,9 @@ pub struct Attachment {
     pub config: Value,
     /// The pod interface.
     pub interface: String,
+    /// Its network-status entry (once attached).
+    #[serde(default)]
+    pub status: Value,
 }
 
 /// The networks the pod asks for: the annotation's JSON list (`name`, `namespace`, `interface`) or its short form
@@ -156,6 +161,7 @@ pub async fn attach(
             done.push(Attachment {
                 config: conf.clone(),
                 interface: r.interface.clone(),
+                status: Value::Null,
             });
             write(dir, &done)?;
             let result = cni::run(bin_dir, "ADD", &conf, id, netns, &r.interface)
@@ -169,7 +175,13 @@ pub async fn attach(
             ))
         };
         match step.await {
-            Ok(e) => status.push(e),
+            Ok(e) => {
+                if let Some(last) = done.last_mut() {
+                    last.status = e.clone();
+                }
+                write(dir, &done)?;
+                status.push(e);
+            }
             Err(e) => {
                 detach(bin_dir, dir, netns, id).await;
                 return Err(e);
@@ -184,12 +196,118 @@ fn write(dir: &Path, list: &[Attachment]) -> Result<(), String> {
     std::fs::write(saved(dir), text).map_err(|e| format!("recording the pod's networks: {e}"))
 }
 
-/// Detaches what [`attach`] attached (last first) and forgets it.
-pub async fn detach(bin_dir: &Path, dir: &Path, netns: &Path, id: &str) {
-    let list: Vec<Attachment> = std::fs::read(saved(dir))
+fn load(dir: &Path) -> Vec<Attachment> {
+    std::fs::read(saved(dir))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Brings a running pod's secondary networks in line with its annotation, as Multus' dynamic networks controller
+/// does: detaches those no longer asked for, attaches those newly asked for; the network-status entries of all
+/// when something changed.
+///
+/// # Errors
+/// Why a new network could not be attached (it is detached again; the others stay).
+pub async fn update(
+    client: &kube::Client,
+    bin_dir: &Path,
+    ipam_dir: &Path,
+    pod: &Pod,
+    dir: &Path,
+    netns: &Path,
+    id: &str,
+) -> Result<Option<Vec<Value>>, String> {
+    let wanted = requested(pod)?;
+    let mut list = load(dir);
+    let before = list.len();
+    let mut changed = false;
+    for a in list
+        .iter()
+        .rev()
+        .filter(|a| !wanted.iter().any(|r| r.interface == a.interface))
+    {
+        if let Err(e) = cni::run(bin_dir, "DEL", &a.config, id, netns, &a.interface).await {
+            tracing::warn!(interface = %a.interface, error = %e, "detaching a secondary network");
+        }
+        tracing::info!(interface = %a.interface, "secondary network detached");
+    }
+    list.retain(|a| wanted.iter().any(|r| r.interface == a.interface));
+    changed |= list.len() != before;
+    let new: Vec<&Request> = wanted
+        .iter()
+        .filter(|r| !list.iter().any(|a| a.interface == r.interface))
+        .collect();
+    for r in new {
+        let conf = config(client, r, ipam_dir).await?;
+        list.push(Attachment {
+            config: conf.clone(),
+            interface: r.interface.clone(),
+            status: Value::Null,
+        });
+        write(dir, &list)?;
+        match cni::run(bin_dir, "ADD", &conf, id, netns, &r.interface).await {
+            Ok(result) => {
+                let name = format!("{}/{}", r.namespace, r.name);
+                if let Some(last) = list.last_mut() {
+                    last.status = entry(&name, &r.interface, &result, false);
+                }
+                tracing::info!(interface = %r.interface, network = %name, "secondary network attached");
+                changed = true;
+            }
+            Err(e) => {
+                let _ = cni::run(bin_dir, "DEL", &conf, id, netns, &r.interface).await;
+                list.pop();
+                write(dir, &list)?;
+                return Err(format!("network {}/{}: {e}", r.namespace, r.name));
+            }
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    write(dir, &list)?;
+    Ok(Some(list.into_iter().map(|a| a.status).collect()))
+}
+
+/// Rewrites a pod's network-status with `others` after its primary network's entry (kept as it was; `primary`
+/// when there was none).
+///
+/// # Errors
+/// The API refused the write.
+pub async fn republish(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    primary: Value,
+    others: Vec<Value>,
+) -> Result<(), kube::Error> {
+    let current: Vec<Value> = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NETWORK_STATUS))
+        .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or_default();
+    let mut all: Vec<Value> = current
+        .into_iter()
+        .filter(|e| e["default"] == json!(true))
+        .take(1)
+        .collect();
+    if all.is_empty() {
+        all.push(primary);
+    }
+    all.extend(others);
+    let text = serde_json::to_string_pretty(&all).unwrap_or_default();
+    let patch = json!({"metadata": {"annotations": {NETWORK_STATUS: text}}});
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Detaches what [`attach`] attached (last first) and forgets it.
+pub async fn detach(bin_dir: &Path, dir: &Path, netns: &Path, id: &str) {
+    let list = load(dir);
     for a in list.iter().rev() {
         if let Err(e) = cni::run(bin_dir, "DEL", &a.config, id, netns, &a.interface).await {
             tracing::warn!(interface = %a.interface, error = %e, "detaching a secondary network");

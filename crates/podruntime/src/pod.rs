@@ -25,6 +25,9 @@ struct Record {
     /// Every address of a dual-stack pod (older records: `ip` alone).
     #[serde(default)]
     ips: Vec<String>,
+    /// The primary interface's MAC, when the plugin said.
+    #[serde(default)]
+    mac: Option<String>,
     runtime_dir: PathBuf,
     started: String,
     start_time: String,
@@ -570,6 +573,7 @@ async fn start(
         netns: ns,
         ip: attached.ip,
         ips: attached.ips,
+        mac: attached.mac.clone(),
         runtime_dir: runtime.to_path_buf(),
         started: now(),
         start_time,
@@ -638,6 +642,50 @@ fn launcher_command(
     (cmd, accel)
 }
 
+/// The pod's secondary networks annotation.
+fn pod_networks(pod: Option<&Pod>) -> Option<String> {
+    pod?.metadata
+        .annotations
+        .as_ref()?
+        .get(crate::multus::NETWORKS)
+        .cloned()
+}
+
+/// Attaches and detaches secondary networks of a running pod whose annotation changed, and says so in its
+/// network-status.
+async fn update_networks(ctx: &Pctx, pod: &Pod, rec: &Record) {
+    let cni = &ctx.rt.cfg.cni;
+    let netns = crate::netns::path(&rec.netns);
+    let updated = crate::multus::update(
+        &ctx.rt.client,
+        &cni.bin_dir,
+        &cni.ipam_dir,
+        pod,
+        &ctx.dir,
+        &netns,
+        &ctx.uid,
+    )
+    .await;
+    match updated {
+        Ok(Some(others)) => {
+            let pods: Api<Pod> = Api::namespaced(
+                ctx.rt.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let mut primary = serde_json::json!({"name": ctx.rt.cfg.cni.network_name().unwrap_or_default(),
+                "interface": "eth0", "ips": rec.pod_ips(), "default": true, "dns": {}});
+            if let Some(mac) = &rec.mac {
+                primary["mac"] = serde_json::json!(mac);
+            }
+            if let Err(e) = crate::multus::republish(&pods, pod, primary, others).await {
+                tracing::warn!(error = %e, "writing the network-status annotation");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "attaching a secondary network"),
+    }
+}
+
 /// Supervises a started launcher: readiness, deletion (SIGTERM, grace, SIGKILL); returns its exit code.
 async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver<Option<Pod>>) -> i32 {
     let pid = proc.pid();
@@ -645,8 +693,15 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
     let mut kill_at: Option<Instant> = None;
     let mut reported = false;
     let mut refreshed = Instant::now();
+    let mut networks = pod_networks(rx.borrow().as_ref());
     loop {
         let pod = rx.borrow().clone();
+        if let Some(p) = pod.as_ref().filter(|p| !deleting(Some(p)))
+            && pod_networks(Some(p)) != networks
+        {
+            networks = pod_networks(Some(p));
+            update_networks(ctx, p, rec).await;
+        }
         if let Some(p) = pod
             .as_ref()
             .filter(|_| refreshed.elapsed() >= crate::volumes::REFRESH)

@@ -159,15 +159,27 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
         },
     }
-    // A running VMI takes the template's link states (upstream's network sync).
+    // Upstream's network sync: hot-plugged, unplugged and relinked interfaces reach the VMI; unplugged ones leave
+    // the template once gone everywhere.
     if let Some(v) = vmi.as_ref().filter(|v| v.metadata.deletion_timestamp.is_none())
-        && let Some(ifaces) = network::with_template_link_states(&vm, v)
+        && let Some((ifaces, nets)) = network::vmi_interfaces(&vm, v)
     {
         let patch = json!({"metadata": {"resourceVersion": v.metadata.resource_version},
-            "spec": {"domain": {"devices": {"interfaces": ifaces}}}});
+            "spec": {"domain": {"devices": {"interfaces": ifaces}}, "networks": nets}});
         vmis.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        tracing::info!("interface link states carried to the VMI");
+        tracing::info!("interfaces of the template carried to the VMI");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if vm.metadata.deletion_timestamp.is_none()
+        && let Some((ifaces, nets)) = network::template_interfaces(&vm, vmi.as_ref())
+    {
+        let patch = json!({"metadata": {"resourceVersion": vm.metadata.resource_version},
+            "spec": {"template": {"spec": {"domain": {"devices": {"interfaces": ifaces}}, "networks": nets}}}});
+        vms.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!("unplugged interfaces dropped from the template");
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let outcome = decide::Outcome {
         vmi: vmi.as_ref(),

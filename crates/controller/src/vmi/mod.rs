@@ -124,6 +124,24 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         };
     }
     let pod = owned.iter().find(|p| p.metadata.deletion_timestamp.is_none());
+    // Interfaces hot-plugged or unplugged on a running VMI: its pod's secondary networks follow (Multus' dynamic
+    // networks controller attaches and detaches them).
+    if let Some(p) = pod.filter(|_| VmiPhase::of(&vmi) == VmiPhase::Running) {
+        let want = kubevirt_api::network::multus_annotation(&vmi);
+        let have = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(kubevirt_api::nad::NETWORKS_ANNOTATION))
+            .cloned();
+        if want != have {
+            let pod_name = p.metadata.name.clone().unwrap_or_default();
+            let patch = json!({"metadata": {"annotations": {kubevirt_api::nad::NETWORKS_ANNOTATION: want}}});
+            pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            tracing::info!(pod = %pod_name, "the pod's secondary networks follow the VMI's interfaces");
+        }
+    }
     let now = jiff::Timestamp::now();
     let finished = pod.and_then(|p| decide::finished_for(p, now));
     match decide::decide(&vmi, pod, finished, &Time(now)) {

@@ -239,14 +239,24 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         ctx.forget(&uid).await;
         return Ok(Action::await_change());
     }
-    // Link states changed in the spec reach the domain live (upstream's later SyncVMI).
-    if status::links_pending(&vmi) {
-        match conn.launcher.sync(&vmi, &[], Duration::from_secs(30)).await {
+    // Interfaces plugged or unplugged and link states changed in the spec reach the domain live (upstream's later
+    // SyncVMI); a plugged interface is plumbed first.
+    if status::links_pending(&vmi) || status::nics_pending(&vmi) {
+        let dir = ctx.launchers_dir.join(&uid);
+        let network = match network::plumb_added(&vmi, conn.launcher.peer, &dir).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(error = %e, "a plugged interface is not ready yet");
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        };
+        match conn.launcher.sync(&vmi, &network, Duration::from_secs(60)).await {
             Ok(synced) => {
-                patch_status(&api, &vmi, status::with_links(&vmi, &synced.interfaces)).await?;
+                network::unplumb_removed(&vmi, conn.launcher.peer, &dir).await;
+                patch_status(&api, &vmi, status::with_nics(&vmi, &synced.interfaces)).await?;
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            Err(e) => tracing::warn!(error = %e, "applying link states"),
+            Err(e) => tracing::warn!(error = %e, "converging the domain's interfaces"),
         }
     }
     let agent = if domain == DomainState::Paused {

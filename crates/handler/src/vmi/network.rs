@@ -137,6 +137,94 @@ pub async fn prepare(
     Ok(out)
 }
 
+/// The interfaces phase 1 made for the VMI whose launcher directory is `dir` (none until it finished).
+#[must_use]
+pub fn plumbed(dir: &Path) -> Vec<PlumbedInterface> {
+    read(&dir.join("network-info.json"))
+        .filter(|c| c.finished)
+        .map(|c| c.interfaces)
+        .unwrap_or_default()
+}
+
+/// Phase 1 for interfaces plugged into a running VMI (their pod interfaces must be there: the pod's secondary
+/// networks are attached first); the cache lists them too. Returns what the VMI's interfaces now have.
+///
+/// # Errors
+/// An interface could not be plumbed yet (its pod interface missing) or at all.
+pub async fn plumb_added(
+    vmi: &VirtualMachineInstance,
+    peer: Option<Peer>,
+    dir: &Path,
+) -> Result<Vec<PlumbedInterface>, String> {
+    let cache = dir.join("network-info.json");
+    let nics = kubevirt_api::network::pod_nics(vmi);
+    let mut have = plumbed(dir);
+    let added: Vec<&PodNic<'_>> = nics
+        .iter()
+        .filter(|n| !have.iter().any(|p| p.name == n.iface.name))
+        .collect();
+    if !added.is_empty() {
+        let peer = peer.ok_or("the launcher's process is not known")?;
+        let pid = peer.pid.ok_or("the launcher's pid is not known")?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        for nic in added {
+            let req = request(vmi, nic, (peer.uid, peer.gid));
+            let fail = |e: netplumb::PlumbError| format!("failed to configure vmi network {}: {e}", req.name);
+            let link = netplumb::discover(&netns, &req.pod_iface).await.map_err(|e| {
+                format!(
+                    "interface {}: pod interface {} not attached yet: {e}",
+                    req.name, req.pod_iface
+                )
+            })?;
+            let plan = netplumb::plan::plan(&req, &link).map_err(fail)?;
+            netplumb::apply(&netns, &plan).await.map_err(fail)?;
+            tracing::info!(iface = %req.name, tap = %req.tap, "network phase 1 done (plugged)");
+            have.push(plan.result);
+            write(
+                &cache,
+                &Cache {
+                    finished: true,
+                    interfaces: have.clone(),
+                },
+            )?;
+        }
+    }
+    Ok(have
+        .into_iter()
+        .filter(|p| nics.iter().any(|n| n.iface.name == p.name))
+        .collect())
+}
+
+/// Undoes phase 1 of the interfaces no longer on the VMI (unplugged) and drops them from the cache.
+pub async fn unplumb_removed(vmi: &VirtualMachineInstance, peer: Option<Peer>, dir: &Path) {
+    let nics = kubevirt_api::network::pod_nics(vmi);
+    let (keep, gone): (Vec<_>, Vec<_>) = plumbed(dir)
+        .into_iter()
+        .partition(|p| nics.iter().any(|n| n.iface.name == p.name));
+    if gone.is_empty() {
+        return;
+    }
+    if let Some(pid) = peer.and_then(|p| p.pid) {
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        for g in &gone {
+            match netplumb::unplumb(&netns, g).await {
+                Ok(()) => tracing::info!(iface = %g.name, "network phase 1 undone (unplugged)"),
+                Err(e) => tracing::warn!(iface = %g.name, error = %e, "undoing network phase 1"),
+            }
+        }
+    }
+    let cache = dir.join("network-info.json");
+    if let Err(e) = write(
+        &cache,
+        &Cache {
+            finished: true,
+            interfaces: keep,
+        },
+    ) {
+        tracing::warn!(error = %e, "updating the network cache");
+    }
+}
+
 fn read(path: &Path) -> Option<Cache> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }

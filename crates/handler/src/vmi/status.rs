@@ -96,18 +96,61 @@ pub fn links_pending(vmi: &VirtualMachineInstance) -> bool {
         })
 }
 
-/// The status with the links of the domain's NICs as the launcher reports them.
+/// Whether the VMI's interfaces (but those `absent`) are not the domain's NICs the status lists: one was plugged
+/// or unplugged in the spec and the domain has yet to follow.
 #[must_use]
-pub fn with_links(
+pub fn nics_pending(vmi: &VirtualMachineInstance) -> bool {
+    let spec: std::collections::BTreeSet<&str> = vmi
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .flatten()
+        .filter(|i| i.state.as_deref() != Some("absent"))
+        .map(|i| i.name.as_str())
+        .collect();
+    let status: std::collections::BTreeSet<&str> = vmi
+        .status
+        .iter()
+        .flat_map(|s| s.interfaces.iter().flatten())
+        .filter(|i| i.info_source.as_deref().is_some_and(|s| s.contains("domain")))
+        .filter_map(|i| i.name.as_deref())
+        .collect();
+    vmi.status.as_ref().is_some_and(|s| s.interfaces.is_some()) && spec != status
+}
+
+/// The status after the launcher converged on `nics`: entries of NICs gone leave, new NICs get theirs, the links
+/// of all are the launcher's; what the guest agent added to the others stays.
+#[must_use]
+pub fn with_nics(
     vmi: &VirtualMachineInstance,
     nics: &[DomainInterface],
 ) -> Option<VirtualMachineInstanceStatus> {
     let mut st = current(vmi);
-    for iface in st.interfaces.iter_mut().flatten() {
-        if let Some(n) = nics.iter().find(|n| Some(&n.name) == iface.name.as_ref()) {
-            iface.link_state = Some(n.link_state.clone());
+    let old = st.interfaces.take().unwrap_or_default();
+    let networks = vmi.spec.networks.as_deref().unwrap_or_default();
+    let pod_net = networks.iter().find(|n| n.pod.is_some()).map(|n| n.name.as_str());
+    let pod_ips: Vec<String> = old
+        .iter()
+        .find(|i| i.name.as_deref().is_some_and(|n| Some(n) == pod_net))
+        .and_then(|i| i.ip_addresses.clone())
+        .unwrap_or_default();
+    let fresh = interfaces(vmi, &pod_ips, nics);
+    let mut out: Vec<VirtualMachineInstanceNetworkInterface> = Vec::new();
+    for f in fresh {
+        match old.iter().find(|o| o.name.is_some() && o.name == f.name) {
+            Some(o) => {
+                let mut o = o.clone();
+                o.link_state.clone_from(&f.link_state);
+                out.push(o);
+            }
+            None => out.push(f),
         }
     }
+    // Interfaces only the guest knows stay.
+    out.extend(old.into_iter().filter(|o| o.name.is_none()));
+    st.interfaces = Some(out);
     changed(vmi, st)
 }
 
@@ -129,6 +172,8 @@ fn interfaces(
         .iter()
         .flatten()
         .filter(|i| i.state.as_deref() != Some("absent"))
+        // Only what the domain has (an interface plugged into the spec waits for its NIC).
+        .filter(|i| nics.is_empty() || nics.iter().any(|n| n.name == i.name))
         .map(|i| {
             let nic = nics.iter().find(|n| n.name == i.name);
             let secondary = networks

@@ -7,7 +7,8 @@ use launcher_protocol::{AccessCredentials, DomainState, GuestInfo};
 use serde_json::{Value, json};
 
 use super::status::{
-    Agent, credentials, ended, following, links_pending, network_failed, refused, started, with_links,
+    Agent, credentials, ended, following, links_pending, network_failed, nics_pending, refused, started,
+    with_nics,
 };
 
 fn at(s: i64) -> Time {
@@ -432,12 +433,24 @@ fn a_link_state_changed_in_the_spec_is_pending_until_the_domain_has_it() {
     assert!(!links_pending(&v), "up, as the spec says (no state: up)");
     v.spec.domain.devices.interfaces.as_mut().unwrap()[1].state = Some("down".into());
     assert!(links_pending(&v));
-    let st = with_links(&v, &[nic("default", "up"), nic("second", "down")]).unwrap();
+    let st = with_nics(&v, &[nic("default", "up"), nic("second", "down")]).unwrap();
     assert_eq!(
         st.interfaces.as_ref().unwrap()[1].link_state.as_deref(),
         Some("down")
     );
     v.status = Some(st);
     assert!(!links_pending(&v));
-    assert_eq!(with_links(&v, &[nic("second", "down")]), None, "nothing changes");
+    assert_eq!(
+        with_nics(&v, &[nic("default", "up"), nic("second", "down")]),
+        None,
+        "nothing changes"
+    );
+    assert!(!nics_pending(&v));
+    // Unplugged in the spec: pending until the domain let it go, then its entry leaves.
+    v.spec.domain.devices.interfaces.as_mut().unwrap()[1].state = Some("absent".into());
+    assert!(nics_pending(&v));
+    let st = with_nics(&v, &[nic("default", "up")]).unwrap();
+    assert_eq!(st.interfaces.as_ref().unwrap().len(), 1);
+    v.status = Some(st);
+    assert!(!nics_pending(&v));
 }
