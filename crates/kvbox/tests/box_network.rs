@@ -835,6 +835,10 @@ fn interfaces_are_hot_plugged_into_and_out_of_a_running_vm() {
         .filter_map(|l| l.split(':').nth(1))
         .map(|n| n.trim().split('@').next().unwrap_or_default())
         .collect();
-    assert_eq!(names, ["lo", "eth0", "k6t-eth0", "tap0"], "phase 1 of the unplugged interface undone");
+    assert_eq!(
+        names,
+        ["lo", "eth0", "k6t-eth0", "tap0"],
+        "phase 1 of the unplugged interface undone"
+    );
     b.kubectl(&["delete", "vm", "hot", "--wait=true", "--timeout=90s"]);
 }
