@@ -1,67 +1,20 @@
 //! Guest networking in box mode, with real guests: the bridge binding hands the guest the pod's IP and MAC by
-//! DHCP, masquerade puts it behind the pod's NAT on 10.0.2.2; guests reach each other over the pod network and the
-//! node through the NAT; `status.interfaces` says what upstream says; bad interfaces are refused at admission.
+//! DHCP, masquerade puts it behind the pod's NAT on 10.0.2.2 (and fd10:0:2::2 on a dual-stack pod); guests reach
+//! each other over the pod network and the node through the NAT; `status.interfaces` says what upstream says; bad
+//! interfaces are refused at admission; links go down and up, Multus networks attach at start and by hot-plug, and
+//! a VM keeps its addresses across restarts. Cluster DNS is `box_dns`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/guest.rs"]
+mod guest;
 #[path = "common/node.rs"]
 mod node;
 
+use guest::{SecondaryNetwork, in_guest, running, vmi};
 use node::{NodeBox, eventually};
-
-/// The test guest as a VMI named `name` on the pod network with `binding` (`bridge` or `masquerade`).
-fn vmi(name: &str, binding: &str) -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/vm-testguest.yaml"
-    ))
-    .unwrap();
-    let vm: serde_json::Value = serde_norway::from_str(&text).unwrap();
-    let mut spec = vm["spec"]["template"]["spec"].clone();
-    spec["volumes"][1]["cloudInitNoCloud"]["userData"] =
-        serde_json::json!(format!("#cloud-config\nhostname: {name}-guest\n"));
-    spec["domain"]["devices"]["interfaces"] = serde_json::json!([{"name": "default", binding: {}}]);
-    spec["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
-    serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name}, "spec": spec})
-    .to_string()
-}
-
-/// The VMI's uid, its pod's uid and IP, once its guest has a DHCP lease.
-fn running(b: &NodeBox, name: &str) -> (String, String, String) {
-    eventually(&format!("{name} Running"), 120, || {
-        b.get(&format!("vmi {name}"), "{.status.phase}") == "Running"
-    });
-    let uid = b.get(&format!("vmi {name}"), "{.metadata.uid}");
-    let sel = format!("pods -l kubevirt.io/created-by={uid}");
-    let pod_uid = b.get(&sel, "{.items[0].metadata.uid}");
-    let pod_ip = b.get(&sel, "{.items[0].status.podIP}");
-    eventually(&format!("{name}'s guest ready"), 120, || {
-        b.serial(&uid).contains("test guest ready")
-    });
-    (uid, pod_uid, pod_ip)
-}
-
-/// Runs `cmd` in the guest's shell and waits for `want` on its console (which a failure prints).
-fn in_guest(b: &NodeBox, uid: &str, cmd: &str, want: &str, secs: u64) {
-    // The console echoes the command: what it waits for must be output only (quote inside the marker).
-    assert!(
-        !cmd.contains(want),
-        "{cmd:?} contains {want:?}: its echo would match"
-    );
-    let _console = b.type_in_guest(uid, cmd);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !b.serial(uid).contains(want) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{want:?} never appeared on the console after {cmd:?}:\n{}",
-            b.serial(uid)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn bridge_and_masquerade_guests_are_addressed_and_reach_each_other_and_the_node() {
@@ -348,30 +301,6 @@ fn a_link_declared_down_has_no_carrier_in_the_guest() {
     b.kubectl(&["delete", "vm", "flap", "--wait=true", "--timeout=90s"]);
 }
 
-/// A bridge (its own, `kvbm<idx>`) with host-local addresses in `192.168.<idx>.0/24`, as a NetworkAttachmentDefinition
-/// named `ptp-conf` (upstream's example's name); the bridge goes when dropped.
-struct SecondaryNetwork(String);
-
-impl SecondaryNetwork {
-    fn create(b: &NodeBox, idx: u8) -> Self {
-        let bridge = format!("kvbm{idx}");
-        let config = serde_json::json!({"cniVersion": "1.0.0", "name": format!("sec{idx}"), "type": "bridge",
-            "bridge": bridge, "ipam": {"type": "host-local", "subnet": format!("192.168.{idx}.0/24")}});
-        let nad = serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": "ptp-conf"}, "spec": {"config": config.to_string()}});
-        b.kubectl_in(&["apply", "-f", "-"], Some(&nad.to_string()));
-        Self(bridge)
-    }
-}
-
-impl Drop for SecondaryNetwork {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .status();
-    }
-}
-
 /// Upstream's `vmi-multus-multiple-net` example (its disk swapped for the test guest), twice: each guest has the pod
 /// network on eth0 (masquerade) and the `ptp-conf` secondary network on eth1 (bridge binding, the NAD's address by
 /// DHCP); the guests reach each other over the secondary bridge; the pods carry Multus' network-status and the
@@ -535,114 +464,6 @@ fn a_vm_keeps_its_ip_and_mac_across_stop_start_and_node_restarts() {
     assert_eq!(b.get("vmi testvm", "{.status.interfaces[0].ipAddress}"), ip);
     b.kubectl(&["delete", "vm", "testvm", "--wait=true", "--timeout=90s"]);
     eventually("the addresses released", 30, || b.leases().is_empty());
-}
-
-/// A resolver on loopback standing for the host's: `outside.example` is 192.0.2.80, every other name NXDOMAIN.
-fn fake_upstream() -> std::net::SocketAddr {
-    use hickory_proto::op::{Message, MessageType, ResponseCode};
-    use hickory_proto::rr::{RData, Record, rdata::A};
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = q.clone();
-            r.set_message_type(MessageType::Response);
-            let Some(query) = q.queries().first() else {
-                continue;
-            };
-            if query.name().to_ascii().eq_ignore_ascii_case("outside.example.") {
-                if query.query_type() == hickory_proto::rr::RecordType::A {
-                    r.add_answer(Record::from_rdata(
-                        query.name().clone(),
-                        60,
-                        RData::A(A([192, 0, 2, 80].into())),
-                    ));
-                }
-            } else {
-                r.set_response_code(ResponseCode::NXDomain);
-            }
-            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
-        }
-    });
-    addr
-}
-
-/// Cluster DNS: a guest finds a Service by its short name (the search list its DHCP lease carried), another VMI by
-/// `hostname.subdomain` (a headless Service named like the subdomain), and names outside the cluster through the
-/// node's upstream resolver — and connects to what it found.
-#[test]
-fn guests_resolve_services_and_each_other_by_name() {
-    let upstream = fake_upstream().to_string();
-    let b = NodeBox::start(43, &["--dns-upstream", &upstream]);
-    let mut web: serde_json::Value = serde_json::from_str(&vmi("dns-web", "bridge")).unwrap();
-    web["metadata"]["labels"] = serde_json::json!({"app": "dns-web"});
-    web["spec"]["hostname"] = serde_json::json!("web");
-    web["spec"]["subdomain"] = serde_json::json!("grp");
-    b.kubectl_in(&["apply", "-f", "-"], Some(&web.to_string()));
-    b.kubectl_in(&["apply", "-f", "-"], Some(&vmi("dns-client", "masquerade")));
-    let services = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: grp}
-spec: {clusterIP: None, selector: {app: dns-web}, ports: [{name: http, port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: websvc}
-spec: {selector: {app: dns-web}, ports: [{port: 8080, targetPort: 80}]}
-"#;
-    b.kubectl_in(&["apply", "-f", "-"], Some(services));
-    let (_, web_pod, web_ip) = running(&b, "dns-web");
-    let (client, client_pod, _) = running(&b, "dns-client");
-
-    // The pods' resolv.conf, as the kubelet writes it: the node's DNS server and the namespace's search list.
-    let resolv =
-        std::fs::read_to_string(b.dir().join(format!("pods/{client_pod}/rootfs/etc/resolv.conf"))).unwrap();
-    assert_eq!(
-        resolv,
-        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.251.43.1\noptions ndots:5\n"
-    );
-    assert!(
-        std::fs::read_to_string(b.dir().join(format!("pods/{web_pod}/rootfs/etc/resolv.conf")))
-            .unwrap()
-            .contains("nameserver 10.251.43.1")
-    );
-    eventually("the headless Service names the VMI", 60, || {
-        b.get("endpoints grp", "{.subsets[0].addresses[0].hostname}") == "web"
-    });
-    in_guest(
-        &b,
-        &client,
-        "wget -qO- http://websvc:8080/ | sed 's/^/BY-SERVICE: /'",
-        "BY-SERVICE: hello from dns-web-guest",
-        60,
-    );
-    in_guest(
-        &b,
-        &client,
-        "wget -qO- http://web.grp/ | sed 's/^/BY-HOSTNAME: /'",
-        "BY-HOSTNAME: hello from dns-web-guest",
-        60,
-    );
-    in_guest(
-        &b,
-        &client,
-        &format!("nslookup web.grp.default.svc.cluster.local | grep -q '{web_ip}' && echo FQDN''-OK"),
-        "FQDN-OK",
-        60,
-    );
-    in_guest(
-        &b,
-        &client,
-        "nslookup outside.example | grep -q 192.0.2.80 && echo UPSTREAM''-OK",
-        "UPSTREAM-OK",
-        60,
-    );
-    b.kubectl(&["delete", "vmi", "--all", "--wait=true", "--timeout=90s"]);
 }
 
 /// Masquerade on a dual-stack pod: the guest gets fd10:0:2::2 by DHCPv6 (no router advertisements, as upstream:
