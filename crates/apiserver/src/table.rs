@@ -103,7 +103,34 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             col("Status", "string", ".status.phase", 0),
             col("Volume", "string", ".spec.volumeName", 0),
             col("Capacity", "string", ".status.capacity.storage", 0),
+            col("Access Modes", "string", "@status-access-modes", 0),
             col("StorageClass", "string", ".spec.storageClassName", 0),
+            col("VolumeAttributesClass", "string", "@unset", 0),
+            age,
+            col("VolumeMode", "string", ".spec.volumeMode", 1),
+        ],
+        ("", "PersistentVolume") => vec![
+            col("Capacity", "string", ".spec.capacity.storage", 0),
+            col("Access Modes", "string", "@spec-access-modes", 0),
+            col(
+                "Reclaim Policy",
+                "string",
+                ".spec.persistentVolumeReclaimPolicy",
+                0,
+            ),
+            col("Status", "string", ".status.phase", 0),
+            col("Claim", "string", "@pv-claim", 0),
+            col("StorageClass", "string", ".spec.storageClassName", 0),
+            col("VolumeAttributesClass", "string", "@unset", 0),
+            col("Reason", "string", ".status.reason", 0),
+            age,
+            col("VolumeMode", "string", ".spec.volumeMode", 1),
+        ],
+        ("storage.k8s.io", "StorageClass") => vec![
+            col("Provisioner", "string", ".provisioner", 0),
+            col("ReclaimPolicy", "string", ".reclaimPolicy", 0),
+            col("VolumeBindingMode", "string", ".volumeBindingMode", 0),
+            col("AllowVolumeExpansion", "string", "@sc-expansion", 0),
             age,
         ],
         ("", "Event") => vec![
@@ -147,7 +174,15 @@ pub fn table_for(rt: &ResourceType, items: &[Value], include: &str) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|item| {
-            let mut cells = vec![item.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
+            let mut name = item.pointer("/metadata/name").cloned().unwrap_or(json!(""));
+            // kubectl marks the default StorageClass in its name.
+            if rt.kind == "StorageClass"
+                && item.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                    == Some(&json!("true"))
+            {
+                name = json!(format!("{} (default)", name.as_str().unwrap_or_default()));
+            }
+            let mut cells = vec![name];
             cells.extend(cols.iter().map(|c| cell(item, c, now)));
             let object = match include {
                 "None" => Value::Null,
@@ -177,8 +212,43 @@ fn computed(item: &Value, name: &str) -> Value {
         "service-ports" => service_ports(item),
         "service-selector" => service_selector(item),
         "endpoints" => endpoints(item),
+        "status-access-modes" => access_modes(item.pointer("/status/accessModes")),
+        "spec-access-modes" => access_modes(item.pointer("/spec/accessModes")),
+        "pv-claim" => match (
+            item.pointer("/spec/claimRef/namespace").and_then(Value::as_str),
+            item.pointer("/spec/claimRef/name").and_then(Value::as_str),
+        ) {
+            (Some(ns), Some(n)) => json!(format!("{ns}/{n}")),
+            (None, Some(n)) => json!(n),
+            _ => json!(""),
+        },
+        "sc-expansion" => json!(
+            item.get("allowVolumeExpansion")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string()
+        ),
+        "unset" => json!("<unset>"),
         _ => json!("<none>"),
     }
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX,RWX,RWOP`).
+fn access_modes(modes: Option<&Value>) -> Value {
+    let short: Vec<&str> = modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    json!(short.join(","))
 }
 
 fn container_statuses(item: &Value) -> Vec<Value> {

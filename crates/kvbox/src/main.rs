@@ -9,6 +9,7 @@ mod node;
 mod nodelifecycle;
 mod oci;
 mod services;
+mod storage;
 mod virtapi;
 mod vmaddress;
 

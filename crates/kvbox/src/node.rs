@@ -1,6 +1,6 @@
 //! The node side of box mode, shared by `kvbox server` (its local node) and `kvbox agent` (extra nodes): the node
-//! registration and heartbeat, the handler's VMI loop, the pod runtime, the service proxy and the cluster DNS, all
-//! in this process.
+//! registration and heartbeat, the handler's VMI loop, the pod runtime, the service proxy, the cluster DNS and the
+//! local volume provisioner, all in this process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,6 +242,12 @@ impl Node {
             )),
         ];
         tasks.extend(mirrors);
+        tasks.push(tokio::spawn(crate::storage::provisioner::run(
+            client.clone(),
+            args.name(),
+            data_dir.to_path_buf(),
+            stop.clone(),
+        )));
         // Without it pods still run (names outside the cluster do not resolve in them): say so, go on.
         match crate::dns::serve(dns.clone(), caches.services, caches.endpoints).await {
             Ok(t) => tasks.push(t),

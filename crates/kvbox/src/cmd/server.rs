@@ -126,6 +126,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ));
         // ... and its node lifecycle controller (condition taints; the not-ready one every new node starts with).
         let lifecycle = tokio::spawn(crate::nodelifecycle::run(client.clone(), stop.clone()));
+        // ... and its volume controllers, with box mode's default StorageClass.
+        crate::storage::ensure_default_class(&client)
+            .await
+            .context("creating the default StorageClass")?;
+        let volumes = tokio::spawn(crate::storage::controllers(client.clone(), stop.clone()));
         // virt-controller's loops, under the same leader election as standalone virt-controller replicas.
         let controllers = (!args.no_controllers).then(|| {
             let identity = format!("kvbox-{}", std::process::id());
@@ -165,6 +170,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         virt_api.abort();
         endpoints.abort();
         lifecycle.abort();
+        volumes.abort();
         stop.notify_waiters();
         if let Some(node) = node {
             node.shutdown().await;

@@ -1,0 +1,168 @@
+//! Box-mode storage through kubectl: the default StorageClass `local`, claims bound to volumes the node's local
+//! provisioner makes (`WaitForFirstConsumer` once a node is selected, `Immediate` at once), static volumes bound
+//! and released, refusals the provisioner explains, and everything removed when the claims go.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/node.rs"]
+mod node;
+
+use node::{NodeBox, eventually};
+
+fn apply(b: &NodeBox, yaml: &str) {
+    b.kubectl_in(&["apply", "-f", "-"], Some(yaml));
+}
+
+fn claim(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 64Mi}}}}\n{extra}"
+    )
+}
+
+fn events_for(b: &NodeBox, name: &str) -> String {
+    b.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ])
+}
+
+#[test]
+fn claims_are_provisioned_bound_refused_and_cleaned_up_as_kubernetes_does() {
+    let b = NodeBox::start(46, &[]);
+    assert_eq!(
+        b.get(
+            "storageclass local",
+            "{.volumeBindingMode} {.provisioner} {.allowVolumeExpansion}"
+        ),
+        "WaitForFirstConsumer kubevirt-rs.io/local true"
+    );
+    assert!(b.kubectl(&["get", "storageclass"]).contains("local (default)"));
+
+    // WaitForFirstConsumer: the default class is given, the claim waits; once a node is selected (the scheduler's
+    // part) the node's provisioner makes the volume and the claim binds.
+    apply(&b, &claim("wffc", ""));
+    eventually("the default class and the provisioner asked", 30, || {
+        b.get(
+            "pvc wffc",
+            "{.spec.storageClassName} {.metadata.annotations.volume\\.kubernetes\\.io/storage-provisioner}",
+        ) == "local kubevirt-rs.io/local"
+    });
+    assert_eq!(b.get("pvc wffc", "{.status.phase}"), "Pending");
+    eventually("the WaitForFirstConsumer event", 30, || {
+        events_for(&b, "wffc")
+            .contains("WaitForFirstConsumer: waiting for first consumer to be created before binding")
+    });
+    b.kubectl(&[
+        "annotate",
+        "pvc",
+        "wffc",
+        "volume.kubernetes.io/selected-node=box0",
+    ]);
+    eventually("wffc bound", 30, || {
+        b.get("pvc wffc", "{.status.phase}") == "Bound"
+    });
+    let uid = b.get("pvc wffc", "{.metadata.uid}");
+    let pv = format!("pvc-{uid}");
+    assert_eq!(b.get("pvc wffc", "{.spec.volumeName}"), pv);
+    assert_eq!(b.get("pvc wffc", "{.status.capacity.storage}"), "64Mi");
+    eventually("the volume Bound", 30, || {
+        b.get(&format!("pv {pv}"), "{.status.phase}") == "Bound"
+    });
+    assert_eq!(
+        b.get(
+            &format!("pv {pv}"),
+            "{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]} {.spec.persistentVolumeReclaimPolicy} {.spec.claimRef.name}"
+        ),
+        "box0 Delete wffc"
+    );
+    let dir = b.dir().join("volumes").join(&pv);
+    assert!(dir.is_dir(), "{}", dir.display());
+    assert_eq!(
+        b.get(&format!("pv {pv}"), "{.spec.local.path}"),
+        dir.display().to_string()
+    );
+    assert!(events_for(&b, "wffc").contains(&format!(
+        "ProvisioningSucceeded: Successfully provisioned volume {pv}"
+    )));
+
+    // Immediate: bound at once, on a node of the volume controllers' choosing.
+    apply(
+        &b,
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\nprovisioner: kubevirt-rs.io/local\nvolumeBindingMode: Immediate\n",
+    );
+    apply(&b, &claim("now", "  storageClassName: now\n"));
+    eventually("now bound", 30, || b.get("pvc now", "{.status.phase}") == "Bound");
+    assert_eq!(
+        b.get(
+            "pvc now",
+            "{.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
+        ),
+        "box0"
+    );
+
+    // Refusals, in the provisioner's words; the claims stay Pending.
+    apply(
+        &b,
+        &claim("huge", "  storageClassName: now\n").replace("64Mi", "100Pi"),
+    );
+    apply(
+        &b,
+        &claim("block", "  storageClassName: now\n  volumeMode: Block\n"),
+    );
+    eventually("the refusals explained", 30, || {
+        events_for(&b, "huge").contains("ProvisioningFailed")
+            && events_for(&b, "huge").contains("not enough space")
+            && events_for(&b, "block").contains("does not support block volume provisioning")
+    });
+    assert_eq!(b.get("pvc huge", "{.status.phase}"), "Pending");
+
+    // A static volume: bound to a claim of its class; Retain keeps it Released after the claim goes.
+    apply(
+        &b,
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: manual-1}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  hostPath: {path: /tmp/kvbox-manual-1}\n",
+    );
+    apply(&b, &claim("static", "  storageClassName: manual\n"));
+    eventually("static bound", 30, || {
+        b.get("pvc static", "{.spec.volumeName} {.status.phase}") == "manual-1 Bound"
+    });
+
+    // Deleting the claims: provisioned volumes and their directories go, the static one stays Released.
+    b.kubectl(&[
+        "delete",
+        "pvc",
+        "wffc",
+        "now",
+        "huge",
+        "block",
+        "static",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = b.kubectl(&["get", "pv", "-o", "name"]);
+        if left.trim() == "persistentvolume/manual-1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "volumes left: {left}\n{}",
+            b.kubectl(&["get", "pv,pvc", "-o", "yaml"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!dir.exists(), "the volume's directory is removed");
+    assert_eq!(
+        std::fs::read_dir(b.dir().join("volumes")).unwrap().count(),
+        0,
+        "no volume directories left"
+    );
+    eventually("the static volume Released", 30, || {
+        b.get("pv manual-1", "{.status.phase}") == "Released"
+    });
+    b.kubectl(&["delete", "pv", "manual-1", "--wait=true", "--timeout=30s"]);
+}
