@@ -166,3 +166,66 @@ fn claims_are_provisioned_bound_refused_and_cleaned_up_as_kubernetes_does() {
     });
     b.kubectl(&["delete", "pv", "manual-1", "--wait=true", "--timeout=30s"]);
 }
+
+/// The scheduler's volume binding: a pod's `WaitForFirstConsumer` claim is placed on the pod's node (the
+/// provisioner makes it there) before the pod is bound; missing claims, unbound `Immediate` claims and volumes
+/// pinned elsewhere keep pods pending with kube-scheduler's messages.
+#[test]
+fn pods_are_placed_with_their_volumes() {
+    let b = NodeBox::start(47, &[]);
+    let pod = |name: &str, claim: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: {claim}}}}}]\n"
+        )
+    };
+    apply(&b, &claim("data", ""));
+    apply(&b, &pod("user", "data"));
+    eventually("the claim placed with the pod and bound", 60, || {
+        b.get(
+            "pvc data",
+            "{.metadata.annotations.volume\\.kubernetes\\.io/selected-node} {.status.phase}",
+        ) == "box0 Bound"
+    });
+    eventually("the pod bound to the volume's node", 30, || {
+        b.get("pod user", "{.spec.nodeName}") == "box0"
+    });
+    let unschedulable = |name: &str| {
+        b.get(
+            &format!("pod {name}"),
+            r#"{.status.conditions[?(@.type=="PodScheduled")].message}"#,
+        )
+    };
+    apply(&b, &pod("lost", "missing"));
+    eventually("a missing claim named", 30, || {
+        unschedulable("lost") == "persistentvolumeclaim \"missing\" not found"
+    });
+    apply(
+        &b,
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\nprovisioner: kubevirt-rs.io/local\nvolumeBindingMode: Immediate\n",
+    );
+    apply(
+        &b,
+        &claim("blocky", "  storageClassName: now\n  volumeMode: Block\n"),
+    );
+    apply(&b, &pod("early", "blocky"));
+    eventually("an unbound immediate claim keeps the pod pending", 30, || {
+        unschedulable("early") == "pod has unbound immediate PersistentVolumeClaims"
+    });
+    apply(
+        &b,
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: far-1}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: far\n  local: {path: /tmp/kvbox-far-1}\n  nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [elsewhere]}]}]}}\n",
+    );
+    apply(&b, &claim("far", "  storageClassName: far\n"));
+    eventually("far bound", 30, || b.get("pvc far", "{.status.phase}") == "Bound");
+    apply(&b, &pod("distant", "far"));
+    eventually("a volume pinned elsewhere", 30, || {
+        unschedulable("distant") == "0/1 nodes are available: 1 node(s) had volume node affinity conflict."
+    });
+    assert_eq!(b.get("pod distant", "{.spec.nodeName}"), "");
+    b.kubectl(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+    b.kubectl(&["delete", "pvc", "--all", "--wait=true", "--timeout=60s"]);
+    b.kubectl(&["delete", "pv", "far-1", "--wait=true", "--timeout=30s"]);
+    eventually("no volumes left", 30, || {
+        b.kubectl(&["get", "pv", "-o", "name"]).trim().is_empty()
+    });
+}

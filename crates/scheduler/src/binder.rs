@@ -7,12 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::json;
 
-use crate::{Decision, Placed, schedule_placed};
+use crate::volumes::{SELECTED_NODE, Volumes, volumes};
+use crate::{Decision, Placed, schedule_with};
+
+/// The claims, volumes and classes the volume binding reads.
+struct Claims {
+    pvcs: reflector::Store<PersistentVolumeClaim>,
+    pvs: reflector::Store<PersistentVolume>,
+    classes: reflector::Store<StorageClass>,
+}
 
 /// The scheduler name pods may ask for (besides none and `default-scheduler`).
 pub const NAME: &str = "kvbox-scheduler";
@@ -43,12 +54,47 @@ fn unschedulable_message(p: &Pod) -> Option<String> {
 
 /// Binds `pod` or records why it cannot be; returns the node it is now bound to (also when a bind raced another and
 /// the API says the pod is bound already).
-async fn place(client: &kube::Client, pod: &Pod, nodes: &[Node], bound: &[Placed<'_>]) -> Option<String> {
+async fn place(
+    client: &kube::Client,
+    pod: &Pod,
+    nodes: &[Node],
+    bound: &[Placed<'_>],
+    claims: &Claims,
+) -> Option<String> {
     let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
         return None;
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    match schedule_placed(pod, nodes, bound) {
+    let (decision, to_select) = match volumes(
+        pod,
+        &claims.pvcs.state(),
+        &claims.pvs.state(),
+        &claims.classes.state(),
+    ) {
+        Volumes::Waiting => return None,
+        Volumes::Unschedulable(why) => (Decision::Unschedulable(why), Vec::new()),
+        Volumes::Place { affinity, to_select } => (schedule_with(pod, nodes, bound, &affinity), to_select),
+    };
+    // Claims that wait for their first consumer are placed with it; the pod is bound once they are.
+    if let (Decision::Bind(node), false) = (&decision, to_select.is_empty()) {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        for claim in &to_select {
+            let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+            match pvcs
+                .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(claim = %format!("{ns}/{claim}"), %node, "volume placed with its pod")
+                }
+                Err(e) => {
+                    tracing::warn!(claim = %format!("{ns}/{claim}"), error = %e, "selecting the volume's node")
+                }
+            }
+        }
+        return None;
+    }
+    match decision {
         Decision::Bind(node) => {
             let binding = Binding {
                 metadata: kube::api::ObjectMeta {
@@ -129,7 +175,45 @@ pub async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
     )
     .applied_objects()
     .map(|_| ());
-    let mut events = std::pin::pin!(futures_util::stream::select(pod_events, node_events));
+    // Claims and volumes: a pass when they change (a claim placed with its pod binds, and the pod can go).
+    let (pvcs, pvc_writer) = reflector::store::<PersistentVolumeClaim>();
+    let (pvs, pv_writer) = reflector::store::<PersistentVolume>();
+    let (classes, class_writer) = reflector::store::<StorageClass>();
+    let pvc_events = reflector(
+        pvc_writer,
+        kube_support::lean_watch(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .applied_objects()
+    .map(|_| ());
+    let pv_events = reflector(
+        pv_writer,
+        kube_support::lean_watch(
+            Api::<PersistentVolume>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .applied_objects()
+    .map(|_| ());
+    let class_events = reflector(
+        class_writer,
+        kube_support::lean_watch(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .applied_objects()
+    .map(|_| ());
+    let claims = Claims { pvcs, pvs, classes };
+    let mut events = std::pin::pin!(futures_util::stream::select_all([
+        pod_events.boxed(),
+        node_events.boxed(),
+        pvc_events.boxed(),
+        pv_events.boxed(),
+        class_events.boxed(),
+    ]));
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     // Pods bound by us that the cache does not show bound yet: uid → node.
     let mut assumed: HashMap<String, String> = HashMap::new();
@@ -177,7 +261,7 @@ pub async fn run(client: kube::Client, stop: Arc<tokio::sync::Notify>) {
         }
         for pod in pending {
             let placed: Vec<Placed<'_>> = bound.iter().map(|(n, p)| (n.as_str(), &**p)).collect();
-            let done = place(&client, &pod, &all_nodes, &placed).await;
+            let done = place(&client, &pod, &all_nodes, &placed, &claims).await;
             if let Some(node) = done {
                 // What was just bound counts against its node for the next pod.
                 assumed.insert(uid(&pod), node.clone());

@@ -9,10 +9,13 @@
 //! nodes the one with the most free memory wins (then the name, for determinism).
 
 pub mod binder;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+};
 use kubevirt_api::quantity;
 
 /// A resource amount in milli-units (cpu in millicores, memory in milli-bytes), as [`quantity`] parses it.
@@ -26,6 +29,7 @@ enum Misfit {
     Selector,
     Taint(String),
     Insufficient(String),
+    VolumeAffinity,
 }
 
 impl Misfit {
@@ -36,6 +40,7 @@ impl Misfit {
             Self::Selector => "node(s) didn't match Pod's node affinity/selector".into(),
             Self::Taint(t) => format!("node(s) had untolerated taint {{{t}}}"),
             Self::Insufficient(r) => format!("Insufficient {r}"),
+            Self::VolumeAffinity => "node(s) had volume node affinity conflict".into(),
         }
     }
 }
@@ -213,7 +218,7 @@ fn free(node: &Node, bound: &[&Pod]) -> BTreeMap<String, Milli> {
     free
 }
 
-fn misfit(pod: &Pod, node: &Node, bound: &[&Pod]) -> Option<Misfit> {
+fn misfit(pod: &Pod, node: &Node, bound: &[&Pod], affinity: &[NodeSelector]) -> Option<Misfit> {
     if !ready(node) {
         return Some(Misfit::NotReady);
     }
@@ -225,6 +230,12 @@ fn misfit(pod: &Pod, node: &Node, bound: &[&Pod]) -> Option<Misfit> {
     }
     if let Some(t) = untolerated(pod, node) {
         return Some(Misfit::Taint(t));
+    }
+    if !affinity
+        .iter()
+        .all(|a| a.node_selector_terms.iter().any(|t| term_matches(t, node)))
+    {
+        return Some(Misfit::VolumeAffinity);
     }
     let free = free(node, bound);
     for (k, want) in requests(pod) {
@@ -255,6 +266,13 @@ pub fn schedule(pod: &Pod, nodes: &[Node], bound: &[Pod]) -> Decision {
 /// shows them bound).
 #[must_use]
 pub fn schedule_placed(pod: &Pod, nodes: &[Node], bound: &[Placed<'_>]) -> Decision {
+    schedule_with(pod, nodes, bound, &[])
+}
+
+/// [`schedule_placed`] where nodes must also match each of `affinity` (the node affinity of the pod's bound
+/// volumes).
+#[must_use]
+pub fn schedule_with(pod: &Pod, nodes: &[Node], bound: &[Placed<'_>], affinity: &[NodeSelector]) -> Decision {
     let mut fits: Vec<(Milli, String)> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for node in nodes {
@@ -264,7 +282,7 @@ pub fn schedule_placed(pod: &Pod, nodes: &[Node], bound: &[Placed<'_>]) -> Decis
             .filter(|(n, _)| *n == name.as_str())
             .map(|(_, p)| *p)
             .collect();
-        match misfit(pod, node, &on_node) {
+        match misfit(pod, node, &on_node, affinity) {
             None => fits.push((free(node, &on_node).get("memory").copied().unwrap_or(0), name)),
             Some(m) => *reasons.entry(m.text()).or_default() += 1,
         }
