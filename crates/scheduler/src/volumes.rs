@@ -116,11 +116,13 @@ mod tests {
         .unwrap()
     }
 
-    fn cases() -> (
+    type Cached = (
         Vec<Arc<PersistentVolumeClaim>>,
         Vec<Arc<PersistentVolume>>,
         Vec<Arc<StorageClass>>,
-    ) {
+    );
+
+    fn cases() -> Cached {
         let claim = |name: &str, class: &str, extra: serde_json::Value| {
             let mut v =
                 json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"storageClassName": class}});
