@@ -1,5 +1,6 @@
 //! The launcher pod's volumes and the compute container's mounts for what a VMI reads from the API — Secrets,
-//! ConfigMaps, the downward API, cloud-init Secrets and access-credential Secrets — at upstream's paths under
+//! ConfigMaps, the downward API, cloud-init Secrets and access-credential Secrets — and its disks' claims, at
+//! upstream's paths under
 //! `/var/run/kubevirt-private` (the launcher finds them there; the kubelet or the box pod runtime puts them there).
 
 use k8s_openapi::api::core::v1::{
@@ -107,6 +108,30 @@ pub fn render(vmi: &VirtualMachineInstance) -> (Vec<Volume>, Vec<VolumeMount>) {
                 out.1
                     .push(mount(name, format!("{PRIVATE_DIR}/downwardapi/{name}"), None));
             }
+        }
+        // A claim (a DataVolume's is named like it) is the directory holding the disk's `disk.img`.
+        let claim = v
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| (c.claim_name.clone(), c.read_only))
+            .or_else(|| v.data_volume.as_ref().map(|d| (d.name.clone(), None)));
+        if let Some((claim_name, read_only)) = claim {
+            out.0.push(Volume {
+                name: name.to_string(),
+                persistent_volume_claim: Some(
+                    k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                        claim_name,
+                        read_only,
+                    },
+                ),
+                ..Default::default()
+            });
+            out.1.push(VolumeMount {
+                name: name.to_string(),
+                mount_path: format!("{PRIVATE_DIR}/vmi-disks/{name}"),
+                read_only,
+                ..Default::default()
+            });
         }
         let cloud_init = v
             .cloud_init_no_cloud

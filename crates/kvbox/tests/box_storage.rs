@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/guest.rs"]
+mod guest;
 #[path = "common/node.rs"]
 mod node;
 
+use guest::{in_guest, running, vmi};
 use node::{NodeBox, eventually};
 
 fn apply(b: &NodeBox, yaml: &str) {
@@ -227,5 +230,75 @@ fn pods_are_placed_with_their_volumes() {
     b.kubectl(&["delete", "pv", "far-1", "--wait=true", "--timeout=30s"]);
     eventually("no volumes left", 30, || {
         b.kubectl(&["get", "pv", "-o", "name"]).trim().is_empty()
+    });
+}
+
+/// A VM's disk on a claim: the claim is provisioned on the VM's node, the empty claim becomes a blank disk of the
+/// claim's size, what the guest writes there survives the VM's stop and start, and deleting the claim afterwards
+/// removes the volume.
+#[test]
+fn a_vm_keeps_what_it_wrote_to_its_claim_across_a_restart() {
+    let b = NodeBox::start(48, &[]);
+    apply(&b, &claim("vmdata", ""));
+    let mut v: serde_json::Value = serde_json::from_str(&vmi("keeper", "masquerade")).unwrap();
+    v["spec"]["domain"]["devices"]["disks"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "data", "disk": {"bus": "virtio"}}));
+    v["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "data", "persistentVolumeClaim": {"claimName": "vmdata"}}));
+    let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "keeper"}, "spec": {"runStrategy": "Always", "template": {"spec": v["spec"]}}});
+    b.kubectl_in(&["apply", "-f", "-"], Some(&vm.to_string()));
+    let (uid, _, _) = running(&b, "keeper");
+    assert_eq!(b.get("pvc vmdata", "{.status.phase}"), "Bound");
+    let pv = b.get("pvc vmdata", "{.spec.volumeName}");
+    let image = b.dir().join("volumes").join(&pv).join("disk.img");
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().len(),
+        64 << 20,
+        "a blank disk of the claim's size"
+    );
+    assert_eq!(
+        b.get(
+            "vmi keeper",
+            r#"{.status.volumeStatus[?(@.name=="data")].persistentVolumeClaimInfo.capacity.storage}"#
+        ),
+        "64Mi"
+    );
+    in_guest(
+        &b,
+        &uid,
+        "echo KEPT-ACROSS-RESTART | dd of=/dev/vdc bs=512 count=1 conv=sync 2>/dev/null && sync && echo WROTE''-IT",
+        "WROTE-IT",
+        60,
+    );
+    let run = |strategy: &str| {
+        let patch = format!(r#"{{"spec": {{"runStrategy": "{strategy}"}}}}"#);
+        b.kubectl(&["patch", "vm", "keeper", "--type", "merge", "-p", &patch]);
+    };
+    run("Halted");
+    eventually("the VMI gone", 90, || {
+        b.get("vmi keeper", "{.metadata.uid}").is_empty()
+    });
+    run("Always");
+    eventually("a new VMI", 60, || {
+        let now = b.get("vmi keeper", "{.metadata.uid}");
+        !now.is_empty() && now != uid
+    });
+    let (uid, _, _) = running(&b, "keeper");
+    in_guest(
+        &b,
+        &uid,
+        "dd if=/dev/vdc bs=512 count=1 2>/dev/null | head -c 19 | sed 's/^/READ: /'; echo",
+        "READ: KEPT-ACROSS-RESTART",
+        60,
+    );
+    b.kubectl(&["delete", "vm", "keeper", "--wait=true", "--timeout=90s"]);
+    b.kubectl(&["delete", "pvc", "vmdata", "--wait=true", "--timeout=60s"]);
+    eventually("the volume removed", 30, || {
+        !image.exists() && b.kubectl(&["get", "pv", "-o", "name"]).trim().is_empty()
     });
 }

@@ -113,6 +113,9 @@ pub enum Prepare {
     Pvc {
         /// The directory or device.
         source: PathBuf,
+        /// The size of a `disk.img` to create when the directory has none (upstream's empty claim as a blank
+        /// disk), from the VMI's `volumeStatus`; `None`: a missing `disk.img` is an error.
+        create: Option<u64>,
     },
     /// A qcow2 overlay over `base` (a file, or an unpacked image directory holding one disk).
     Overlay {
@@ -240,6 +243,35 @@ fn bytes_of(
         .ok_or_else(|| DomainError::invalid(field, format!("{} is not a positive size", q.0)))
 }
 
+/// The size of a blank `disk.img` for claim volume `name`, as upstream's handler sizes it: the claim's request
+/// when smaller than its capacity, else the capacity, aligned down to 1 MiB (from `status.volumeStatus`).
+#[must_use]
+pub fn blank_size(vmi: &VirtualMachineInstance, name: &str) -> Option<u64> {
+    let info = vmi
+        .status
+        .as_ref()?
+        .volume_status
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == name)?
+        .persistent_volume_claim_info
+        .as_ref()?;
+    let of = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        m.and_then(|m| m.get("storage"))
+            .and_then(|q| quantity::parse(&q.0).ok())
+            .and_then(|q| u64::try_from(q.value()).ok())
+    };
+    let capacity = of(info.capacity.as_ref());
+    let request = of(info.requests.as_ref());
+    let size = match (request, capacity) {
+        (Some(r), Some(c)) if r < c => r,
+        (_, Some(c)) => c,
+        (Some(r), None) => r,
+        (None, None) => return None,
+    };
+    Some(size / (1 << 20) * (1 << 20))
+}
+
 /// Where a launcher in a pod finds the data of volumes its VMI reads from the API, at upstream's paths under the
 /// container filesystem `root` (`/` in a cluster, the box pod runtime's `--mount-root`): Secrets, ConfigMaps and
 /// the downward API under `var/run/kubevirt-private/{secret,config-map,downwardapi}/<volume>`, cloud-init Secrets
@@ -250,6 +282,13 @@ pub fn pod_sources(vmi: &VirtualMachineInstance, root: &Path) -> BTreeMap<String
     let private = root.join("var/run/kubevirt-private");
     let mut out = BTreeMap::new();
     for v in vmi.spec.volumes.iter().flatten() {
+        if v.persistent_volume_claim.is_some() || v.data_volume.is_some() {
+            let dir = private.join("vmi-disks").join(&v.name);
+            if dir.is_dir() {
+                out.insert(v.name.clone(), dir);
+            }
+            continue;
+        }
         let cloud_init_secret = v
             .cloud_init_no_cloud
             .as_ref()
@@ -358,6 +397,7 @@ pub fn plan(
             (
                 Prepare::Pvc {
                     source: src.to_path_buf(),
+                    create: blank_size(vmi, &name),
                 },
                 file(src.join("disk.img"), Format::Raw),
             )
@@ -371,6 +411,7 @@ pub fn plan(
             (
                 Prepare::Pvc {
                     source: src.to_path_buf(),
+                    create: blank_size(vmi, &name),
                 },
                 file(src.join("disk.img"), Format::Raw),
             )

@@ -192,14 +192,21 @@ pub fn prepare(v: &PlannedVolume) -> Result<ResolvedVolume, PrepareError> {
                 std::fs::metadata(&r.path).map_err(|e| fail(name, format!("{}: {e}", r.path.display())))?;
             r.block = meta.file_type().is_block_device();
         }
-        Prepare::Pvc { source } => {
+        Prepare::Pvc { source, create } => {
             let meta =
                 std::fs::metadata(source).map_err(|e| fail(name, format!("{}: {e}", source.display())))?;
             if meta.file_type().is_block_device() {
                 r.path.clone_from(source);
                 r.block = true;
             } else if !r.path.is_file() {
-                return Err(fail(name, format!("{} has no disk.img", source.display())));
+                // An empty claim is a blank disk (upstream's handler makes it): sparse, the claim's size.
+                let Some(size) = create.filter(|s| *s >= 1 << 20) else {
+                    return Err(fail(name, format!("{} has no disk.img", source.display())));
+                };
+                std::fs::File::create_new(&r.path)
+                    .and_then(|f| f.set_len(size))
+                    .map_err(|e| fail(name, format!("creating {}: {e}", r.path.display())))?;
+                tracing::info!(volume = name, size, "blank disk.img created");
             }
         }
         Prepare::Overlay { base, inner } => {

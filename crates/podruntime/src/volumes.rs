@@ -1,5 +1,6 @@
 //! A pod's volumes as the kubelet sets them up, for the compute container: Secret, ConfigMap, downward-API,
 //! projected (service account token via TokenRequest, ConfigMap, Secret, downward API) and emptyDir volumes written under the pod's directory (`volumes/<name>/`, keys as files, `items` honoured, 0600),
+//! a persistentVolumeClaim as a link to its bound PV's directory (`local` or `hostPath`),
 //! then the container's `volumeMounts` laid out in a directory standing for its filesystem (`rootfs/<mountPath>`:
 //! a symlink to the volume, or a copy of one key for a `subPath`). The launcher gets that directory as
 //! `--mount-root` and finds everything at the paths it would see in a container. While the pod runs, Secret,
@@ -225,6 +226,52 @@ fn write_source(
     }
 }
 
+/// Where the PV bound to claim `ns/claim` keeps its files on this node (`local` or `hostPath`).
+async fn claim_path(
+    client: &kube::Client,
+    ns: &str,
+    claim: &str,
+    volume: &str,
+) -> Result<PathBuf, MountError> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs
+        .get_opt(claim)
+        .await
+        .map_err(|e| fail(volume, e.to_string()))?
+        .ok_or_else(|| fail(volume, format!("persistentvolumeclaim \"{claim}\" not found")))?;
+    let pv_name = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| fail(volume, format!("persistentvolumeclaim \"{claim}\" is not bound")))?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs
+        .get_opt(&pv_name)
+        .await
+        .map_err(|e| fail(volume, e.to_string()))?
+        .ok_or_else(|| fail(volume, format!("persistentvolume \"{pv_name}\" not found")))?;
+    let spec = pv.spec.unwrap_or_default();
+    let path = spec
+        .local
+        .map(|l| l.path)
+        .or_else(|| spec.host_path.map(|h| h.path))
+        .ok_or_else(|| {
+            fail(
+                volume,
+                format!("persistentvolume \"{pv_name}\" is neither local nor hostPath"),
+            )
+        })?;
+    let path = PathBuf::from(path);
+    if !path.is_dir() {
+        return Err(fail(
+            volume,
+            format!("{}: no such directory on this node", path.display()),
+        ));
+    }
+    Ok(path)
+}
+
 async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Result<(), MountError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = v.name.as_str();
@@ -249,6 +296,11 @@ async fn fill(client: &kube::Client, pod: &Pod, v: &Volume, dir: &Path) -> Resul
         )?;
     } else if let Some(d) = &v.downward_api {
         downward_files(pod, d.items.as_ref(), dir, name)?;
+    } else if let Some(c) = &v.persistent_volume_claim {
+        // The volume is the bound PV's directory on this node.
+        let path = claim_path(client, &ns, &c.claim_name, name).await?;
+        std::fs::remove_dir(dir).map_err(|e| fail(name, e.to_string()))?;
+        std::os::unix::fs::symlink(&path, dir).map_err(|e| fail(name, format!("{}: {e}", path.display())))?;
     } else if let Some(p) = &v.projected {
         for src in p.sources.iter().flatten() {
             if let Some(t) = &src.service_account_token {

@@ -23,6 +23,7 @@ use kubevirt_api::state::{self, ConditionType, VmiPhase};
 use kubevirt_api::v1::VirtualMachineInstanceStatus;
 use launcher_protocol::{Command, DomainState, Launcher, LauncherError};
 
+pub mod claims;
 pub mod interfaces;
 pub mod network;
 pub mod status;
@@ -339,6 +340,9 @@ async fn start(
             return Ok(Action::await_change());
         }
     };
+    // The claims' sizes go with the VMI (the launcher makes a blank disk of an empty claim) and into its status.
+    let original = vmi;
+    let vmi = &claims::with_claim_info(&ctx.client, vmi).await;
     match conn.launcher.sync(vmi, &plumbed, Duration::from_secs(120)).await {
         Ok(synced) => {
             // The pod's addresses as phase 1 found them (both families); else the launcher's (downward API), else
@@ -356,7 +360,7 @@ async fn start(
                 ips.extend(ip);
             }
             let started = status::started(vmi, &ips, &synced.interfaces, &now());
-            patch_status(api, vmi, Some(started)).await?;
+            patch_status(api, original, Some(started)).await?;
             conn.running_reported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(ips = ?ips, "VMI running");
