@@ -13,7 +13,7 @@ mod guest;
 #[path = "common/node.rs"]
 mod node;
 
-use guest::{SecondaryNetwork, in_guest, running, vmi};
+use guest::{SecondaryNetwork, in_guest, node_server, running, vmi};
 use node::{NodeBox, eventually};
 
 #[test]
@@ -117,18 +117,7 @@ fn bridge_and_masquerade_guests_are_addressed_and_reach_each_other_and_the_node(
 
     // The masquerade guest reaches a server on the node (the bridge's gateway address) through the NAT.
     let gateway = b.cidr.replace(".0/24", ".1");
-    let server = std::net::TcpListener::bind((gateway.as_str(), 0)).unwrap();
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for conn in server.incoming().flatten() {
-            let mut conn = conn;
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\nnode saw {peer}\n");
-        }
-    });
+    let port = node_server(format!("{gateway}:0").parse().unwrap());
     in_guest(
         &b,
         &masq,
@@ -502,18 +491,7 @@ fn masquerade_on_a_dual_stack_pod_gives_the_guest_ipv6() {
     );
 
     // Guest to node over IPv6: the node sees the pod's IPv6 address (the NAT), not fd10:0:2::2.
-    let server = std::net::TcpListener::bind("[fd00:10:251:44::1]:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for conn in server.incoming().flatten() {
-            let mut conn = conn;
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\nnode saw {peer}\n");
-        }
-    });
+    let port = node_server("[fd00:10:251:44::1]:0".parse().unwrap());
     in_guest(
         &b,
         &uid,

@@ -138,8 +138,8 @@ fn saved(dir: &Path) -> PathBuf {
     dir.join("networks.json")
 }
 
-/// Attaches the pod's secondary networks in `netns` and returns their network-status entries; on failure what was
-/// attached is detached again.
+/// Attaches the pod's secondary networks in a new sandbox `netns` and returns their network-status entries; on
+/// failure what was attached is detached again.
 ///
 /// # Errors
 /// Why a network could not be attached (the definition is missing or its plugin failed).
@@ -152,43 +152,15 @@ pub async fn attach(
     netns: &Path,
     id: &str,
 ) -> Result<Vec<Value>, String> {
-    let mut done: Vec<Attachment> = Vec::new();
-    let mut status = Vec::new();
-    for r in requested(pod)? {
-        let step = async {
-            let conf = config(client, &r, ipam_dir).await?;
-            // Recorded before ADD, so a half-made attachment is detached too.
-            done.push(Attachment {
-                config: conf.clone(),
-                interface: r.interface.clone(),
-                status: Value::Null,
-            });
-            write(dir, &done)?;
-            let result = cni::run(bin_dir, "ADD", &conf, id, netns, &r.interface)
-                .await
-                .map_err(|e| format!("network {}/{}: {e}", r.namespace, r.name))?;
-            Ok::<_, String>(entry(
-                &format!("{}/{}", r.namespace, r.name),
-                &r.interface,
-                &result,
-                false,
-            ))
-        };
-        match step.await {
-            Ok(e) => {
-                if let Some(last) = done.last_mut() {
-                    last.status = e.clone();
-                }
-                write(dir, &done)?;
-                status.push(e);
-            }
-            Err(e) => {
-                detach(bin_dir, dir, netns, id).await;
-                return Err(e);
-            }
+    // A new sandbox has nothing attached, whatever an earlier one left on record.
+    let _ = std::fs::remove_file(saved(dir));
+    match update(client, bin_dir, ipam_dir, pod, dir, netns, id).await {
+        Ok(entries) => Ok(entries.unwrap_or_default()),
+        Err(e) => {
+            detach(bin_dir, dir, netns, id).await;
+            Err(e)
         }
     }
-    Ok(status)
 }
 
 fn write(dir: &Path, list: &[Attachment]) -> Result<(), String> {

@@ -66,6 +66,17 @@ pub fn started(
     st
 }
 
+/// The VMI's interfaces but those unplugged (`absent`).
+fn plugged(vmi: &VirtualMachineInstance) -> impl Iterator<Item = &kubevirt_api::v1::Interface> {
+    vmi.spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .flatten()
+        .filter(|i| i.state.as_deref() != Some("absent"))
+}
+
 /// Whether an interface's spec `state` (`up`, `down`, or none: up) is not yet its link's state in the status (a
 /// change the VM controller carried over from the VM, applied live by a later Sync).
 #[must_use]
@@ -75,41 +86,25 @@ pub fn links_pending(vmi: &VirtualMachineInstance) -> bool {
         .as_ref()
         .and_then(|s| s.interfaces.as_deref())
         .unwrap_or_default();
-    vmi.spec
-        .domain
-        .devices
-        .interfaces
-        .iter()
-        .flatten()
-        .filter(|i| i.state.as_deref() != Some("absent"))
-        .any(|i| {
-            let want = if i.state.as_deref() == Some("down") {
-                "down"
-            } else {
-                "up"
-            };
-            status
-                .iter()
-                .find(|s| s.name.as_deref() == Some(i.name.as_str()))
-                .and_then(|s| s.link_state.as_deref())
-                .is_some_and(|have| have != want)
-        })
+    plugged(vmi).any(|i| {
+        let want = if i.state.as_deref() == Some("down") {
+            "down"
+        } else {
+            "up"
+        };
+        status
+            .iter()
+            .find(|s| s.name.as_deref() == Some(i.name.as_str()))
+            .and_then(|s| s.link_state.as_deref())
+            .is_some_and(|have| have != want)
+    })
 }
 
 /// Whether the VMI's interfaces (but those `absent`) are not the domain's NICs the status lists: one was plugged
 /// or unplugged in the spec and the domain has yet to follow.
 #[must_use]
 pub fn nics_pending(vmi: &VirtualMachineInstance) -> bool {
-    let spec: std::collections::BTreeSet<&str> = vmi
-        .spec
-        .domain
-        .devices
-        .interfaces
-        .iter()
-        .flatten()
-        .filter(|i| i.state.as_deref() != Some("absent"))
-        .map(|i| i.name.as_str())
-        .collect();
+    let spec: std::collections::BTreeSet<&str> = plugged(vmi).map(|i| i.name.as_str()).collect();
     let status: std::collections::BTreeSet<&str> = vmi
         .status
         .iter()
@@ -164,14 +159,7 @@ fn interfaces(
 ) -> Vec<VirtualMachineInstanceNetworkInterface> {
     let networks = vmi.spec.networks.as_deref().unwrap_or_default();
     let pod_net = networks.iter().find(|n| n.pod.is_some()).map(|n| n.name.as_str());
-    let mut out: Vec<VirtualMachineInstanceNetworkInterface> = vmi
-        .spec
-        .domain
-        .devices
-        .interfaces
-        .iter()
-        .flatten()
-        .filter(|i| i.state.as_deref() != Some("absent"))
+    let mut out: Vec<VirtualMachineInstanceNetworkInterface> = plugged(vmi)
         // Only what the domain has (an interface plugged into the spec waits for its NIC).
         .filter(|i| nics.is_empty() || nics.iter().any(|n| n.name == i.name))
         .map(|i| {

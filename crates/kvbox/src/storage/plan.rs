@@ -81,31 +81,9 @@ fn has_finalizer(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
     meta.finalizers.iter().flatten().any(|x| x == f)
 }
 
-/// Bytes of a quantity (`10Gi`, `500M`, `1e9`); `None` when it does not parse.
+/// Bytes of a quantity (`10Gi`, `500M`, `1e9`), rounded up; `None` when it does not parse.
 pub(crate) fn bytes(q: &Quantity) -> Option<u64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        u if u.starts_with('e') => 10f64.powi(u[1..].parse().ok()?),
-        _ => return None,
-    };
-    let b = (n * mult).ceil();
-    (b.is_finite() && b >= 0.0).then_some(b as u64)
+    u64::try_from(kubevirt_api::quantity::parse(&q.0).ok()?.value()).ok()
 }
 
 /// What the claim asks for, in bytes.

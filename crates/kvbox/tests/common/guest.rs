@@ -80,3 +80,19 @@ impl Drop for SecondaryNetwork {
             .status();
     }
 }
+
+/// An HTTP server on the node at `addr` (port 0: any) answering "node saw PEER"; its port.
+pub(crate) fn node_server(addr: std::net::SocketAddr) -> u16 {
+    let server = std::net::TcpListener::bind(addr).unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut conn in server.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\nnode saw {peer}\n");
+        }
+    });
+    port
+}
