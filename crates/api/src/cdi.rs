@@ -1,4 +1,5 @@
-//! `cdi.kubevirt.io/v1beta1` DataVolume: the kind itself and its status, which upstream's KubeVirt schema does not carry.
+//! `cdi.kubevirt.io/v1beta1` DataVolume (the kind itself and its status, which upstream's KubeVirt schema does not
+//! carry), StorageProfile and CDIConfig.
 //!
 //! The spec reuses the generated [`crate::v1beta1::DataVolumeSpec`] (KubeVirt embeds it in `dataVolumeTemplates`);
 //! the status follows CDI's API: a phase, a progress string such as `"45.20%"`, a restart count and conditions.
@@ -58,6 +59,9 @@ pub struct DataVolumeCondition {
     /// When the condition was last checked.
     #[serde(rename = "lastProbeTime", skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
+    /// When the controller last confirmed the condition (CDI's heartbeat).
+    #[serde(rename = "lastHeartbeatTime", skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
     /// When the status last changed.
     #[serde(rename = "lastTransitionTime", skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
@@ -147,4 +151,76 @@ pub struct StorageProfileStatus {
     /// Snapshot class in force.
     #[serde(rename = "snapshotClass", skip_serializing_if = "Option::is_none")]
     pub snapshot_class: Option<String>,
+}
+
+/// `cdi.kubevirt.io/v1beta1` CDIConfig (cluster-scoped, one named `config`): CDI's settings, and what CDI resolved
+/// from them — where the upload proxy is, the file-system overhead per class.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CdiConfig {
+    /// `cdi.kubevirt.io/v1beta1`.
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `CDIConfig`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What the administrator set.
+    #[serde(default)]
+    pub spec: CdiConfigSpec,
+    /// What CDI resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<CdiConfigStatus>,
+}
+
+/// The file-system overhead: a global fraction and per-class ones (`"0.06"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FilesystemOverhead {
+    /// For every class without its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<String>,
+    /// Per StorageClass.
+    #[serde(rename = "storageClass", skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// [`CdiConfig`] settings (those kubevirt-rs acts on; others are kept as given).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CdiConfigSpec {
+    /// Where clients reach the upload proxy, overriding what CDI found.
+    #[serde(rename = "uploadProxyURLOverride", skip_serializing_if = "Option::is_none")]
+    pub upload_proxy_url_override: Option<String>,
+    /// The class scratch space is taken from.
+    #[serde(rename = "scratchSpaceStorageClass", skip_serializing_if = "Option::is_none")]
+    pub scratch_space_storage_class: Option<String>,
+    /// The share of a Filesystem claim the file system takes.
+    #[serde(rename = "filesystemOverhead", skip_serializing_if = "Option::is_none")]
+    pub filesystem_overhead: Option<FilesystemOverhead>,
+    /// Preallocate disks by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preallocation: Option<bool>,
+    /// Registries reached without TLS verification.
+    #[serde(rename = "insecureRegistries", skip_serializing_if = "Option::is_none")]
+    pub insecure_registries: Option<Vec<String>>,
+}
+
+/// [`CdiConfig`] as resolved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CdiConfigStatus {
+    /// The upload proxy's address (host and port; clients prepend `https://`).
+    #[serde(rename = "uploadProxyURL", skip_serializing_if = "Option::is_none")]
+    pub upload_proxy_url: Option<String>,
+    /// The CA bundle the upload proxy's certificate chains to.
+    #[serde(rename = "uploadProxyCA", skip_serializing_if = "Option::is_none")]
+    pub upload_proxy_ca: Option<String>,
+    /// The class scratch space is taken from.
+    #[serde(rename = "scratchSpaceStorageClass", skip_serializing_if = "Option::is_none")]
+    pub scratch_space_storage_class: Option<String>,
+    /// The overhead in force, per class.
+    #[serde(rename = "filesystemOverhead", skip_serializing_if = "Option::is_none")]
+    pub filesystem_overhead: Option<FilesystemOverhead>,
+    /// Whether disks are preallocated by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preallocation: Option<bool>,
 }

@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, ListableResource, Metadata, NamespaceResourceScope, Resource};
 
-use crate::cdi::{DataVolume, StorageProfile};
+use crate::cdi::{CdiConfig, DataVolume, StorageProfile};
 use crate::{v1, v1alpha1, v1beta1};
 
 macro_rules! kind {
@@ -161,5 +161,13 @@ kind!(
     "v1beta1",
     "StorageProfile",
     "storageprofiles",
+    Cluster
+);
+kind!(
+    CdiConfig,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "CDIConfig",
+    "cdiconfigs",
     Cluster
 );

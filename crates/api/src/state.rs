@@ -222,6 +222,10 @@ api_strings! {
         LiveMigratable = "LiveMigratable",
         /// The VM's spec changed in a way only a restart applies.
         RestartRequired = "RestartRequired",
+        /// Every DataVolume of the VMI is ready.
+        DataVolumesReady = "DataVolumesReady",
+        /// The VMI's WaitForFirstConsumer volumes are being provisioned (a placeholder pod is scheduled).
+        Provisioning = "Provisioning",
     }
 }
 
@@ -247,6 +251,12 @@ pub mod reason {
     pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
     /// PodScheduled=False of a pod no node fits.
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// DataVolumesReady=True.
+    pub const ALL_DVS_READY: &str = "AllDVsReady";
+    /// DataVolumesReady=False.
+    pub const NOT_ALL_DVS_READY: &str = "NotAllDVsReady";
+    /// Synchronized=False: a claim the VMI names does not exist.
+    pub const FAILED_PVC_NOT_FOUND: &str = "FailedPvcNotFound";
 }
 
 /// The fields every KubeVirt condition type shares.

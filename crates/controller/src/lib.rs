@@ -1,7 +1,8 @@
 //! virt-controller's logic: rendering a VMI's launcher pod ([`pod`]) with our measured memory overhead
-//! ([`overhead`]), the VMI, VM, replica-set and migration reconcilers ([`vmi`], [`vm`], [`replicaset`], [`migration`]), instancetype expansion ([`instancetype`]) and the expand reference policies ([`expandpolicy`]), the node heartbeat watch ([`node`]), crash-loop backoff ([`backoff`]), and the lease its replicas elect their leader on ([`leader_config`]).
+//! ([`overhead`]), the VMI, VM, replica-set and migration reconcilers ([`vmi`], [`vm`], [`replicaset`], [`migration`]), instancetype expansion ([`instancetype`]) and the expand reference policies ([`expandpolicy`]), the node heartbeat watch ([`node`]), CDI's DataVolume and StorageProfile controllers ([`cdi`]), crash-loop backoff ([`backoff`]), and the lease its replicas elect their leader on ([`leader_config`]).
 
 pub mod backoff;
+pub mod cdi;
 pub mod expandpolicy;
 pub mod instancetype;
 pub mod manager;

@@ -24,6 +24,12 @@ struct Args {
     /// The compute image of launcher pods.
     #[arg(long, default_value = "kubevirt-rs/virt-launcher:box")]
     launcher_image: String,
+    /// The image of CDI importer pods.
+    #[arg(long, default_value = "kubevirt-rs/cdi-importer:box")]
+    importer_image: String,
+    /// The image of CDI upload server pods.
+    #[arg(long, default_value = "kubevirt-rs/cdi-uploadserver:box")]
+    upload_image: String,
     /// Seconds without a node heartbeat before its VMIs fail (NodeUnresponsive).
     #[arg(long, default_value_t = 300)]
     node_heartbeat_timeout_seconds: u64,
@@ -43,6 +49,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = controller::leader_config(&identity, Duration::from_secs(args.lease_duration_seconds));
     let settings = controller::manager::Settings {
         launcher_image: args.launcher_image.clone(),
+        importer_image: args.importer_image.clone(),
+        upload_image: args.upload_image.clone(),
         node_heartbeat_timeout: Duration::from_secs(args.node_heartbeat_timeout_seconds),
     };
     let stop = Arc::new(tokio::sync::Notify::new());

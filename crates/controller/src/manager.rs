@@ -1,4 +1,5 @@
-//! All of virt-controller's loops together — VMI, VM, replica set, migration, node heartbeat watch — for one leader.
+//! All of virt-controller's loops together — VMI, VM, replica set, migration, DataVolume, node heartbeat watch — for
+//! one leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,10 @@ use std::time::Duration;
 pub struct Settings {
     /// The compute image launcher pods name.
     pub launcher_image: String,
+    /// The image importer pods run.
+    pub importer_image: String,
+    /// The image upload server pods run.
+    pub upload_image: String,
     /// How stale a node's heartbeat may get before its VMIs fail.
     pub node_heartbeat_timeout: Duration,
 }
@@ -19,6 +24,11 @@ pub async fn run(client: kube::Client, settings: Settings) {
     let rs = crate::replicaset::run(client.clone());
     let vm = crate::vm::run(client.clone());
     let migrations = crate::migration::run(client.clone());
+    let cdi = crate::cdi::run(
+        client.clone(),
+        settings.importer_image.clone(),
+        settings.upload_image.clone(),
+    );
     let nodes = crate::node::run(client, settings.node_heartbeat_timeout, stop);
-    tokio::join!(vmi, rs, vm, migrations, nodes);
+    tokio::join!(vmi, rs, vm, migrations, cdi, nodes);
 }

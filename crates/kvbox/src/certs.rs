@@ -33,6 +33,10 @@ pub(crate) enum CertsError {
 const CA_CN: &str = "kubevirt.io";
 /// virt-api's serving certificate (upstream's Secret name).
 pub(crate) const VIRT_API_SECRET: &str = "kubevirt-virt-api-certs";
+/// The upload proxy's serving certificate (for `cdi-uploadproxy.<ns>.svc`, `localhost` and 127.0.0.1).
+pub(crate) const UPLOAD_PROXY_SECRET: &str = "cdi-uploadproxy-server-cert";
+/// The key upload tokens are signed with (upstream's Secret name; a P-256 PKCS#8 key under `key.pem`).
+pub(crate) const SIGNING_KEY_SECRET: &str = "cdi-api-signing-key";
 const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
 
 fn sign_err(e: rcgen::Error) -> CertsError {
@@ -162,6 +166,15 @@ pub(crate) async fn ensure(client: &kube::Client, ns: &str) -> Result<(), CertsE
             format!("virt-api.{ns}.pod.cluster.local"),
             names("virt-api"),
         ),
+        (
+            UPLOAD_PROXY_SECRET,
+            "cdi-uploadproxy".to_string(),
+            [
+                names("cdi-uploadproxy"),
+                vec!["localhost".into(), "127.0.0.1".into()],
+            ]
+            .concat(),
+        ),
     ];
     for (name, cn, sans) in wanted {
         if get(name).await?.is_some() {
@@ -189,5 +202,37 @@ pub(crate) async fn ensure(client: &kube::Client, ns: &str) -> Result<(), CertsE
         )
         .await?;
     }
+    if get(SIGNING_KEY_SECRET).await?.is_none() {
+        let key = rcgen::KeyPair::generate().map_err(sign_err)?;
+        let s = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(SIGNING_KEY_SECRET.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "key.pem".to_string(),
+                ByteString(key.serialize_pem().into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        create(&secrets, &s, SIGNING_KEY_SECRET).await?;
+    }
     Ok(())
+}
+
+/// The upload token signing key (PKCS#8 DER) from `ns`.
+pub(crate) async fn signing_key(client: &kube::Client, ns: &str) -> Result<Vec<u8>, CertsError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = secrets
+        .get(SIGNING_KEY_SECRET)
+        .await
+        .map_err(|source| CertsError::Api {
+            what: format!("secret {ns}/{SIGNING_KEY_SECRET}"),
+            source,
+        })?;
+    let pem =
+        text(&s, "key.pem").ok_or_else(|| CertsError::Sign(format!("{SIGNING_KEY_SECRET} lacks key.pem")))?;
+    let key = rcgen::KeyPair::from_pem(&pem).map_err(sign_err)?;
+    Ok(key.serialize_der())
 }

@@ -1,5 +1,6 @@
 //! `kvbox`: the kubevirt-rs all-in-one binary: `server` (the embedded API server), `admit` (offline admission), `crds`, `kubeconfig`, `images`, `agent`.
 
+mod cdi;
 mod certs;
 mod cmd;
 mod dns;
@@ -44,6 +45,12 @@ enum Command {
     Kubeconfig(cmd::kubeconfig::Args),
     /// Load an API server (creates/s, list and watch latency) through kube-rs; see scripts/bench-api.
     BenchApi(cmd::bench_api::Args),
+    /// CDI's importer, as box nodes run it in importer pods (settings from upstream's IMPORTER_* environment).
+    #[command(hide = true)]
+    CdiImporter(cdi::importer::Args),
+    /// CDI's upload server, as box nodes run it in upload pods.
+    #[command(hide = true)]
+    CdiUploadserver(cdi::uploadserver::Args),
 }
 
 /// Caps glibc's malloc arenas: by default every thread that allocates may get its own (up to 8 per core), and their
@@ -68,6 +75,16 @@ pub(crate) fn trim_malloc() {
     }
 }
 
+/// Runs a pod program (importer, upload server) on a small runtime of its own, logging to stderr (the pod's log).
+fn program(run: impl std::future::Future<Output = ExitCode>) -> anyhow::Result<ExitCode> {
+    kube_support::init_tracing("IMPORTER_LOG");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(run))
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
@@ -79,6 +96,8 @@ fn main() -> ExitCode {
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
         Command::Images(args) => cmd::images::run(&args),
         Command::Agent(args) => cmd::agent::run(&args),
+        Command::CdiImporter(args) => program(cdi::importer::run(args)),
+        Command::CdiUploadserver(args) => program(cdi::uploadserver::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,10 @@ use crate::images;
 
 /// The image box mode's launcher pods name: the pod runtime runs its own `virt-launcher` for it.
 pub(crate) const LAUNCHER_IMAGE: &str = "kubevirt-rs/virt-launcher:box";
+/// The CDI importer image: box nodes run it as `kvbox cdi-importer`.
+pub(crate) const IMPORTER_IMAGE: &str = "kubevirt-rs/cdi-importer:box";
+/// The CDI upload server image: box nodes run it as `kvbox cdi-uploadserver`.
+pub(crate) const UPLOAD_IMAGE: &str = "kubevirt-rs/cdi-uploadserver:box";
 
 /// Options of a box node.
 #[derive(Debug, Clone, clap::Args)]
@@ -200,6 +204,24 @@ impl Node {
             node_ip: args.node_ip.clone(),
             pods_dir: data_dir.join("pods"),
             launchers_dir: launchers_dir.clone(),
+            programs: vec![
+                podruntime::Program {
+                    image: IMPORTER_IMAGE.into(),
+                    bin: std::env::current_exe().context("locating kvbox")?,
+                    args: vec!["cdi-importer".into()],
+                },
+                podruntime::Program {
+                    image: UPLOAD_IMAGE.into(),
+                    bin: std::env::current_exe().context("locating kvbox")?,
+                    args: vec!["cdi-uploadserver".into()],
+                },
+                // The launcher image's helper commands (the WaitForFirstConsumer placeholder pod).
+                podruntime::Program {
+                    image: LAUNCHER_IMAGE.into(),
+                    bin: launcher_bin.clone(),
+                    args: Vec::new(),
+                },
+            ],
             launcher_bin,
             launcher_images: vec![LAUNCHER_IMAGE.into()],
             resolve_image: resolve,

@@ -24,7 +24,11 @@ pub(crate) async fn start(client: &kube::Client) -> anyhow::Result<tokio::task::
         .await
         .context("binding virt-api")?;
     let port = tcp.local_addr()?.port();
-    let app = virt_api::app::App::new(client.clone(), rh, NS);
+    let key = crate::certs::signing_key(client, NS)
+        .await
+        .context("the upload token signing key")?;
+    let tokens = virt_api::upload::Tokens::from_pkcs8(&key)?;
+    let app = virt_api::app::App::with_tokens(client.clone(), rh, NS, Some(tokens));
     let (cert, key) = (id.cert.clone(), id.key.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = virt_api::server::serve(tcp, app, &cert, &key).await {
@@ -75,5 +79,15 @@ async fn register(client: &kube::Client, port: u16, ca_bundle: &str) -> anyhow::
             .await
             .with_context(|| format!("the APIService {name}"))?;
     }
+    // CDI's UploadTokenRequests, served by the same server (upstream's cdi-apiserver).
+    let name = format!("{}.{}", virt_api::upload::VERSION, virt_api::upload::GROUP);
+    let obj = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": name, "labels": {"cdi.kubevirt.io": "cdi-aggregator"}},
+        "spec": {"group": virt_api::upload::GROUP, "version": virt_api::upload::VERSION, "groupPriorityMinimum": 1000,
+            "versionPriority": 15, "service": {"namespace": NS, "name": "virt-api"}, "caBundle": bundle}});
+    api_services
+        .patch(&name, &apply, &Patch::Apply(&obj))
+        .await
+        .with_context(|| format!("the APIService {name}"))?;
     Ok(())
 }

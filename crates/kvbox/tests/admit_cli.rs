@@ -168,7 +168,7 @@ fn crds_output_is_the_checked_in_copy() {
         text(&out.stdout) == checked_in,
         "`kvbox crds` differs from crates/api/crds/crds.yaml: regenerate it"
     );
-    assert_eq!(checked_in.matches("kind: CustomResourceDefinition").count(), 17);
+    assert_eq!(checked_in.matches("kind: CustomResourceDefinition").count(), 18);
 }
 
 #[test]

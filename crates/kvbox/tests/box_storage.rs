@@ -234,11 +234,12 @@ fn pods_are_placed_with_their_volumes() {
 }
 
 /// A VM's disk on a claim: the claim is provisioned on the VM's node, the empty claim becomes a blank disk of the
-/// claim's size, what the guest writes there survives the VM's stop and start, and deleting the claim afterwards
+/// claim's size, what the guest writes there survives the VM's stop and start (also after a `kill -9` of the server),
+/// and deleting the claim afterwards
 /// removes the volume.
 #[test]
 fn a_vm_keeps_what_it_wrote_to_its_claim_across_a_restart() {
-    let b = NodeBox::start(48, &[]);
+    let mut b = NodeBox::start(48, &[]);
     apply(&b, &claim("vmdata", ""));
     let mut v: serde_json::Value = serde_json::from_str(&vmi("keeper", "masquerade")).unwrap();
     v["spec"]["domain"]["devices"]["disks"]
@@ -275,27 +276,47 @@ fn a_vm_keeps_what_it_wrote_to_its_claim_across_a_restart() {
         "WROTE-IT",
         60,
     );
-    let run = |strategy: &str| {
+    let run = |b: &NodeBox, strategy: &str| {
         let patch = format!(r#"{{"spec": {{"runStrategy": "{strategy}"}}}}"#);
         b.kubectl(&["patch", "vm", "keeper", "--type", "merge", "-p", &patch]);
     };
-    run("Halted");
+    run(&b, "Halted");
     eventually("the VMI gone", 90, || {
         b.get("vmi keeper", "{.metadata.uid}").is_empty()
     });
-    run("Always");
+    run(&b, "Always");
     eventually("a new VMI", 60, || {
         let now = b.get("vmi keeper", "{.metadata.uid}");
         !now.is_empty() && now != uid
     });
     let (uid, _, _) = running(&b, "keeper");
-    in_guest(
-        &b,
-        &uid,
-        "dd if=/dev/vdc bs=512 count=1 2>/dev/null | head -c 19 | sed 's/^/READ: /'; echo",
-        "READ: KEPT-ACROSS-RESTART",
-        60,
-    );
+    let read_back = |b: &NodeBox, uid: &str| {
+        in_guest(
+            b,
+            uid,
+            "dd if=/dev/vdc bs=512 count=1 2>/dev/null | head -c 19 | sed 's/^/READ: /'; echo",
+            "READ: KEPT-ACROSS-RESTART",
+            60,
+        );
+    };
+    read_back(&b, &uid);
+    // The server is killed and comes back; the VM is stopped and started once more: still there.
+    b.kill9();
+    b.run();
+    eventually("the server back", 60, || {
+        b.get("pvc vmdata", "{.status.phase}") == "Bound"
+    });
+    run(&b, "Halted");
+    eventually("the VMI gone again", 90, || {
+        b.get("vmi keeper", "{.metadata.uid}").is_empty()
+    });
+    run(&b, "Always");
+    eventually("another VMI", 60, || {
+        let now = b.get("vmi keeper", "{.metadata.uid}");
+        !now.is_empty() && now != uid
+    });
+    let (uid, _, _) = running(&b, "keeper");
+    read_back(&b, &uid);
     b.kubectl(&["delete", "vm", "keeper", "--wait=true", "--timeout=90s"]);
     b.kubectl(&["delete", "pvc", "vmdata", "--wait=true", "--timeout=60s"]);
     eventually("the volume removed", 30, || {

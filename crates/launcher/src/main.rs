@@ -64,6 +64,10 @@ struct Args {
     /// Print the Domain as JSON and exit.
     #[arg(long)]
     domain_json: bool,
+    /// Print `bound PVCs` and exit: the command of the placeholder pod virt-controller schedules so that a VMI's
+    /// WaitForFirstConsumer claims get a node (upstream's runs `echo "bound PVCs"` in the launcher image).
+    #[arg(long)]
+    bound_pvcs: bool,
 }
 
 fn pairs(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -137,6 +141,10 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    if args.bound_pvcs {
+        println!("bound PVCs");
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -3,16 +3,20 @@
 //! images in the box image store, sets up its Secret/ConfigMap/downward-API volumes ([`volumes`]) and its
 //! `/etc/resolv.conf` ([`dns`]), starts `virt-launcher` inside the namespace ([`process`]), reports the pod's
 //! status the way a kubelet does ([`status`]), stops it gracefully when the pod is deleted and removes everything
-//! it made. Launchers run in process groups of their own, so they outlive a runtime restart and are adopted again.
+//! it made. Besides launchers it runs a few program images as local binaries (the CDI importer and upload server;
+//! [`Program`], `command.rs`). Launchers run in process groups of their own, so they outlive a runtime restart and
+//! are adopted again.
 
 pub mod cgroup;
 pub mod cni;
+mod command;
 pub mod dns;
 pub mod identity;
 pub mod multus;
 pub mod netns;
 mod pod;
 pub mod process;
+mod record;
 mod status;
 pub mod volumes;
 
@@ -38,6 +42,19 @@ pub enum ImageUse {
 /// Resolves an image reference to a local disk file or directory of files, or says why it cannot.
 pub type ResolveImage = Arc<dyn Fn(&str, ImageUse) -> Result<PathBuf, String> + Send + Sync>;
 
+/// An image the runtime runs as a local program: a container of `image` runs `bin`, then `args`, then
+/// `--mount-root DIR` (the directory standing for the container's filesystem), then the container's command after
+/// its entry point, then the container's arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// The image reference containers name.
+    pub image: String,
+    /// The binary.
+    pub bin: PathBuf,
+    /// Its first arguments (a subcommand).
+    pub args: Vec<String>,
+}
+
 /// How the runtime runs pods.
 #[derive(Clone)]
 pub struct Config {
@@ -53,6 +70,8 @@ pub struct Config {
     pub launcher_bin: PathBuf,
     /// The compute-container images this runtime runs as `virt-launcher`.
     pub launcher_images: Vec<String>,
+    /// Other images it runs, as local programs (the CDI importer; helper commands in the launcher image).
+    pub programs: Vec<Program>,
     /// The image store.
     pub resolve_image: ResolveImage,
     /// The pod network.

@@ -1,106 +1,20 @@
-//! One pod's life on the node: image check, volumes, sandbox (netns + CNI), the launcher process, status reports, graceful
-//! stop on deletion, and cleanup. A record on disk (`record.json`) lets a restarted runtime adopt the launcher.
+//! One pod's life on the node: image check, volumes, sandbox (netns + CNI), the launcher or program process (restarted
+//! as `restartPolicy` says), status reports, graceful stop on deletion, and cleanup. A record on disk
+//! (`record.json`, [`crate::record`]) lets a restarted runtime adopt the process.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::Runtime;
 use crate::process;
+use crate::record::{Proc, Record, code_from_final_state};
 use crate::status::{Compute, View, now, render};
-
-/// What the runtime remembers about a started pod.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
-    pid: u32,
-    netns: String,
-    ip: String,
-    /// Every address of a dual-stack pod (older records: `ip` alone).
-    #[serde(default)]
-    ips: Vec<String>,
-    /// The primary interface's MAC, when the plugin said.
-    #[serde(default)]
-    mac: Option<String>,
-    runtime_dir: PathBuf,
-    started: String,
-    start_time: String,
-}
-
-impl Record {
-    fn path(dir: &Path) -> PathBuf {
-        dir.join("record.json")
-    }
-
-    /// The pod's IPs, the primary first.
-    fn pod_ips(&self) -> Vec<String> {
-        if self.ips.is_empty() {
-            vec![self.ip.clone()]
-        } else {
-            self.ips.clone()
-        }
-    }
-
-    fn load(dir: &Path) -> Option<Self> {
-        serde_json::from_str(&std::fs::read_to_string(Self::path(dir)).ok()?).ok()
-    }
-
-    fn save(&self, dir: &Path) {
-        if let Ok(text) = serde_json::to_string(self) {
-            let tmp = dir.join("record.json.tmp");
-            if std::fs::write(&tmp, text).is_ok() {
-                let _ = std::fs::rename(&tmp, Self::path(dir));
-            }
-        }
-    }
-}
-
-/// The launcher process: our child, or one adopted after a restart.
-enum Proc {
-    Child(tokio::process::Child),
-    Adopted(u32),
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        match self {
-            Self::Child(c) => c.id().unwrap_or_default(),
-            Self::Adopted(p) => *p,
-        }
-    }
-
-    /// Waits for the launcher to end; its exit code (from wait(2), or from the final state it left).
-    async fn exited(&mut self, runtime: &Path) -> i32 {
-        match self {
-            Self::Child(c) => match c.wait().await {
-                Ok(s) => s
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(9)),
-                Err(_) => 1,
-            },
-            Self::Adopted(pid) => {
-                while process::alive(*pid, runtime) {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                code_from_final_state(runtime)
-            }
-        }
-    }
-}
-
-/// How a launcher that was not our child ended: 0 when its guest shut down, 1 otherwise.
-fn code_from_final_state(runtime: &Path) -> i32 {
-    match launcher_protocol::final_state(runtime) {
-        Some(launcher_protocol::DomainState::Shutoff(_)) => 0,
-        _ => 1,
-    }
-}
 
 struct Pctx {
     rt: Arc<Runtime>,
@@ -131,6 +45,8 @@ impl Pctx {
             pod_ips: ips,
             start_time: start_time.to_string(),
             compute,
+            restarts: 0,
+            last_state: None,
         }
     }
 
@@ -239,15 +155,6 @@ pub(crate) async fn remove_orphan(rt: Arc<Runtime>, uid: String) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn compute_image(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == "compute")
-        .and_then(|c| c.image.clone())
-}
-
 fn deleting(pod: Option<&Pod>) -> bool {
     pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
 }
@@ -293,43 +200,6 @@ fn image_args(rt: &Runtime, pod: &Pod) -> Result<Vec<String>, (String, String)> 
     Ok(out)
 }
 
-/// The compute container's environment as the kubelet sets it: literal values, and the downward API's `fieldRef`s
-/// (name, namespace, uid, node name, service account, pod and host IP). Other sources (ConfigMap, Secret, resource
-/// fields) are left out: launcher pods do not use them.
-fn container_env(pod: &Pod, pod_ip: &str, cfg: &crate::Config) -> Vec<(String, String)> {
-    let compute = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .find(|c| c.name == "compute");
-    let field = |path: &str| -> Option<String> {
-        let m = &pod.metadata;
-        match path {
-            "metadata.name" => m.name.clone(),
-            "metadata.namespace" => m.namespace.clone(),
-            "metadata.uid" => m.uid.clone(),
-            "spec.nodeName" => Some(cfg.node_name.clone()),
-            "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()),
-            "status.podIP" => Some(pod_ip.to_string()),
-            "status.hostIP" => Some(cfg.node_ip.clone()),
-            _ => None,
-        }
-    };
-    compute
-        .and_then(|c| c.env.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(f)) => field(&f.field_path),
-                (None, None) => Some(String::new()),
-            }?;
-            Some((e.name.clone(), value))
-        })
-        .collect()
-}
-
 /// Runs one pod until it is gone from the API.
 pub(crate) async fn supervise(rt: Arc<Runtime>, mut rx: watch::Receiver<Option<Pod>>) {
     let Some(pod) = rx.borrow_and_update().clone() else {
@@ -358,7 +228,16 @@ async fn lifecycle(ctx: Pctx, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
         .and_then(|l| l.get("kubevirt.io/created-by"))
         .cloned()
         .unwrap_or_else(|| ctx.uid.clone());
-    let runtime = ctx.rt.cfg.launchers_dir.join(&vmi_uid);
+    // A launcher's runtime directory is its VMI's; a program's marker is its container root, inside the pod's.
+    let program = matches!(
+        crate::command::mode(&ctx.rt.cfg, &pod),
+        Ok(crate::command::Mode::Program(_))
+    );
+    let runtime = if program {
+        ctx.dir.join("rootfs")
+    } else {
+        ctx.rt.cfg.launchers_dir.join(&vmi_uid)
+    };
     let finished = matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
@@ -366,22 +245,35 @@ async fn lifecycle(ctx: Pctx, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
     let record = Record::load(&ctx.dir);
     let started = match record {
         Some(rec) if process::alive(rec.pid, &rec.runtime_dir) => {
-            tracing::info!(pid = rec.pid, "adopting a running launcher");
+            tracing::info!(pid = rec.pid, "adopting a running container");
             Some((Proc::Adopted(rec.pid), rec))
         }
         Some(rec) => {
             // Ended while the runtime was away.
-            let code = code_from_final_state(&rec.runtime_dir);
-            ended(&ctx, &pod, &rec, code).await;
-            None
+            let code = if rec.program {
+                1
+            } else {
+                code_from_final_state(&rec.runtime_dir)
+            };
+            if rec.program && restarts_on(&pod, code) {
+                respawn(&ctx, &pod, &mut rx, rec, code).await
+            } else {
+                ended(&ctx, &pod, &rec, code).await;
+                None
+            }
         }
         None if finished || deleting(Some(&pod)) => None,
         None => start(&ctx, &pod, &mut rx, &runtime).await,
     };
-    if let Some((mut proc, rec)) = started {
+    let mut started = started;
+    while let Some((mut proc, rec)) = started.take() {
         let code = run(&ctx, &mut proc, &rec, &mut rx).await;
         let latest = rx.borrow().clone().unwrap_or_else(|| pod.clone());
-        ended(&ctx, &latest, &rec, code).await;
+        if rec.program && restarts_on(&latest, code) && !deleting(Some(&latest)) {
+            started = respawn(&ctx, &latest, &mut rx, rec, code).await;
+        } else {
+            ended(&ctx, &latest, &rec, code).await;
+        }
     }
     // Done running: wait for the pod to be deleted, finish that, and remove what is left.
     loop {
@@ -401,18 +293,135 @@ async fn lifecycle(ctx: Pctx, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
     tracing::info!("pod removed");
 }
 
-/// Reports the end of the launcher and removes the sandbox.
-async fn ended(ctx: &Pctx, pod: &Pod, rec: &Record, code: i32) {
-    tracing::info!(exit_code = code, "launcher exited");
-    teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
-    let compute = Compute::Terminated {
+/// How the main container's run that ended with `code` is reported (with its termination message).
+fn terminated(ctx: &Pctx, pod: &Pod, rec: &Record, code: i32) -> Compute {
+    let message = if rec.program {
+        let log = crate::command::log_path(&ctx.dir, pod);
+        crate::command::termination_message(pod, &rec.runtime_dir, &log, code)
+    } else {
+        None
+    };
+    Compute::Terminated {
         code,
         started: rec.started.clone(),
         finished: now(),
-    };
+        message,
+    }
+}
+
+/// Reports the end of the container and removes the sandbox.
+async fn ended(ctx: &Pctx, pod: &Pod, rec: &Record, code: i32) {
+    tracing::info!(exit_code = code, "container exited");
+    let compute = terminated(ctx, pod, rec, code);
     let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    ctx.report(pod, &ctx.view(phase, compute, Vec::new(), &rec.start_time))
-        .await;
+    let mut view = ctx.view(phase, compute, Vec::new(), &rec.start_time);
+    view.restarts = rec.restarts;
+    // A program's end is told at once (its owner waits for it); a launcher's sandbox goes first, so the address it
+    // held is free again before anyone learns the pod ended (the VM's next pod asks for the same one).
+    if rec.program {
+        ctx.report(pod, &view).await;
+        teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+    } else {
+        teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
+        ctx.report(pod, &view).await;
+    }
+}
+
+/// Whether a container that ended with `code` is started again (`restartPolicy` OnFailure or Always).
+fn restarts_on(pod: &Pod, code: i32) -> bool {
+    match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+        Some("Always") => true,
+        Some("OnFailure") => code != 0,
+        _ => false,
+    }
+}
+
+/// The kubelet's crash-loop back-off before restart `n` (10 s doubling, at most 5 minutes).
+fn crash_backoff(n: u32) -> Duration {
+    Duration::from_secs(10u64.saturating_mul(1 << n.saturating_sub(1).min(5)).min(300))
+}
+
+/// Starts a program pod's container again in the same sandbox after it ended with `code`: the run is reported as
+/// the last state, the container waits in CrashLoopBackOff; `None` when the pod goes away meanwhile or cannot start.
+async fn respawn(
+    ctx: &Pctx,
+    pod: &Pod,
+    rx: &mut watch::Receiver<Option<Pod>>,
+    mut rec: Record,
+    code: i32,
+) -> Option<(Proc, Record)> {
+    let last = terminated(ctx, pod, &rec, code);
+    rec.restarts += 1;
+    let delay = crash_backoff(rec.restarts);
+    tracing::info!(
+        exit_code = code,
+        restarts = rec.restarts,
+        delay_secs = delay.as_secs(),
+        "restarting"
+    );
+    let waiting = Compute::Waiting(
+        "CrashLoopBackOff".into(),
+        format!("back-off {}s restarting failed container", delay.as_secs()),
+    );
+    let mut view = ctx.view("Running", waiting, rec.pod_ips(), &rec.start_time);
+    view.restarts = rec.restarts;
+    view.last_state = Some(last.clone());
+    ctx.report(pod, &view).await;
+    rec.save(&ctx.dir);
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline {
+        if !pause(rx, deadline.saturating_duration_since(Instant::now())).await {
+            let latest = rx.borrow().clone().unwrap_or_else(|| pod.clone());
+            ended(ctx, &latest, &rec, code).await;
+            return None;
+        }
+    }
+    let latest = rx.borrow().clone().unwrap_or_else(|| pod.clone());
+    let Ok(crate::command::Mode::Program(program)) = crate::command::mode(&ctx.rt.cfg, &latest) else {
+        ended(ctx, &latest, &rec, code).await;
+        return None;
+    };
+    let _ = std::fs::remove_file(rec.runtime_dir.join("dev/termination-log"));
+    let env = match crate::command::container_env(&ctx.rt.client, &latest, &rec.ip, &ctx.rt.cfg).await {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!(error = %e, "the container's environment");
+            ended(ctx, &latest, &rec, code).await;
+            return None;
+        }
+    };
+    let launch = crate::command::Launch {
+        netns: &rec.netns,
+        mount_root: &rec.runtime_dir,
+        env,
+        log: crate::command::log_path(&ctx.dir, &latest),
+    };
+    match crate::command::program(&program, &latest, &launch).spawn() {
+        Ok(child) => {
+            rec.pid = child.id().unwrap_or_default();
+            rec.started = now();
+            rec.save(&ctx.dir);
+            crate::cgroup::place(&ctx.uid, rec.pid);
+            let mut view = ctx.view(
+                "Running",
+                Compute::Running {
+                    started: rec.started.clone(),
+                    ready: true,
+                },
+                rec.pod_ips(),
+                &rec.start_time,
+            );
+            view.restarts = rec.restarts;
+            view.last_state = Some(last);
+            ctx.report(&latest, &view).await;
+            Some((Proc::Child(child), rec))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "restarting the container");
+            ended(ctx, &latest, &rec, code).await;
+            None
+        }
+    }
 }
 
 /// Waits `delay` or until the pod changes; false when it is gone or being deleted.
@@ -463,30 +472,35 @@ async fn start(
     runtime: &Path,
 ) -> Option<(Proc, Record)> {
     let start_time = now();
-    let image = compute_image(pod).unwrap_or_default();
-    if !ctx.rt.cfg.launcher_images.contains(&image) {
-        let mut view = ctx.view(
-            "Failed",
-            Compute::Waiting(
-                "ErrImagePull".into(),
-                format!("{image:?} is not a launcher image"),
-            ),
-            Vec::new(),
-            &start_time,
-        );
-        view.reason = Some("UnsupportedPod".into());
-        view.message = Some(format!(
-            "the kvbox pod runtime runs virt-launcher pods only (compute image {}); image {image:?} cannot run here",
-            ctx.rt.cfg.launcher_images.join(", ")
-        ));
-        ctx.report(pod, &view).await;
-        return None;
-    }
+    let mode = match crate::command::mode(&ctx.rt.cfg, pod) {
+        Ok(m) => m,
+        Err(message) => {
+            let mut view = ctx.view(
+                "Failed",
+                Compute::Waiting("ErrImagePull".into(), message.clone()),
+                Vec::new(),
+                &start_time,
+            );
+            view.reason = Some("UnsupportedPod".into());
+            view.message = Some(message);
+            ctx.report(pod, &view).await;
+            return None;
+        }
+    };
+    let program = match &mode {
+        crate::command::Mode::Program(p) => Some(p.clone()),
+        crate::command::Mode::Launcher => None,
+    };
     // Images, retried with backoff while they are missing (ErrImagePull, then ImagePullBackOff).
     let mut backoff = Duration::from_secs(5);
     let mut first = true;
     let image_args = retrying(ctx, pod, rx, &start_time, &mut backoff, || {
-        let images = image_args(&ctx.rt, pod).map_err(|(reason, message)| {
+        let images = if program.is_some() {
+            Ok(Vec::new())
+        } else {
+            image_args(&ctx.rt, pod)
+        };
+        let images = images.map_err(|(reason, message)| {
             let reason = if first { reason } else { "ImagePullBackOff".into() };
             first = false;
             tracing::warn!(%reason, %message, "image");
@@ -551,13 +565,29 @@ async fn start(
         })
     })
     .await?;
+    let env = retrying(ctx, pod, rx, &start_time, &mut backoff, || async {
+        crate::command::container_env(&ctx.rt.client, pod, &attached.ip, &ctx.rt.cfg)
+            .await
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e))
+    })
+    .await?;
     let _ = std::fs::create_dir_all(runtime);
-    let (mut cmd, accel) = launcher_command(ctx, pod, runtime, &ns, &mount_root, &image_args, &attached.ip);
+    let launch = crate::command::Launch {
+        netns: &ns,
+        mount_root: &mount_root,
+        env,
+        log: crate::command::log_path(&ctx.dir, pod),
+    };
+    let (mut cmd, accel) = match &program {
+        Some(p) => (crate::command::program(p, pod, &launch), "none"),
+        None => crate::command::launcher(&ctx.rt.cfg, pod, &launch, runtime, &image_args),
+    };
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             teardown(&ctx.rt, &ctx.uid, &ctx.dir).await;
-            let msg = format!("starting {}: {e}", ctx.rt.cfg.launcher_bin.display());
+            let bin = program.as_ref().map_or(&ctx.rt.cfg.launcher_bin, |p| &p.bin);
+            let msg = format!("starting {}: {e}", bin.display());
             let view = ctx.view(
                 "Failed",
                 Compute::Waiting("CreateContainerError".into(), msg),
@@ -577,10 +607,12 @@ async fn start(
         runtime_dir: runtime.to_path_buf(),
         started: now(),
         start_time,
+        program: program.is_some(),
+        restarts: 0,
     };
     rec.save(&ctx.dir);
     let cgroups = crate::cgroup::place(&ctx.uid, rec.pid);
-    tracing::info!(pid = rec.pid, ip = %rec.ip, accel, cgroups = cgroups.len(), "launcher started");
+    tracing::info!(pid = rec.pid, ip = %rec.ip, accel, cgroups = cgroups.len(), "container started");
     Some((Proc::Child(child), rec))
 }
 
@@ -596,50 +628,6 @@ fn write_resolv_conf(ctx: &Pctx, pod: &Pod, mount_root: &Path) {
     {
         tracing::warn!(error = %e, "writing the pod's resolv.conf");
     }
-}
-
-/// The launcher's command line in the pod's network namespace (`ip netns exec`), its output to `compute.log`, and
-/// the accelerator it was given (KVM only when the pod asked for it and the node has it).
-fn launcher_command(
-    ctx: &Pctx,
-    pod: &Pod,
-    runtime: &Path,
-    ns: &str,
-    mount_root: &Path,
-    image_args: &[String],
-    ip: &str,
-) -> (tokio::process::Command, &'static str) {
-    let accel = {
-        let wants_kvm = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .filter(|c| c.name == "compute")
-            .filter_map(|c| c.resources.as_ref().and_then(|r| r.limits.as_ref()))
-            .any(|l: &BTreeMap<_, _>| l.contains_key("devices.kubevirt.io/kvm"));
-        if wants_kvm && ctx.rt.cfg.kvm { "kvm" } else { "tcg" }
-    };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(ctx.dir.join("compute.log"));
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args(["netns", "exec", ns])
-        .arg(&ctx.rt.cfg.launcher_bin)
-        .arg("--runtime-dir")
-        .arg(runtime)
-        .args(["--accel", accel])
-        .arg("--mount-root")
-        .arg(mount_root);
-    cmd.args(image_args);
-    cmd.envs(container_env(pod, ip, &ctx.rt.cfg));
-    cmd.stdin(std::process::Stdio::null()).process_group(0);
-    if let Ok(log) = log
-        && let Ok(err) = log.try_clone()
-    {
-        cmd.stdout(log).stderr(err);
-    }
-    (cmd, accel)
 }
 
 /// The pod's secondary networks annotation.
@@ -710,7 +698,7 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
             crate::volumes::refresh(&ctx.rt.client, p, &ctx.dir).await;
         }
         if let Some(p) = &pod {
-            let now_ready = launcher_protocol::socket(&rec.runtime_dir).exists();
+            let now_ready = rec.program || launcher_protocol::socket(&rec.runtime_dir).exists();
             if !reported || now_ready != ready {
                 ready = now_ready;
                 reported = true;
@@ -718,8 +706,9 @@ async fn run(ctx: &Pctx, proc: &mut Proc, rec: &Record, rx: &mut watch::Receiver
                     started: rec.started.clone(),
                     ready,
                 };
-                ctx.report(p, &ctx.view("Running", compute, rec.pod_ips(), &rec.start_time))
-                    .await;
+                let mut view = ctx.view("Running", compute, rec.pod_ips(), &rec.start_time);
+                view.restarts = rec.restarts;
+                ctx.report(p, &view).await;
             }
         }
         if deleting(pod.as_ref()) && kill_at.is_none() {

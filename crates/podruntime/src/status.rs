@@ -11,11 +11,12 @@ pub(crate) enum Compute {
     Waiting(String, String),
     /// Running since `started`; `ready` once the launcher's socket answers.
     Running { started: String, ready: bool },
-    /// Ended.
+    /// Ended, with the container's termination message.
     Terminated {
         code: i32,
         started: String,
         finished: String,
+        message: Option<String>,
     },
 }
 
@@ -30,6 +31,10 @@ pub(crate) struct View {
     pub(crate) pod_ips: Vec<String>,
     pub(crate) start_time: String,
     pub(crate) compute: Compute,
+    /// How often the main container was restarted (`restartPolicy: OnFailure`).
+    pub(crate) restarts: u32,
+    /// How its last run ended, once it was restarted.
+    pub(crate) last_state: Option<Compute>,
 }
 
 pub(crate) fn now() -> String {
@@ -51,9 +56,10 @@ fn state(c: &Compute) -> (Value, bool, bool) {
             code,
             started,
             finished,
+            message,
         } => (
             json!({"terminated": {"exitCode": code, "reason": if *code == 0 { "Completed" } else { "Error" },
-                "startedAt": started, "finishedAt": finished}}),
+                "startedAt": started, "finishedAt": finished, "message": message}}),
             false,
             false,
         ),
@@ -63,20 +69,24 @@ fn state(c: &Compute) -> (Value, bool, bool) {
 /// The status patch for `pod`.
 pub(crate) fn render(pod: &Pod, view: &View) -> Value {
     let (compute_state, compute_ready, started) = state(&view.compute);
+    let main = crate::command::main_container(pod).map(|c| c.name.clone());
+    let last_state = view.last_state.as_ref().map_or_else(|| json!({}), |l| state(l).0);
     let containers: Vec<Value> = pod
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
         .map(|c| {
             // The containerDisk containers only hand their image over: they are "running" while the compute one is.
-            let (st, ready, started) = if c.name == "compute" {
+            let main = Some(&c.name) == main.as_ref();
+            let (st, ready, started) = if main {
                 (compute_state.clone(), compute_ready, started)
             } else {
                 let (st, ready, started) = state(&view.compute);
                 (st, ready, started)
             };
+            let (restarts, last) = if main { (view.restarts, last_state.clone()) } else { (0, json!({})) };
             json!({"name": c.name, "image": c.image, "imageID": c.image, "ready": ready, "started": started,
-                "restartCount": 0, "state": st, "containerID": format!("kvbox://{}-{}", pod.metadata.uid.as_deref().unwrap_or_default(), c.name)})
+                "restartCount": restarts, "lastState": last, "state": st, "containerID": format!("kvbox://{}-{}", pod.metadata.uid.as_deref().unwrap_or_default(), c.name)})
         })
         .collect();
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c["ready"] == json!(true));

@@ -354,10 +354,8 @@ pub async fn set_up(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<
         std::fs::create_dir_all(&dir).map_err(|e| fail(&v.name, e.to_string()))?;
         fill(client, pod, v, &dir).await?;
     }
-    let mounts = spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .filter(|c| c.name == "compute")
+    let mounts = crate::command::main_container(pod)
+        .into_iter()
         .flat_map(|c| c.volume_mounts.iter().flatten());
     for m in mounts {
         let source = volumes_dir.join(&m.name);

@@ -16,6 +16,8 @@ pub struct App {
     pub request_header: RequestHeader,
     /// The install namespace (the handler client certificate is there).
     pub namespace: String,
+    /// The key upload tokens are signed with (CDI's UploadTokenRequest), when this server issues them.
+    pub tokens: Option<Arc<crate::upload::Tokens>>,
     handler: tokio::sync::OnceCell<HandlerClient>,
 }
 
@@ -31,10 +33,22 @@ impl App {
     /// virt-api over `client`, trusting `request_header`, with the handler client certificate from `namespace`.
     #[must_use]
     pub fn new(client: kube::Client, request_header: RequestHeader, namespace: &str) -> Arc<Self> {
+        Self::with_tokens(client, request_header, namespace, None)
+    }
+
+    /// As [`App::new`], also issuing upload tokens signed with `tokens`.
+    #[must_use]
+    pub fn with_tokens(
+        client: kube::Client,
+        request_header: RequestHeader,
+        namespace: &str,
+        tokens: Option<Arc<crate::upload::Tokens>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             request_header,
             namespace: namespace.to_string(),
+            tokens,
             handler: tokio::sync::OnceCell::new(),
         })
     }

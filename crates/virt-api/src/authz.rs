@@ -14,6 +14,8 @@ pub const GROUP: &str = "subresources.kubevirt.io";
 /// One request's question.
 #[derive(Debug, Clone)]
 pub struct Ask<'a> {
+    /// The API group ([`GROUP`] for subresources).
+    pub group: &'a str,
     /// `get` or `update`.
     pub verb: &'a str,
     /// `virtualmachines` or `virtualmachineinstances`.
@@ -37,8 +39,15 @@ pub async fn check(client: &kube::Client, who: &Caller, ask: &Ask<'_>) -> Result
             user: Some(who.user.clone()),
             groups: Some(who.groups.clone()),
             resource_attributes: Some(ResourceAttributes {
-                group: Some(GROUP.into()),
-                version: Some("v1".into()),
+                group: Some(ask.group.into()),
+                version: Some(
+                    if ask.group == GROUP {
+                        "v1"
+                    } else {
+                        crate::upload::VERSION
+                    }
+                    .into(),
+                ),
                 resource: Some(ask.resource.into()),
                 subresource: Some(ask.subresource.into()),
                 namespace: Some(ask.namespace.into()),
@@ -56,11 +65,15 @@ pub async fn check(client: &kube::Client, who: &Caller, ask: &Ask<'_>) -> Result
         return Ok(());
     }
     Err(Error::Forbidden(format!(
-        "User \"{}\" cannot {} resource \"{}/{}\" in API group \"{GROUP}\" in the namespace \"{}\"{}",
+        "User \"{}\" cannot {} resource \"{}{}\" in API group \"{}\" in the namespace \"{}\"{}",
         who.user,
         ask.verb,
         ask.resource,
-        ask.subresource,
+        Some(ask.subresource)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default(),
+        ask.group,
         ask.namespace,
         status.reason.map(|r| format!(": {r}")).unwrap_or_default(),
     )))

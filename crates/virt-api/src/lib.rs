@@ -5,7 +5,7 @@
 //! websockets relayed byte for byte ([`stream`]); port-forward tunnels dial the guest
 //! themselves ([`portforward`]); volume hotplug requests are recorded on
 //! the VM or VMI ([`volumes`]); `virtctl expand` gets a VM with its instancetype expanded ([`expand`]). For a cluster's kube-apiserver it also serves KubeVirt's admission
-//! webhooks ([`webhooks`]). Errors are Kubernetes `Status` objects in upstream's words
+//! webhooks ([`webhooks`]); CDI's UploadTokenRequests are signed here too ([`upload`]). Errors are Kubernetes `Status` objects in upstream's words
 //! ([`status`]); [`server`] puts it together around the [`app`] every handler shares.
 
 pub mod app;
@@ -16,6 +16,7 @@ pub mod portforward;
 pub mod server;
 pub mod status;
 pub mod stream;
+pub mod upload;
 pub mod vm;
 pub mod vmi;
 pub mod volumes;

@@ -99,7 +99,11 @@ fn open_path(path: &str) -> bool {
     }
     if matches!(
         path,
-        "/" | "/apis" | "/healthz" | "/apis/subresources.kubevirt.io"
+        "/" | "/apis"
+            | "/healthz"
+            | "/apis/subresources.kubevirt.io"
+            | "/apis/upload.cdi.kubevirt.io"
+            | "/apis/upload.cdi.kubevirt.io/v1beta1"
     ) {
         return true;
     }
@@ -131,6 +135,28 @@ async fn guard(
     };
     // /apis/G/V/namespaces/NS/RES/NAME/SUB…, or /apis/G/V/namespaces/NS/expand-vm-spec
     let segs: Vec<&str> = path.split('/').collect();
+    if segs.get(2) == Some(&crate::upload::GROUP) {
+        // /apis/upload.cdi.kubevirt.io/v1beta1/namespaces/NS/uploadtokenrequests
+        if segs.len() != 7 || segs[4] != "namespaces" || segs[6] != "uploadtokenrequests" {
+            return Failure::unauthorized(format!("unknown api endpoint: {path}")).into_response();
+        }
+        let ask = crate::authz::Ask {
+            group: crate::upload::GROUP,
+            verb: "create",
+            resource: "uploadtokenrequests",
+            subresource: "",
+            namespace: segs[5],
+            name: "",
+        };
+        return match crate::authz::check(&app.client, &caller, &ask).await {
+            Ok(()) => next.run(req).await,
+            Err(crate::Error::Forbidden(reason)) => Failure::unauthorized(reason).into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "access review failed");
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        };
+    }
     let base_resource = segs.len() == 7 && segs[4] == "namespaces";
     if !base_resource && (segs.len() < 9 || segs[4] != "namespaces") {
         return Failure::unauthorized(format!("unknown api endpoint: {path}")).into_response();
@@ -157,6 +183,7 @@ async fn guard(
         _ => "get",
     };
     let ask = crate::authz::Ask {
+        group: crate::authz::GROUP,
         verb,
         resource,
         subresource: &subresource,
@@ -322,6 +349,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             &format!("{base}/namespaces/{{namespace}}/virtualmachines/{{name}}/portforward/{{port}}/{{protocol}}"),
             get(portforward_vm),
+        )
+        .route(
+            "/apis/upload.cdi.kubevirt.io",
+            get(|| async { axum::Json(crate::upload::discovery(false)) }),
+        )
+        .route(
+            "/apis/upload.cdi.kubevirt.io/v1beta1",
+            get(|| async { axum::Json(crate::upload::discovery(true)) }),
+        )
+        .route(
+            "/apis/upload.cdi.kubevirt.io/v1beta1/namespaces/{namespace}/uploadtokenrequests",
+            axum::routing::post(|State(app): State<Arc<App>>, Path(ns): Path<String>, body: Bytes| async move {
+                match crate::upload::create(app.tokens.as_deref(), &ns, &body) {
+                    Ok(v) => (axum::http::StatusCode::CREATED, axum::Json(v)).into_response(),
+                    Err(f) => f.into_response(),
+                }
+            }),
         )
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)

@@ -118,6 +118,19 @@ impl Cluster {
         }
     }
 
+    /// `POST path` with `body`: the answer's body, or the server's message.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub(crate) async fn post_for_body(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, CallError> {
+        let (status, bytes) = self.send(Method::POST, path, body).await?;
+        if (200..300).contains(&status) {
+            Ok(bytes)
+        } else {
+            Err(CallError::Server(message(status, &bytes)))
+        }
+    }
+
     /// `PUT path` with `body`; an error keeps the HTTP status (0: no answer).
     ///
     /// # Errors

@@ -122,6 +122,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Expose(args) => expose(&c, args).await?,
         Command::Addvolume(args) => crate::volumes::add(&c, args).await?,
         Command::Removevolume(args) => crate::volumes::remove(&c, args).await?,
+        Command::ImageUpload(args) => crate::upload::run(&c, args).await?,
         Command::PortForward(args) => crate::portforward::run(&c, args).await?,
         Command::Ssh(args) => crate::ssh::ssh(&origin, &c.namespace, &args).await?,
         Command::Scp(args) => crate::ssh::scp(&origin, &c.namespace, &args).await?,

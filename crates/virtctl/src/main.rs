@@ -1,6 +1,6 @@
 //! `virtctl`: the command users type, with upstream virtctl's commands, flags, output and exit codes (0, or 1 with
 //! the error on stderr). It reaches the cluster only through the Kubernetes API: `subresources.kubevirt.io`
-//! (served by virt-api behind the API server) and the core API (`expose`); `ssh`/`scp` run the local OpenSSH client over `port-forward`.
+//! (served by virt-api behind the API server), the core API (`expose`) and CDI's upload proxy (`image-upload`); `ssh`/`scp` run the local OpenSSH client over `port-forward`.
 
 mod client;
 mod commands;
@@ -10,6 +10,7 @@ mod error;
 mod expand;
 mod portforward;
 mod ssh;
+mod upload;
 mod vnc;
 mod volumes;
 
@@ -169,6 +170,8 @@ enum Command {
     Addvolume(volumes::AddArgs),
     /// Remove a hotplugged volume from a VM or VMI.
     Removevolume(volumes::RemoveArgs),
+    /// Upload a VM image to a DataVolume (`dv NAME --size 10Gi --image-path FILE`).
+    ImageUpload(upload::Args),
     /// Forward local ports to a vm or vmi (TYPE/NAME[/NAMESPACE] [PROTOCOL/]LOCAL[:REMOTE]...).
     PortForward(portforward::Args),
     /// Open an SSH connection to a vm or vmi (the local ssh client through port-forward).

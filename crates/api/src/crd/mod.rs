@@ -8,7 +8,7 @@ mod schema;
 
 use serde_json::{Value, json};
 
-use crate::cdi::{DataVolume, StorageProfile};
+use crate::cdi::{CdiConfig, DataVolume, StorageProfile};
 use crate::nad::NetworkAttachmentDefinition;
 use crate::{v1, v1alpha1, v1beta1};
 
@@ -499,6 +499,20 @@ pub const CRDS: &[CrdInfo] = &[
         scale: None,
         columns: &[],
         schema: structural_schema_for::<StorageProfile>,
+    },
+    CrdInfo {
+        group: "cdi.kubevirt.io",
+        kind: "CDIConfig",
+        plural: "cdiconfigs",
+        singular: "cdiconfig",
+        short_names: &[],
+        categories: &[],
+        scope: Scope::Cluster,
+        versions: V1BETA1,
+        status: true,
+        scale: None,
+        columns: &[],
+        schema: structural_schema_for::<CdiConfig>,
     },
 ];
 

@@ -103,12 +103,20 @@ pub fn printable_status(
     vm: &VirtualMachine,
     vmi: Option<&VirtualMachineInstance>,
     strategy: Option<RunStrategy>,
+    volumes: Option<PrintableStatus>,
 ) -> PrintableStatus {
+    use PrintableStatus as P;
     if vm.metadata.deletion_timestamp.is_some() {
         return PrintableStatus::Terminating;
     }
     let Some(vmi) = vmi else {
-        return PrintableStatus::Stopped;
+        // A VM that would run but waits for its volumes says why.
+        let wants = !matches!(strategy, Some(RunStrategy::Halted));
+        return match volumes {
+            Some(v @ (P::ErrorPvcNotFound | P::DataVolumeError)) => v,
+            Some(v) if wants => v,
+            _ => PrintableStatus::Stopped,
+        };
     };
     let phase = VmiPhase::of(vmi);
     let conditions = vmi.status.as_ref().and_then(|s| s.conditions.as_deref());
@@ -123,10 +131,20 @@ pub fn printable_status(
     if phase == VmiPhase::Running {
         return PrintableStatus::Running;
     }
+    if let Some(v @ (P::ErrorPvcNotFound | P::DataVolumeError)) = volumes
+        && phase != VmiPhase::Running
+    {
+        return v;
+    }
     if state::find(conditions, ConditionType::PodScheduled)
         .is_some_and(|c| c.status == "False" && c.reason() == Some(state::reason::UNSCHEDULABLE))
     {
         return PrintableStatus::ErrorUnschedulable;
+    }
+    if let Some(v @ (P::Provisioning | P::WaitingForVolumeBinding)) = volumes
+        && matches!(phase, VmiPhase::Unset | VmiPhase::Pending | VmiPhase::Scheduling)
+    {
+        return v;
     }
     let sync_failure = state::find(conditions, ConditionType::Synchronized)
         .filter(|c| c.status == "False")
@@ -163,6 +181,8 @@ pub struct Outcome<'a> {
     pub error: Option<&'a SyncError>,
     /// The start/stop requests were acted on.
     pub cleared_requests: bool,
+    /// What the VM's DataVolumes and claims make of its printableStatus.
+    pub volumes: Option<PrintableStatus>,
 }
 
 /// The VM's status after a pass: its current status with the fields this controller owns recomputed.
@@ -213,7 +233,7 @@ pub fn status(vm: &VirtualMachine, o: &Outcome<'_>, now: &Time) -> VirtualMachin
     let printable = if crash_loop {
         PrintableStatus::CrashLoopBackOff
     } else {
-        printable_status(vm, o.vmi, strategy)
+        printable_status(vm, o.vmi, strategy, o.volumes)
     };
     st.printable_status = Some(printable.as_str().to_string());
     st.observed_generation = vm.metadata.generation;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::instancetype::SyncError;
 
+pub mod datavolumes;
 pub mod decide;
 pub mod network;
 #[cfg(test)]
@@ -66,14 +67,7 @@ fn new_vmi(vm: &VirtualMachine) -> VirtualMachineInstance {
             namespace: vm.metadata.namespace.clone(),
             labels: t.labels,
             annotations: t.annotations,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "kubevirt.io/v1".into(),
-                kind: "VirtualMachine".into(),
-                name: vm.metadata.name.clone().unwrap_or_default(),
-                uid: vm.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![owner_ref(vm)]),
             ..Default::default()
         },
         spec,
@@ -113,9 +107,16 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Err(e) => ((None, None), Some(e)),
     };
     let strategy = RunStrategy::of(&vm);
+    // The template's DataVolumes exist (also for a halted VM); a VMI waits for them.
+    let volumes = datavolumes::sync(client, &ctx.events, &vm).await?;
     // Decide, then act.
     let plan = if vm.metadata.deletion_timestamp.is_none() && sync_error.is_none() {
-        decide::plan(strategy, &vm, vmi.as_ref(), backing_off.is_some())
+        let mut plan = decide::plan(strategy, &vm, vmi.as_ref(), backing_off.is_some());
+        if plan.act == Act::Create && !volumes.ready {
+            tracing::info!("the VMI waits for its DataVolumes");
+            plan.act = Act::Nothing;
+        }
+        plan
     } else {
         decide::Plan {
             act: Act::Nothing,
@@ -188,6 +189,7 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         refs,
         error: sync_error.as_ref(),
         cleared_requests,
+        volumes: volumes.printable,
     };
     let status = decide::status(&vm, &outcome, &Time(jiff::Timestamp::now()));
     let old = vm.status.clone().unwrap_or_default();
@@ -200,7 +202,7 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .await?;
     }
     // A failure is retried soon: what it waits for (an instancetype, a quota) is not watched.
-    let retry = if sync_error.is_some() {
+    let retry = if sync_error.is_some() || volumes.printable.is_some() {
         Duration::from_secs(5)
     } else {
         Duration::from_secs(30)
@@ -208,6 +210,18 @@ async fn sync(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     Ok(Action::requeue(
         backing_off.map_or(retry, |w| w + Duration::from_millis(500)),
     ))
+}
+
+/// The controller reference to `vm` its VMI and DataVolumes carry.
+pub(crate) fn owner_ref(vm: &VirtualMachine) -> OwnerReference {
+    OwnerReference {
+        api_version: "kubevirt.io/v1".into(),
+        kind: "VirtualMachine".into(),
+        name: vm.metadata.name.clone().unwrap_or_default(),
+        uid: vm.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
 /// Whether `vmi` is controlled by `vm` (its controller owner reference names the VM's uid).

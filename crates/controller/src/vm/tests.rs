@@ -331,7 +331,7 @@ fn printable_status_follows_upstreams_order() {
         if deleted {
             v.metadata.deletion_timestamp = Some(at(1));
         }
-        assert_eq!(printable_status(&v, vmi.as_ref(), strategy), want, "{what}");
+        assert_eq!(printable_status(&v, vmi.as_ref(), strategy, None), want, "{what}");
     }
 }
 
@@ -349,6 +349,7 @@ fn outcome(vmi: Option<&VirtualMachineInstance>) -> Outcome<'_> {
         refs: (None, None),
         error: None,
         cleared_requests: false,
+        volumes: None,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::pod::{RenderConfig, render};
 pub mod decide;
 #[cfg(test)]
 mod tests;
+pub mod volumes;
 
 pub use decide::FINALIZER;
 use decide::{Decision, Teardown};
@@ -57,6 +58,8 @@ pub struct Ctx {
     pub client: kube::Client,
     /// The launcher image.
     pub launcher_image: String,
+    /// Events about VMIs.
+    pub events: kube_support::Events,
     /// Launcher pods as last seen by a watch: a reconcile reads them here, never lists.
     pub pods: kube::runtime::reflector::Store<Pod>,
     /// Pods this controller created that the watch has not shown yet, by VMI uid (upstream's "expectations"): while
@@ -123,7 +126,9 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
             Teardown::Done => Ok(Action::await_change()),
         };
     }
-    let pod = owned.iter().find(|p| p.metadata.deletion_timestamp.is_none());
+    let pod = owned
+        .iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none() && !volumes::ephemeral(p));
     // Interfaces hot-plugged or unplugged on a running VMI: its pod's secondary networks follow (Multus' dynamic
     // networks controller attaches and detaches them).
     if let Some(p) = pod.filter(|_| VmiPhase::of(&vmi) == VmiPhase::Running) {
@@ -158,6 +163,9 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
                 use_emulation: crate::cluster_config(&ctx.client).await.use_emulation(),
             };
             let rendered = render(&vmi, &cfg)?;
+            if let Some(wait) = wait_for_volumes(&ctx, &vmi, &vmis, &pods, &owned, &rendered).await? {
+                return Ok(wait);
+            }
             pods.create(&PostParams::default(), &rendered).await?;
             let mut expected = ctx.expected();
             expected.retain(|_, t| t.elapsed() < 2 * EXPECTATION);
@@ -182,6 +190,102 @@ async fn sync(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Ctx>) -> Result<Action,
         }
     }
     Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Holds the launcher pod back while the VMI's volumes are not ready (the conditions and events say why, a
+/// placeholder pod gets WaitForFirstConsumer claims a node); `None` when it may be created (placeholders gone).
+async fn wait_for_volumes(
+    ctx: &Ctx,
+    vmi: &VirtualMachineInstance,
+    vmis: &Api<VirtualMachineInstance>,
+    pods: &Api<Pod>,
+    owned: &[Pod],
+    rendered: &Pod,
+) -> Result<Option<Action>, Error> {
+    use kubevirt_api::state::{self, Condition as _, ConditionType, reason};
+    use kubevirt_api::v1::VirtualMachineInstanceCondition as Cond;
+    let gate = volumes::gate(&ctx.client, vmi).await?;
+    let mut conditions = vmi
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let placeholders: Vec<&Pod> = owned.iter().filter(|p| volumes::ephemeral(p)).collect();
+    let wait = match gate {
+        volumes::Gate::Ready { dvs } => {
+            for p in placeholders
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                let n = p.metadata.name.clone().unwrap_or_default();
+                match pods.delete(&n, &DeleteParams::default()).await {
+                    Ok(_) => ctx.events.normal(
+                        vmi,
+                        "SuccessfulDelete",
+                        format!("Deleted WaitForFirstConsumer temporary pod {n}"),
+                    ),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if dvs {
+                let c = Cond::new(ConditionType::DataVolumesReady, "True")
+                    .with_reason(reason::ALL_DVS_READY)
+                    .with_message("All of the VMI's DVs are bound and ready");
+                state::set(&mut conditions, c, &now);
+            }
+            state::remove(&mut conditions, ConditionType::Provisioning);
+            None
+        }
+        volumes::Gate::Waiting { first_consumer } => {
+            let c = Cond::new(ConditionType::DataVolumesReady, "False")
+                .with_reason(reason::NOT_ALL_DVS_READY)
+                .with_message("Not all of the VMI's DVs are ready");
+            state::set(&mut conditions, c, &now);
+            if first_consumer {
+                state::set(
+                    &mut conditions,
+                    Cond::new(ConditionType::Provisioning, "True"),
+                    &now,
+                );
+                if placeholders.is_empty() {
+                    let created = pods
+                        .create(&PostParams::default(), &volumes::placeholder(rendered.clone()))
+                        .await?;
+                    let n = created.metadata.name.unwrap_or_default();
+                    tracing::info!(pod = %n, "a placeholder pod for WaitForFirstConsumer volumes");
+                    ctx.expected()
+                        .insert(vmi.metadata.uid.clone().unwrap_or_default(), Instant::now());
+                }
+            }
+            Some(Action::requeue(Duration::from_secs(2)))
+        }
+        volumes::Gate::MissingClaim(claim) => {
+            let msg = format!("PVC {claim} does not exist, waiting for it to appear");
+            ctx.events.normal(vmi, reason::FAILED_PVC_NOT_FOUND, msg.clone());
+            let c = Cond::new(ConditionType::Synchronized, "False")
+                .with_reason(reason::FAILED_PVC_NOT_FOUND)
+                .with_message(&msg);
+            state::set(&mut conditions, c, &now);
+            Some(Action::requeue(Duration::from_secs(5)))
+        }
+    };
+    let old = vmi
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if old != conditions {
+        let patch = json!({"status": {"conditions": conditions}});
+        vmis.patch_status(
+            vmi.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(wait)
 }
 
 /// The pods the VMI with `uid` created, from the watch's cache; `None` while a pod this controller created has not
@@ -236,6 +340,7 @@ pub async fn run(client: kube::Client, launcher_image: String) {
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
     let controller = kube_support::lean_controller(vmis, watcher::Config::default()).owns_stream(pod_events);
     let ctx = Arc::new(Ctx {
+        events: kube_support::Events::new(client.clone(), "virtualmachineinstance-controller"),
         client: client.clone(),
         launcher_image,
         pods: reader,

@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// Do not run virt-controller's loops here (run `virt-controller` replicas against this server instead).
     #[arg(long)]
     no_controllers: bool,
+    /// Where CDI's upload proxy listens (HTTPS; port 0 picks a free one). CDIConfig `config` says where it is, so
+    /// `virtctl image-upload` finds it.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    upload_proxy_listen: String,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -117,6 +121,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let virt_api = crate::virtapi::start(&as_virt_api)
             .await
             .context("starting virt-api")?;
+        let upload_proxy = crate::cdi::uploadproxy::start(&client, &args.upload_proxy_listen)
+            .await
+            .context("starting the upload proxy")?;
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let scheduler = tokio::spawn(scheduler::binder::run(client.clone(), stop.clone()));
         // kube-controller-manager's endpoints controller, which box mode's Services need.
@@ -137,6 +144,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             let cfg = controller::leader_config(&identity, std::time::Duration::from_secs(15));
             let settings = controller::manager::Settings {
                 launcher_image: LAUNCHER_IMAGE.into(),
+                importer_image: crate::node::IMPORTER_IMAGE.into(),
+                upload_image: crate::node::UPLOAD_IMAGE.into(),
                 node_heartbeat_timeout: args.node_heartbeat_timeout,
             };
             let c = as_controller.clone();
@@ -168,6 +177,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("kvbox server shutting down");
         trimmer.abort();
         virt_api.abort();
+        upload_proxy.abort();
         endpoints.abort();
         lifecycle.abort();
         volumes.abort();

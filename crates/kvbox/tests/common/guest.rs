@@ -45,8 +45,13 @@ pub(crate) fn in_guest(b: &NodeBox, uid: &str, cmd: &str, want: &str, secs: u64)
         !cmd.contains(want),
         "{cmd:?} contains {want:?}: its echo would match"
     );
-    let _console = b.type_in_guest(uid, cmd);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    // What is typed before the guest's shell reads its console may be dropped when the shell starts: wait for its
+    // prompt first.
+    while !b.serial(uid).contains("/ # ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _console = b.type_in_guest(uid, cmd);
     while !b.serial(uid).contains(want) {
         assert!(
             std::time::Instant::now() < deadline,
